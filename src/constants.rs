@@ -1,0 +1,51 @@
+//! Every limit of the system in one place, with the relations between them checked at compile
+//! time. A limit that is not here is a bug: each queue, table and buffer is bounded by a named
+//! constant or by a value of the runtime configuration derived from these.
+
+/// The size of one disk sector: the unit of every direct-I/O read and write.
+pub const SECTOR_SIZE: usize = 4096;
+
+/// The largest message (header + body) on the wire and in a WAL slot.
+pub const MESSAGE_SIZE_MAX: usize = 1024 * 1024;
+
+/// The size of every message header (network, WAL entry, reply).
+pub const HEADER_SIZE: usize = 256;
+
+/// The largest message body.
+pub const MESSAGE_BODY_SIZE_MAX: usize = MESSAGE_SIZE_MAX - HEADER_SIZE;
+
+/// The size of `Account`, `Transfer`, `AccountBalance` and `AccountFilter` records.
+pub const RECORD_SIZE: usize = 128;
+
+/// The size of a `QueryFilter`.
+pub const QUERY_FILTER_SIZE: usize = 64;
+
+/// The size of one create result (`{timestamp, status, reserved}`).
+pub const CREATE_RESULT_SIZE: usize = 16;
+
+/// The most events of one create or lookup request with the default request limit: the body
+/// holds 8,190 records of 128 bytes, and the multi-batch trailer takes one of them.
+pub const BATCH_EVENTS_MAX: usize = 8189;
+
+/// The most results one query filter returns (its `limit` is capped to this).
+pub const QUERY_RESULTS_MAX: usize = 8189;
+
+/// The most pending transfers one `pulse` operation expires; each consumes one timestamp slot.
+pub const PULSE_EXPIRIES_MAX: usize = 8190;
+
+/// The most batches one multi-batch request may carry (the count is a u16 and 0xFFFF is padding).
+pub const MULTI_BATCH_COUNT_MAX: usize = 65534;
+
+/// The largest valid timestamp: the top bit of a u64 timestamp is reserved (tombstone marker).
+pub const TIMESTAMP_MAX: u64 = (1 << 63) - 1;
+
+/// Nanoseconds per second, for `timeout` (seconds) → `expires_at` (nanoseconds).
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+const _: () = assert!(MESSAGE_SIZE_MAX % SECTOR_SIZE == 0); // A WAL slot is whole sectors.
+const _: () = assert!(HEADER_SIZE % RECORD_SIZE == 0 || RECORD_SIZE % 16 == 0);
+const _: () = assert!(MESSAGE_BODY_SIZE_MAX / RECORD_SIZE == BATCH_EVENTS_MAX + 1);
+const _: () = assert!(BATCH_EVENTS_MAX * CREATE_RESULT_SIZE < MESSAGE_BODY_SIZE_MAX);
+const _: () = assert!(QUERY_RESULTS_MAX * RECORD_SIZE < MESSAGE_BODY_SIZE_MAX);
+const _: () = assert!(PULSE_EXPIRIES_MAX == BATCH_EVENTS_MAX + 1);
+const _: () = assert!(BATCH_EVENTS_MAX < u16::MAX as usize); // Batch counts are u16 on the wire.

@@ -1,0 +1,13 @@
+//! ledger: a distributed financial ledger database. Accounts and double-entry transfers are
+//! executed in large batches by a deterministic state machine; see `docs/ARCHITECTURE.md`.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod constants;
+pub mod json;
+pub mod multi_batch;
+pub mod operation;
+pub mod prng;
+pub mod state_machine;
+pub mod types;
