@@ -42,8 +42,8 @@ pub const TIMESTAMP_MAX: u64 = (1 << 63) - 1;
 /// Nanoseconds per second, for `timeout` (seconds) → `expires_at` (nanoseconds).
 pub const NS_PER_S: u64 = 1_000_000_000;
 
-const _: () = assert!(MESSAGE_SIZE_MAX % SECTOR_SIZE == 0); // A WAL slot is whole sectors.
-const _: () = assert!(HEADER_SIZE % RECORD_SIZE == 0 || RECORD_SIZE % 16 == 0);
+const _: () = assert!(MESSAGE_SIZE_MAX.is_multiple_of(SECTOR_SIZE)); // A WAL slot is whole sectors.
+const _: () = assert!(HEADER_SIZE.is_multiple_of(16)); // Records after a header stay aligned.
 const _: () = assert!(MESSAGE_BODY_SIZE_MAX / RECORD_SIZE == BATCH_EVENTS_MAX + 1);
 const _: () = assert!(BATCH_EVENTS_MAX * CREATE_RESULT_SIZE < MESSAGE_BODY_SIZE_MAX);
 const _: () = assert!(QUERY_RESULTS_MAX * RECORD_SIZE < MESSAGE_BODY_SIZE_MAX);

@@ -60,7 +60,7 @@ impl<'a> MultiBatch<'a> {
         if size < element_size {
             return Err(MultiBatchError::TooShort { size });
         }
-        if size % element_size != 0 {
+        if !size.is_multiple_of(element_size) {
             return Err(MultiBatchError::Misaligned { size, element_size });
         }
         let batch_count = usize::from(read_u16(body, size - 2));
@@ -125,7 +125,7 @@ impl<'a> MultiBatchEncoder<'a> {
     /// Starts an encoding of `batch_count` batches into `buffer`.
     pub fn new(buffer: &'a mut [u8], element_size: usize, batch_count: usize) -> Self {
         assert!(element_size.is_power_of_two() && element_size >= 16);
-        assert!(batch_count >= 1 && batch_count <= MULTI_BATCH_COUNT_MAX);
+        assert!((1..=MULTI_BATCH_COUNT_MAX).contains(&batch_count));
         assert!(buffer.len() >= trailer_size(element_size, batch_count));
         MultiBatchEncoder { buffer, element_size, batch_count, batch_index: 0, payload_size: 0 }
     }

@@ -87,9 +87,7 @@ impl Operation {
             Operation::CreateAccounts => size_of::<Account>(),
             Operation::CreateTransfers => size_of::<Transfer>(),
             Operation::LookupAccounts | Operation::LookupTransfers => size_of::<u128>(),
-            Operation::GetAccountTransfers | Operation::GetAccountBalances => {
-                size_of::<AccountFilter>()
-            }
+            Operation::GetAccountTransfers | Operation::GetAccountBalances => size_of::<AccountFilter>(),
             Operation::QueryAccounts | Operation::QueryTransfers => size_of::<QueryFilter>(),
         }
     }
@@ -100,9 +98,9 @@ impl Operation {
             Operation::Pulse => 0,
             Operation::CreateAccounts | Operation::CreateTransfers => size_of::<CreateResult>(),
             Operation::LookupAccounts | Operation::QueryAccounts => size_of::<Account>(),
-            Operation::LookupTransfers
-            | Operation::GetAccountTransfers
-            | Operation::QueryTransfers => size_of::<Transfer>(),
+            Operation::LookupTransfers | Operation::GetAccountTransfers | Operation::QueryTransfers => {
+                size_of::<Transfer>()
+            }
             Operation::GetAccountBalances => size_of::<AccountBalance>(),
         }
     }

@@ -588,6 +588,9 @@ mod tests {
         assert!(!TransferFlags(0x01FF).has_reserved());
         assert!(AccountFilterFlags(8).has_reserved());
         assert!(QueryFilterFlags(2).has_reserved());
-        assert_eq!(format!("{:?}", TransferFlags::PENDING.with(TransferFlags::LINKED)), r#"["linked", "pending"]"#);
+        assert_eq!(
+            format!("{:?}", TransferFlags::PENDING.with(TransferFlags::LINKED)),
+            r#"["linked", "pending"]"#
+        );
     }
 }

@@ -96,6 +96,7 @@ impl StateMachine {
                     self.undo.commit();
                 }
                 chain_start = None;
+                chain_broken = false;
             }
         }
         assert!(chain_start.is_none());

@@ -227,7 +227,8 @@ impl StateMachine {
         if amount.checked_add(credit.credits_posted).is_none() {
             return Err(Status::OverflowsCreditsPosted);
         }
-        let debits = amount.checked_add(debit.debits_pending).and_then(|sum| sum.checked_add(debit.debits_posted));
+        let debits =
+            amount.checked_add(debit.debits_pending).and_then(|sum| sum.checked_add(debit.debits_posted));
         let Some(debits) = debits else { return Err(Status::OverflowsDebits) };
         let credits =
             amount.checked_add(credit.credits_pending).and_then(|sum| sum.checked_add(credit.credits_posted));
@@ -236,10 +237,13 @@ impl StateMachine {
         if timestamp + u64::from(event.timeout) * NS_PER_S > TIMESTAMP_MAX {
             return Err(Status::OverflowsTimeout);
         }
-        if debit.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > debit.credits_posted {
+        if debit.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > debit.credits_posted
+        {
             return Err(Status::ExceedsCredits);
         }
-        if credit.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits > credit.debits_posted {
+        if credit.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            && credits > credit.debits_posted
+        {
             return Err(Status::ExceedsDebits);
         }
         Ok(())
@@ -313,7 +317,11 @@ impl StateMachine {
         let p = self.transfers[p_index];
         self.pending_match_check(event, &p)?;
         let amount = if void {
-            if event.amount == 0 { p.amount } else { event.amount }
+            if event.amount == 0 {
+                p.amount
+            } else {
+                event.amount
+            }
         } else if event.amount == u128::MAX {
             p.amount
         } else {
@@ -425,22 +433,28 @@ impl StateMachine {
 
     /// Appends a transfer: links it into both accounts' lists and records a balance snapshot
     /// if either account keeps history. Returns its index.
-    fn transfer_insert(&mut self, transfer: &Transfer, accounts: Accounts, status: TransferPendingStatus) -> u32 {
+    fn transfer_insert(
+        &mut self,
+        transfer: &Transfer,
+        accounts: Accounts,
+        status: TransferPendingStatus,
+    ) -> u32 {
         let Accounts { dr, cr } = accounts;
         assert!(self.transfers.len() < self.transfers.capacity());
         assert!(self.transfers.last().is_none_or(|last| last.timestamp < transfer.timestamp));
         let index = self.transfers.len() as u32;
         let (debit, credit) = (&self.accounts[dr], &self.accounts[cr]);
-        let history = if debit.flags.contains(AccountFlags::HISTORY) || credit.flags.contains(AccountFlags::HISTORY) {
-            assert!(self.history.len() < self.history.capacity());
-            self.history.push(HistoryEntry {
-                debit_account: Self::history_balances(debit),
-                credit_account: Self::history_balances(credit),
-            });
-            (self.history.len() - 1) as u32
-        } else {
-            NONE
-        };
+        let history =
+            if debit.flags.contains(AccountFlags::HISTORY) || credit.flags.contains(AccountFlags::HISTORY) {
+                assert!(self.history.len() < self.history.capacity());
+                self.history.push(HistoryEntry {
+                    debit_account: Self::history_balances(debit),
+                    credit_account: Self::history_balances(credit),
+                });
+                (self.history.len() - 1) as u32
+            } else {
+                NONE
+            };
         let links = &mut self.account_links;
         let debit_prev = links[dr].debits_last;
         let credit_prev = links[cr].credits_last;
@@ -487,7 +501,8 @@ impl StateMachine {
             return Status::ExistsWithDifferentTimeout;
         }
         let flags = event.flags;
-        if flags.contains(TransferFlags::POST_PENDING_TRANSFER) || flags.contains(TransferFlags::VOID_PENDING_TRANSFER)
+        if flags.contains(TransferFlags::POST_PENDING_TRANSFER)
+            || flags.contains(TransferFlags::VOID_PENDING_TRANSFER)
         {
             let p_index = self.transfer_ids.get(existing.pending_id).expect("pending of a stored post/void");
             let p = &self.transfers[p_index as usize];
@@ -499,7 +514,8 @@ impl StateMachine {
         if event.credit_account_id != existing.credit_account_id {
             return Status::ExistsWithDifferentCreditAccountId;
         }
-        let balancing = flags.contains(TransferFlags::BALANCING_DEBIT) || flags.contains(TransferFlags::BALANCING_CREDIT);
+        let balancing =
+            flags.contains(TransferFlags::BALANCING_DEBIT) || flags.contains(TransferFlags::BALANCING_CREDIT);
         let amount_differs =
             if balancing { event.amount < existing.amount } else { event.amount != existing.amount };
         if amount_differs {
@@ -538,7 +554,11 @@ fn post_or_void_exists(event: &Transfer, e: &Transfer, p: &Transfer) -> Status {
         return Status::ExistsWithDifferentAmount;
     }
     let differs_128 = |value: u128, stored: u128, pending: u128| {
-        if value == 0 { stored != pending } else { value != stored }
+        if value == 0 {
+            stored != pending
+        } else {
+            value != stored
+        }
     };
     if differs_128(event.user_data_128, e.user_data_128, p.user_data_128) {
         return Status::ExistsWithDifferentUserData128;

@@ -48,12 +48,8 @@ pub struct Config {
 
 impl Config {
     /// A small configuration for tests and `--development`.
-    pub const DEVELOPMENT: Config = Config {
-        accounts_max: 16_384,
-        transfers_max: 131_072,
-        expiries_max: 16_384,
-        history_max: 131_072,
-    };
+    pub const DEVELOPMENT: Config =
+        Config { accounts_max: 16_384, transfers_max: 131_072, expiries_max: 16_384, history_max: 131_072 };
 
     /// The bytes the tables take once allocated (virtual; pages are touched as they fill).
     pub fn memory_size(&self) -> u64 {
@@ -309,8 +305,11 @@ impl StateMachine {
             self.capacity_check(operation, body_events(&batches, operation))?;
         }
         let reply_capacity = MESSAGE_BODY_SIZE_MAX;
-        let mut encoder =
-            MultiBatchEncoder::new(&mut reply[..reply_capacity], operation.result_size(), batches.batch_count());
+        let mut encoder = MultiBatchEncoder::new(
+            &mut reply[..reply_capacity],
+            operation.result_size(),
+            batches.batch_count(),
+        );
         let event_count = batches.element_count() as u64;
         assert!(!operation.is_create() || timestamp >= event_count);
         let mut timestamp_last = timestamp - if operation.is_create() { event_count } else { 0 };
@@ -512,9 +511,8 @@ impl Events<'_> {
 
     /// An upper bound on the expiries the events could queue: pending transfers with a timeout.
     fn expiries(&self) -> usize {
-        let queues = |transfer: &Transfer| {
-            transfer.timeout != 0 && transfer.flags.contains(TransferFlags::PENDING)
-        };
+        let queues =
+            |transfer: &Transfer| transfer.timeout != 0 && transfer.flags.contains(TransferFlags::PENDING);
         match self {
             Events::Accounts(_) => 0,
             Events::Transfers(events) => events.iter().filter(|t| queues(t)).count(),

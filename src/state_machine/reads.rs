@@ -3,8 +3,8 @@
 use super::{StateMachine, TransferMeta, BURNED, NONE};
 use crate::constants::{QUERY_RESULTS_MAX, TIMESTAMP_MAX};
 use crate::types::{
-    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, QueryFilter,
-    QueryFilterFlags, Transfer,
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, QueryFilter, QueryFilterFlags,
+    Transfer,
 };
 
 impl StateMachine {
@@ -119,7 +119,14 @@ impl StateMachine {
     /// Accounts matching a query filter (spec §12.3); returns the count written to `results`.
     pub fn query_accounts(&self, filter: &QueryFilter, results: &mut [Account]) -> usize {
         query(&self.accounts, filter, results, |account| {
-            (account.user_data_128, account.user_data_64, account.user_data_32, account.ledger, account.code, account.timestamp)
+            (
+                account.user_data_128,
+                account.user_data_64,
+                account.user_data_32,
+                account.ledger,
+                account.code,
+                account.timestamp,
+            )
         })
     }
 
@@ -229,7 +236,8 @@ fn account_filter_valid(filter: &AccountFilter) -> bool {
         && filter.account_id != u128::MAX
         && timestamps_valid(filter.timestamp_min, filter.timestamp_max)
         && filter.limit != 0
-        && (filter.flags.contains(AccountFilterFlags::DEBITS) || filter.flags.contains(AccountFilterFlags::CREDITS))
+        && (filter.flags.contains(AccountFilterFlags::DEBITS)
+            || filter.flags.contains(AccountFilterFlags::CREDITS))
         && !filter.flags.has_reserved()
         && filter.reserved.iter().all(|byte| *byte == 0)
 }
