@@ -10,4 +10,6 @@ pub mod multi_batch;
 pub mod operation;
 pub mod prng;
 pub mod state_machine;
+pub mod storage;
 pub mod types;
+pub mod workload;

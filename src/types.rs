@@ -495,7 +495,7 @@ impl CreateTransferStatus {
 
 /// The internal state of a pending transfer (spec §1.9).
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
 pub enum TransferPendingStatus {
     /// Not a pending transfer.
     #[default]

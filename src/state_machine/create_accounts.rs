@@ -127,6 +127,7 @@ impl StateMachine {
             credits_last: NONE,
         });
         self.account_ids.insert(event.id, index);
+        self.accounts_history_count += u32::from(event.flags.contains(AccountFlags::HISTORY));
         if self.undo.recording() {
             self.undo.push(Undo::AccountInserted);
         }

@@ -4,7 +4,7 @@
 use super::undo::Undo;
 use super::{StateMachine, NONE};
 use crate::constants::TIMESTAMP_MAX;
-use crate::types::CreateResult;
+use crate::types::{AccountFlags, CreateResult};
 
 /// How many events ahead the loop prefetches: enough to overlap several cache misses, few
 /// enough that prefetched lines are still in cache when used.
@@ -112,6 +112,7 @@ impl StateMachine {
                     let account = self.accounts.pop().expect("undo of an inserted account");
                     self.account_links.pop();
                     self.account_ids.remove(account.id);
+                    self.accounts_history_count -= u32::from(account.flags.contains(AccountFlags::HISTORY));
                 }
                 Undo::TransferInserted => self.transfer_remove_last(),
                 Undo::Account { index, old } => self.accounts[index as usize] = old,

@@ -80,6 +80,17 @@ impl IdTable {
         }
     }
 
+    /// Writes every page of the table so that its memory is committed now.
+    pub fn prefault(&mut self) {
+        let step = 4096 / core::mem::size_of::<Entry>();
+        for index in (0..self.entries.len()).step_by(step) {
+            // A volatile write of the value already there: the compiler may not elide it.
+            let entry = self.entries[index];
+            // SAFETY: `index` is in bounds; the pointer is valid and aligned.
+            unsafe { core::ptr::write_volatile(&mut self.entries[index], entry) };
+        }
+    }
+
     /// Hints the CPU to load the slot of `id`, so that a later `get` or `insert` does not wait
     /// for memory. Costs nothing when the table fits in cache.
     #[inline]

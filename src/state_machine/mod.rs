@@ -25,7 +25,7 @@ use crate::constants::{BATCH_EVENTS_MAX, MESSAGE_BODY_SIZE_MAX, TIMESTAMP_MAX};
 use crate::multi_batch::{MultiBatch, MultiBatchEncoder, MultiBatchError};
 use crate::operation::{trailer_size, Operation};
 use crate::types::{
-    Account, AccountBalance, AccountFilter, CreateResult, QueryFilter, Transfer, TransferFlags,
+    Account, AccountBalance, AccountFilter, AccountFlags, CreateResult, QueryFilter, Transfer, TransferFlags,
     TransferPendingStatus,
 };
 
@@ -137,7 +137,7 @@ pub enum InvalidRequest {
 
 /// A transfer's place in its accounts' lists, its history snapshot and its pending status.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Zeroable)]
 struct TransferMeta {
     debit_prev: u32,
     debit_next: u32,
@@ -148,7 +148,7 @@ struct TransferMeta {
 }
 
 /// The ends of an account's debit and credit transfer lists.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Zeroable)]
 struct AccountLinks {
     debits_first: u32,
     debits_last: u32,
@@ -181,6 +181,8 @@ pub struct StateMachine {
     /// Stored transfers and burned ids.
     transfer_ids: IdTable,
     history: Vec<HistoryEntry>,
+    /// How many accounts have the `history` flag (to skip history accounting when none do).
+    accounts_history_count: u32,
     expiries: ExpiryQueue,
     undo: UndoLog,
 }
@@ -201,9 +203,29 @@ impl StateMachine {
             transfer_meta: Vec::with_capacity(transfers_max),
             transfer_ids: IdTable::new(transfers_max),
             history: Vec::with_capacity(config.history_max as usize),
+            accounts_history_count: 0,
             expiries: ExpiryQueue::new(config.expiries_max as usize),
             undo: UndoLog::new(),
         }
+    }
+
+    /// Touches every page of every table, so that memory is committed now rather than page by
+    /// page as the tables fill: the process's memory use then stays flat under load, and the
+    /// first batches do not pay for page faults.
+    pub fn prefault(&mut self) {
+        fn touch<T: Zeroable>(vector: &mut Vec<T>) {
+            let step = (4096 / core::mem::size_of::<T>()).max(1);
+            for slot in vector.spare_capacity_mut().iter_mut().step_by(step) {
+                slot.write(T::zeroed());
+            }
+        }
+        touch(&mut self.accounts);
+        touch(&mut self.account_links);
+        touch(&mut self.transfers);
+        touch(&mut self.transfer_meta);
+        touch(&mut self.history);
+        self.account_ids.prefault();
+        self.transfer_ids.prefault();
     }
 
     /// The capacities this ledger was built with.
@@ -412,7 +434,10 @@ impl StateMachine {
                 if self.transfer_ids.count() + count > self.transfer_ids.count_max() {
                     return full(Table::Transfers);
                 }
-                if self.history.len() + count > self.config.history_max as usize {
+                let history_max = self.config.history_max as usize;
+                if self.history.len() + count > history_max
+                    && self.history.len() + self.history_bound(&events) > history_max
+                {
                     return full(Table::History);
                 }
                 let expiries = events.expiries();
@@ -424,6 +449,40 @@ impl StateMachine {
             _ => unreachable!("only create operations consume capacity"),
         }
         Ok(())
+    }
+
+    /// An upper bound on the balance snapshots the transfer events could record: those whose
+    /// accounts keep history, and posts/voids whose pending transfer is not stored yet (it may
+    /// be created by the same request). Only computed when the table is nearly full.
+    fn history_bound(&self, events: &Events<'_>) -> usize {
+        if self.accounts_history_count == 0 {
+            return 0;
+        }
+        let history = |id: u128| {
+            self.account_ids
+                .get(id)
+                .is_some_and(|index| self.accounts[index as usize].flags.contains(AccountFlags::HISTORY))
+        };
+        let mut count = 0;
+        events.for_each_transfer(|transfer| {
+            let resolves = TransferFlags::POST_PENDING_TRANSFER.with(TransferFlags::VOID_PENDING_TRANSFER);
+            let (debit, credit) = if transfer.flags.0 & resolves.0 != 0 {
+                match self.transfer_ids.get(transfer.pending_id) {
+                    Some(index) if index != BURNED => {
+                        let pending = &self.transfers[index as usize];
+                        (pending.debit_account_id, pending.credit_account_id)
+                    }
+                    _ => {
+                        count += 1;
+                        return;
+                    }
+                }
+            } else {
+                (transfer.debit_account_id, transfer.credit_account_id)
+            };
+            count += usize::from(history(debit) || history(credit));
+        });
+        count
     }
 
     /// Expires up to `PULSE_EXPIRIES_MAX` pending transfers whose `expires_at ≤ timestamp`, in
@@ -456,12 +515,12 @@ impl StateMachine {
         let debit = &mut self.accounts[dr];
         debit.debits_pending -= pending.amount;
         if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
-            debit.flags = debit.flags.without(crate::types::AccountFlags::CLOSED);
+            debit.flags = debit.flags.without(AccountFlags::CLOSED);
         }
         let credit = &mut self.accounts[cr];
         credit.credits_pending -= pending.amount;
         if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
-            credit.flags = credit.flags.without(crate::types::AccountFlags::CLOSED);
+            credit.flags = credit.flags.without(AccountFlags::CLOSED);
         }
     }
 
@@ -509,25 +568,28 @@ impl Events<'_> {
         }
     }
 
-    /// An upper bound on the expiries the events could queue: pending transfers with a timeout.
-    fn expiries(&self) -> usize {
-        let queues =
-            |transfer: &Transfer| transfer.timeout != 0 && transfer.flags.contains(TransferFlags::PENDING);
+    /// Calls `f` for each transfer event (none for accounts).
+    fn for_each_transfer(&self, mut f: impl FnMut(&Transfer)) {
         match self {
-            Events::Accounts(_) => 0,
-            Events::Transfers(events) => events.iter().filter(|t| queues(t)).count(),
+            Events::Accounts(_) => {}
+            Events::Transfers(events) => events.iter().for_each(f),
             Events::Body(batches, operation) => {
-                if *operation != Operation::CreateTransfers {
-                    return 0;
+                if *operation == Operation::CreateTransfers {
+                    batches.for_each(|_, bytes| {
+                        bytemuck::cast_slice::<u8, Transfer>(bytes).iter().for_each(&mut f)
+                    });
                 }
-                let mut count = 0;
-                batches.for_each(|_, bytes| {
-                    let events: &[Transfer] = bytemuck::cast_slice(bytes);
-                    count += events.iter().filter(|t| queues(t)).count();
-                });
-                count
             }
         }
+    }
+
+    /// An upper bound on the expiries the events could queue: pending transfers with a timeout.
+    fn expiries(&self) -> usize {
+        let mut count = 0;
+        self.for_each_transfer(|transfer| {
+            count += usize::from(transfer.timeout != 0 && transfer.flags.contains(TransferFlags::PENDING));
+        });
+        count
     }
 }
 
