@@ -2,7 +2,7 @@
 
 use super::create_batch::CreateEvent;
 use super::undo::Undo;
-use super::{AccountLinks, StateMachine, NONE};
+use super::StateMachine;
 use crate::types::{Account, AccountFlags, CreateAccountStatus as Status, CreateResult};
 
 impl CreateEvent for Account {
@@ -120,12 +120,7 @@ impl StateMachine {
             timestamp,
             ..*event
         });
-        self.account_links.push(AccountLinks {
-            debits_first: NONE,
-            debits_last: NONE,
-            credits_first: NONE,
-            credits_last: NONE,
-        });
+        self.account_transfers.account_push();
         self.account_ids.insert(event.id, index);
         self.accounts_history_count += u32::from(event.flags.contains(AccountFlags::HISTORY));
         if self.undo.recording() {

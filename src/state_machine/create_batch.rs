@@ -6,9 +6,11 @@ use super::{StateMachine, NONE};
 use crate::constants::TIMESTAMP_MAX;
 use crate::types::{AccountFlags, CreateResult};
 
-/// How many events ahead the loop prefetches: enough to overlap several cache misses, few
-/// enough that prefetched lines are still in cache when used.
-const PREFETCH_DISTANCE: usize = 8;
+/// How many events ahead the loop prefetches, in two stages: first the hash-table slots of the
+/// ids an event names, then (once those slots are in cache) the records they point to. Far
+/// enough to overlap many cache misses, near enough that prefetched lines are still in cache.
+const PREFETCH_DISTANCE_IDS: usize = 16;
+const PREFETCH_DISTANCE_RECORDS: usize = 8;
 
 /// What the batch loop needs to know of an event type.
 pub(super) trait CreateEvent: Copy {
@@ -29,8 +31,11 @@ pub(super) trait CreateEvent: Copy {
     /// and the result timestamp.
     fn apply(state: &mut StateMachine, event: &Self, timestamp: u64) -> (u32, u64);
 
-    /// Starts loading what applying `event` will touch, a few events ahead of it.
-    fn prefetch(_state: &StateMachine, _event: &Self) {}
+    /// Starts loading the id-table slots that applying `event` will look up.
+    fn prefetch_ids(_state: &StateMachine, _event: &Self) {}
+
+    /// Starts loading the records that applying `event` will touch (its id slots are cached).
+    fn prefetch_records(_state: &StateMachine, _event: &Self) {}
 
     /// Called for a failed event after any chain rollback (burns transient transfer ids).
     fn failed(state: &mut StateMachine, event: &Self, status: u32);
@@ -52,12 +57,18 @@ impl StateMachine {
         let batch_imported = first.imported();
         let mut chain_start: Option<usize> = None;
         let mut chain_broken = false;
-        for event in events.iter().take(PREFETCH_DISTANCE) {
-            E::prefetch(self, event);
+        for event in events.iter().take(PREFETCH_DISTANCE_IDS) {
+            E::prefetch_ids(self, event);
+        }
+        for event in events.iter().take(PREFETCH_DISTANCE_RECORDS) {
+            E::prefetch_records(self, event);
         }
         for (index, event) in events.iter().enumerate() {
-            if let Some(ahead) = events.get(index + PREFETCH_DISTANCE) {
-                E::prefetch(self, ahead);
+            if let Some(ahead) = events.get(index + PREFETCH_DISTANCE_IDS) {
+                E::prefetch_ids(self, ahead);
+            }
+            if let Some(ahead) = events.get(index + PREFETCH_DISTANCE_RECORDS) {
+                E::prefetch_records(self, ahead);
             }
             let timestamp = timestamp_last - count as u64 + index as u64 + 1;
             let mut chain_open = false;
@@ -110,14 +121,14 @@ impl StateMachine {
             match entry {
                 Undo::AccountInserted => {
                     let account = self.accounts.pop().expect("undo of an inserted account");
-                    self.account_links.pop();
+                    self.account_transfers.account_pop();
                     self.account_ids.remove(account.id);
                     self.accounts_history_count -= u32::from(account.flags.contains(AccountFlags::HISTORY));
                 }
                 Undo::TransferInserted => self.transfer_remove_last(),
                 Undo::Account { index, old } => self.accounts[index as usize] = old,
                 Undo::PendingStatus { index, old } => {
-                    self.transfer_meta[index as usize].pending_status = old;
+                    self.transfer_pending[index as usize] = old;
                 }
             }
         }
@@ -126,27 +137,17 @@ impl StateMachine {
     /// Removes the newest transfer: from the id table, its accounts' lists and the history.
     fn transfer_remove_last(&mut self) {
         let transfer = self.transfers.pop().expect("undo of an inserted transfer");
-        let meta = self.transfer_meta.pop().expect("transfer meta");
+        let history = self.transfer_history.pop().expect("transfer history index");
+        self.transfer_pending.pop();
         self.transfer_ids.remove(transfer.id);
+        let index = self.transfers.len() as u32;
         let dr = self.account_index(transfer.debit_account_id);
         let cr = self.account_index(transfer.credit_account_id);
-        let removed = self.transfers.len() as u32;
-        assert_eq!(self.account_links[dr].debits_last, removed);
-        assert_eq!(self.account_links[cr].credits_last, removed);
-        self.account_links[dr].debits_last = meta.debit_prev;
-        if meta.debit_prev == NONE {
-            self.account_links[dr].debits_first = NONE;
-        } else {
-            self.transfer_meta[meta.debit_prev as usize].debit_next = NONE;
-        }
-        self.account_links[cr].credits_last = meta.credit_prev;
-        if meta.credit_prev == NONE {
-            self.account_links[cr].credits_first = NONE;
-        } else {
-            self.transfer_meta[meta.credit_prev as usize].credit_next = NONE;
-        }
-        if meta.history != NONE {
-            assert_eq!(meta.history as usize, self.history.len() - 1);
+        // In the reverse order of `transfer_insert`'s pushes.
+        self.account_transfers.pop(cr, index);
+        self.account_transfers.pop(dr, index);
+        if history != NONE {
+            assert_eq!(history as usize, self.history.len() - 1);
             self.history.pop();
         }
     }

@@ -3,8 +3,9 @@
 
 use super::create_batch::CreateEvent;
 use super::expiry::Expiry;
+use super::id_table::prefetch;
 use super::undo::Undo;
-use super::{HistoryEntry, StateMachine, TransferMeta, BURNED, NONE};
+use super::{HistoryEntry, StateMachine, BURNED, NONE};
 use crate::constants::{NS_PER_S, TIMESTAMP_MAX};
 use crate::types::{
     AccountFlags, CreateResult, CreateTransferStatus as Status, Transfer, TransferFlags,
@@ -45,8 +46,21 @@ impl CreateEvent for Transfer {
         }
     }
 
-    fn prefetch(state: &StateMachine, event: &Transfer) {
+    fn prefetch_ids(state: &StateMachine, event: &Transfer) {
         state.transfer_ids.prefetch(event.id);
+        state.account_ids.prefetch(event.debit_account_id);
+        state.account_ids.prefetch(event.credit_account_id);
+    }
+
+    fn prefetch_records(state: &StateMachine, event: &Transfer) {
+        for id in [event.debit_account_id, event.credit_account_id] {
+            if let Some(index) = state.account_ids.get(id) {
+                let account = state.accounts.as_ptr().wrapping_add(index as usize);
+                prefetch(account);
+                prefetch(account.cast::<u8>().wrapping_add(64));
+                state.account_transfers.prefetch_ends(index as usize);
+            }
+        }
     }
 
     fn failed(state: &mut StateMachine, event: &Transfer, status: u32) {
@@ -333,7 +347,7 @@ impl StateMachine {
         if void && amount < p.amount {
             return Err(Status::PendingTransferHasDifferentAmount);
         }
-        match self.transfer_meta[p_index].pending_status {
+        match self.transfer_pending[p_index] {
             TransferPendingStatus::Posted => return Err(Status::PendingTransferAlreadyPosted),
             TransferPendingStatus::Voided => return Err(Status::PendingTransferAlreadyVoided),
             TransferPendingStatus::Expired => return Err(Status::PendingTransferExpired),
@@ -406,9 +420,8 @@ impl StateMachine {
             self.release_pending(p, dr, cr);
         }
         let status = if post { TransferPendingStatus::Posted } else { TransferPendingStatus::Voided };
-        let meta = &mut self.transfer_meta[p_index];
-        let old = meta.pending_status;
-        meta.pending_status = status;
+        let old = self.transfer_pending[p_index];
+        self.transfer_pending[p_index] = status;
         if self.undo.recording() {
             self.undo.push(Undo::PendingStatus { index: p_index as u32, old });
         }
@@ -455,32 +468,11 @@ impl StateMachine {
             } else {
                 NONE
             };
-        let links = &mut self.account_links;
-        let debit_prev = links[dr].debits_last;
-        let credit_prev = links[cr].credits_last;
-        links[dr].debits_last = index;
-        if debit_prev == NONE {
-            links[dr].debits_first = index;
-        }
-        links[cr].credits_last = index;
-        if credit_prev == NONE {
-            links[cr].credits_first = index;
-        }
-        if debit_prev != NONE {
-            self.transfer_meta[debit_prev as usize].debit_next = index;
-        }
-        if credit_prev != NONE {
-            self.transfer_meta[credit_prev as usize].credit_next = index;
-        }
+        self.account_transfers.push(dr, index);
+        self.account_transfers.push(cr, index);
         self.transfers.push(*transfer);
-        self.transfer_meta.push(TransferMeta {
-            debit_prev,
-            debit_next: NONE,
-            credit_prev,
-            credit_next: NONE,
-            history,
-            pending_status: status,
-        });
+        self.transfer_history.push(history);
+        self.transfer_pending.push(status);
         self.transfer_ids.insert(transfer.id, index);
         if self.undo.recording() {
             self.undo.push(Undo::TransferInserted);

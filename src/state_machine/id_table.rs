@@ -95,16 +95,7 @@ impl IdTable {
     /// for memory. Costs nothing when the table fits in cache.
     #[inline]
     pub fn prefetch(&self, id: u128) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let pointer = self.entries.as_ptr().wrapping_add(self.slot(id));
-            // SAFETY: prefetching is a hint; it never faults, whatever the address.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch(pointer.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0)
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = id;
+        prefetch(self.entries.as_ptr().wrapping_add(self.slot(id)));
     }
 
     /// Inserts `id`, which must not be present, with `value`.
@@ -167,6 +158,18 @@ impl IdTable {
         self.entries[hole] = Entry::default();
         self.count -= 1;
     }
+}
+
+/// Hints the CPU to load the cache line at `pointer`; a hint only, valid for any address.
+#[inline]
+pub fn prefetch<T>(pointer: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(pointer.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = pointer;
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! [`IdTable`]. Each transfer is linked into its debit and credit accounts' lists, which answer
 //! `get_account_transfers`; balance snapshots for history accounts sit in a third array.
 
+mod account_transfers;
 mod create_accounts;
 mod create_batch;
 mod create_transfers;
@@ -29,6 +30,7 @@ use crate::types::{
     TransferPendingStatus,
 };
 
+use account_transfers::AccountTransfers;
 pub use expiry::ExpiryQueue;
 pub use id_table::IdTable;
 use undo::UndoLog;
@@ -56,9 +58,9 @@ impl Config {
         let accounts = u64::from(self.accounts_max);
         let transfers = u64::from(self.transfers_max);
         let id_table = |count: u64| (count * 2).max(16).next_power_of_two() * 32;
-        accounts * (128 + 16)
+        accounts * (128 + 8 + 64)
             + id_table(accounts)
-            + transfers * (128 + 24)
+            + transfers * (128 + 5 + 10)
             + id_table(transfers)
             + u64::from(self.expiries_max) * 24
             + u64::from(self.history_max) * 128
@@ -135,27 +137,6 @@ pub enum InvalidRequest {
     Operation(Operation),
 }
 
-/// A transfer's place in its accounts' lists, its history snapshot and its pending status.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Zeroable)]
-struct TransferMeta {
-    debit_prev: u32,
-    debit_next: u32,
-    credit_prev: u32,
-    credit_next: u32,
-    history: u32,
-    pending_status: TransferPendingStatus,
-}
-
-/// The ends of an account's debit and credit transfer lists.
-#[derive(Clone, Copy, Debug, Zeroable)]
-struct AccountLinks {
-    debits_first: u32,
-    debits_last: u32,
-    credits_first: u32,
-    credits_last: u32,
-}
-
 /// Both accounts' balances immediately after one transfer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Zeroable)]
@@ -174,10 +155,14 @@ const BURNED: u32 = u32::MAX;
 pub struct StateMachine {
     config: Config,
     accounts: Vec<Account>,
-    account_links: Vec<AccountLinks>,
     account_ids: IdTable,
+    /// Each account's transfers, in timestamp order.
+    account_transfers: AccountTransfers,
     transfers: Vec<Transfer>,
-    transfer_meta: Vec<TransferMeta>,
+    /// Per transfer: its index in `history`, or `NONE`.
+    transfer_history: Vec<u32>,
+    /// Per transfer: its pending status (`None` unless it is a pending transfer).
+    transfer_pending: Vec<TransferPendingStatus>,
     /// Stored transfers and burned ids.
     transfer_ids: IdTable,
     history: Vec<HistoryEntry>,
@@ -197,10 +182,11 @@ impl StateMachine {
         StateMachine {
             config,
             accounts: Vec::with_capacity(accounts_max),
-            account_links: Vec::with_capacity(accounts_max),
             account_ids: IdTable::new(accounts_max),
+            account_transfers: AccountTransfers::new(accounts_max, transfers_max),
             transfers: Vec::with_capacity(transfers_max),
-            transfer_meta: Vec::with_capacity(transfers_max),
+            transfer_history: Vec::with_capacity(transfers_max),
+            transfer_pending: Vec::with_capacity(transfers_max),
             transfer_ids: IdTable::new(transfers_max),
             history: Vec::with_capacity(config.history_max as usize),
             accounts_history_count: 0,
@@ -213,17 +199,12 @@ impl StateMachine {
     /// page as the tables fill: the process's memory use then stays flat under load, and the
     /// first batches do not pay for page faults.
     pub fn prefault(&mut self) {
-        fn touch<T: Zeroable>(vector: &mut Vec<T>) {
-            let step = (4096 / core::mem::size_of::<T>()).max(1);
-            for slot in vector.spare_capacity_mut().iter_mut().step_by(step) {
-                slot.write(T::zeroed());
-            }
-        }
         touch(&mut self.accounts);
-        touch(&mut self.account_links);
         touch(&mut self.transfers);
-        touch(&mut self.transfer_meta);
+        touch(&mut self.transfer_history);
+        touch(&mut self.transfer_pending);
         touch(&mut self.history);
+        self.account_transfers.prefault();
         self.account_ids.prefault();
         self.transfer_ids.prefault();
     }
@@ -247,7 +228,7 @@ impl StateMachine {
     pub fn pending_status(&self, id: u128) -> Option<TransferPendingStatus> {
         match self.transfer_ids.get(id) {
             None | Some(BURNED) => None,
-            Some(index) => Some(self.transfer_meta[index as usize].pending_status),
+            Some(index) => Some(self.transfer_pending[index as usize]),
         }
     }
 
@@ -441,8 +422,8 @@ impl StateMachine {
                     return full(Table::History);
                 }
                 let expiries = events.expiries();
-                let (transfers, meta) = (&self.transfers, &self.transfer_meta);
-                if !self.expiries.reserve(expiries, |entry| expiry_valid(transfers, meta, entry)) {
+                let (transfers, pending) = (&self.transfers, &self.transfer_pending);
+                if !self.expiries.reserve(expiries, |entry| expiry_valid(transfers, pending, entry)) {
                     return full(Table::Expiries);
                 }
             }
@@ -491,7 +472,7 @@ impl StateMachine {
         let mut expired = 0;
         while expired < crate::constants::PULSE_EXPIRIES_MAX {
             let Some(entry) = self.expiries.pop_due(timestamp) else { break };
-            if expiry_valid(&self.transfers, &self.transfer_meta, &entry) {
+            if expiry_valid(&self.transfers, &self.transfer_pending, &entry) {
                 self.expire(entry.index);
                 expired += 1;
             }
@@ -506,7 +487,7 @@ impl StateMachine {
         let dr = self.account_index(pending.debit_account_id);
         let cr = self.account_index(pending.credit_account_id);
         self.release_pending(&pending, dr, cr);
-        self.transfer_meta[index as usize].pending_status = TransferPendingStatus::Expired;
+        self.transfer_pending[index as usize] = TransferPendingStatus::Expired;
     }
 
     /// Releases a pending transfer's reservation and re-opens the accounts it closed (void and
@@ -597,12 +578,20 @@ impl Events<'_> {
 /// when a transfer is posted, voided or rolled back; they are skipped here instead. A rolled-back
 /// transfer's slot may be reused, but never with the same timestamp and a non-zero timeout:
 /// cluster timestamps are never reused and imported transfers have no timeout.
-fn expiry_valid(transfers: &[Transfer], meta: &[TransferMeta], entry: &expiry::Expiry) -> bool {
+fn expiry_valid(transfers: &[Transfer], pending: &[TransferPendingStatus], entry: &expiry::Expiry) -> bool {
     let index = entry.index as usize;
     index < transfers.len()
         && transfers[index].timestamp == entry.timestamp
         && transfers[index].timeout != 0
-        && meta[index].pending_status == TransferPendingStatus::Pending
+        && pending[index] == TransferPendingStatus::Pending
+}
+
+/// Writes one value into every page of `vector`'s unused capacity, committing its memory.
+fn touch<T: Zeroable>(vector: &mut Vec<T>) {
+    let step = (4096 / core::mem::size_of::<T>()).max(1);
+    for slot in vector.spare_capacity_mut().iter_mut().step_by(step) {
+        slot.write(T::zeroed());
+    }
 }
 
 fn body_events<'a>(batches: &MultiBatch<'a>, operation: Operation) -> Events<'a> {

@@ -1,6 +1,6 @@
 //! Lookups and queries (spec §12). Reads never fail: an invalid filter yields no results.
 
-use super::{StateMachine, TransferMeta, BURNED, NONE};
+use super::{StateMachine, BURNED, NONE};
 use crate::constants::{QUERY_RESULTS_MAX, TIMESTAMP_MAX};
 use crate::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, QueryFilter, QueryFilterFlags,
@@ -56,7 +56,7 @@ impl StateMachine {
         let mut count = 0;
         self.account_transfers_for_each(filter, results.len(), |index| {
             let transfer = &self.transfers[index];
-            let history = self.transfer_meta[index].history;
+            let history = self.transfer_history[index];
             assert!(history != NONE, "every transfer of a history account has a snapshot");
             let entry = &self.history[history as usize];
             let balances = if transfer.debit_account_id == filter.account_id {
@@ -77,30 +77,18 @@ impl StateMachine {
             return;
         }
         let Some(account) = self.account_ids.get(filter.account_id) else { return };
-        let links = self.account_links[account as usize];
         let limit = (filter.limit as usize).min(QUERY_RESULTS_MAX).min(capacity);
         let (timestamp_min, timestamp_max) = timestamp_range(filter.timestamp_min, filter.timestamp_max);
         let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
-        let mut cursor = ListCursor {
-            debit: if !filter.flags.contains(AccountFilterFlags::DEBITS) {
-                NONE
-            } else if reversed {
-                links.debits_last
-            } else {
-                links.debits_first
-            },
-            credit: if !filter.flags.contains(AccountFilterFlags::CREDITS) {
-                NONE
-            } else if reversed {
-                links.credits_last
-            } else {
-                links.credits_first
-            },
-            reversed,
-        };
+        let debits = filter.flags.contains(AccountFilterFlags::DEBITS);
+        let credits = filter.flags.contains(AccountFilterFlags::CREDITS);
+        let lists = &self.account_transfers;
+        let mut cursor =
+            lists.cursor(account as usize, reversed, &self.transfers, timestamp_min, timestamp_max);
         let mut count = 0;
         while count < limit {
-            let Some(index) = cursor.next(&self.transfers, &self.transfer_meta) else { break };
+            let Some(index) = lists.next(&mut cursor) else { break };
+            let index = index as usize;
             let transfer = &self.transfers[index];
             let before = transfer.timestamp < timestamp_min;
             let after = transfer.timestamp > timestamp_max;
@@ -108,7 +96,9 @@ impl StateMachine {
             if (reversed && before) || (!reversed && after) {
                 break;
             }
-            if before || after || !transfer_matches_account_filter(transfer, filter) {
+            let side = (debits && transfer.debit_account_id == filter.account_id)
+                || (credits && transfer.credit_account_id == filter.account_id);
+            if before || after || !side || !transfer_matches_account_filter(transfer, filter) {
                 continue;
             }
             f(index);
@@ -142,37 +132,6 @@ impl StateMachine {
                 transfer.timestamp,
             )
         })
-    }
-}
-
-/// Walks an account's debit list and credit list together in timestamp order (both are sorted;
-/// they never share a transfer because a transfer's two accounts differ).
-struct ListCursor {
-    debit: u32,
-    credit: u32,
-    reversed: bool,
-}
-
-impl ListCursor {
-    fn next(&mut self, transfers: &[Transfer], meta: &[TransferMeta]) -> Option<usize> {
-        let take_debit = match (self.debit, self.credit) {
-            (NONE, NONE) => return None,
-            (NONE, _) => false,
-            (_, NONE) => true,
-            (debit, credit) => {
-                let debit_first = transfers[debit as usize].timestamp < transfers[credit as usize].timestamp;
-                debit_first != self.reversed
-            }
-        };
-        if take_debit {
-            let index = self.debit as usize;
-            self.debit = if self.reversed { meta[index].debit_prev } else { meta[index].debit_next };
-            Some(index)
-        } else {
-            let index = self.credit as usize;
-            self.credit = if self.reversed { meta[index].credit_prev } else { meta[index].credit_next };
-            Some(index)
-        }
     }
 }
 
