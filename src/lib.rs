@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod constants;
+pub mod io;
 pub mod json;
 pub mod multi_batch;
 pub mod operation;
@@ -12,4 +13,5 @@ pub mod prng;
 pub mod state_machine;
 pub mod storage;
 pub mod types;
+pub mod vsr;
 pub mod workload;

@@ -495,7 +495,7 @@ impl CreateTransferStatus {
 
 /// The internal state of a pending transfer (spec §1.9).
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable, bytemuck::NoUninit)]
 pub enum TransferPendingStatus {
     /// Not a pending transfer.
     #[default]
@@ -508,6 +508,20 @@ pub enum TransferPendingStatus {
     Voided = 3,
     /// Resolved by its timeout.
     Expired = 4,
+}
+
+impl TransferPendingStatus {
+    /// The status with this code, if there is one.
+    pub const fn from_u8(code: u8) -> Option<TransferPendingStatus> {
+        Some(match code {
+            0 => TransferPendingStatus::None,
+            1 => TransferPendingStatus::Pending,
+            2 => TransferPendingStatus::Posted,
+            3 => TransferPendingStatus::Voided,
+            4 => TransferPendingStatus::Expired,
+            _ => return None,
+        })
+    }
 }
 
 const _: () = {

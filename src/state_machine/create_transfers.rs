@@ -70,6 +70,8 @@ impl CreateEvent for Transfer {
             assert!(!state.undo.recording());
             assert!(state.transfer_ids.get(event.id).is_none());
             state.transfer_ids.insert(event.id, BURNED);
+            assert!(state.burned.len() < state.burned.capacity());
+            state.burned.push(event.id);
         }
     }
 }

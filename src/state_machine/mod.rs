@@ -17,6 +17,7 @@ mod create_batch;
 mod create_transfers;
 mod expiry;
 mod id_table;
+mod persistence;
 mod reads;
 mod undo;
 
@@ -33,6 +34,7 @@ use crate::types::{
 use account_transfers::AccountTransfers;
 pub use expiry::ExpiryQueue;
 pub use id_table::IdTable;
+pub use persistence::{RestoreError, PERSISTED_ARRAYS, PERSISTED_RECORD_SIZES};
 use undo::UndoLog;
 
 /// The capacities of the state machine's tables, fixed for the life of a data file.
@@ -139,7 +141,7 @@ pub enum InvalidRequest {
 
 /// Both accounts' balances immediately after one transfer.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Zeroable)]
+#[derive(Clone, Copy, Debug, Zeroable, bytemuck::Pod)]
 struct HistoryEntry {
     debit_account: [u128; 4],
     credit_account: [u128; 4],
@@ -165,6 +167,8 @@ pub struct StateMachine {
     transfer_pending: Vec<TransferPendingStatus>,
     /// Stored transfers and burned ids.
     transfer_ids: IdTable,
+    /// Burned transfer ids, in the order they were burned (for checkpoints).
+    burned: Vec<u128>,
     history: Vec<HistoryEntry>,
     /// How many accounts have the `history` flag (to skip history accounting when none do).
     accounts_history_count: u32,
@@ -188,6 +192,7 @@ impl StateMachine {
             transfer_history: Vec::with_capacity(transfers_max),
             transfer_pending: Vec::with_capacity(transfers_max),
             transfer_ids: IdTable::new(transfers_max),
+            burned: Vec::with_capacity(transfers_max),
             history: Vec::with_capacity(config.history_max as usize),
             accounts_history_count: 0,
             expiries: ExpiryQueue::new(config.expiries_max as usize),

@@ -7,8 +7,13 @@
 //! requires it, and the simulator tears writes at sector boundaries as a real disk may.
 
 mod aligned;
+pub mod layout;
+mod file;
+mod sim;
 
 pub use aligned::AlignedBuffer;
+pub use file::{FileStorage, IoMode, OpenError};
+pub use sim::{CrashMode, SimFaultCounts, SimFaults, SimStorage};
 
 use crate::constants::SECTOR_SIZE;
 
@@ -47,7 +52,9 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// A read returned fewer bytes than asked: the file is shorter than its layout says.
-    #[error("read of {size} bytes at offset {offset} returned only {read} bytes: the data file is truncated")]
+    #[error(
+        "read of {size} bytes at offset {offset} returned only {read} bytes: the data file is truncated"
+    )]
     ShortRead {
         /// The file offset.
         offset: u64,

@@ -1,0 +1,329 @@
+//! Checkpoints: the state machine's persisted arrays, stored as pages in the grid.
+//!
+//! Each array is cut into pages of one grid block. A checkpoint writes only the pages whose
+//! content changed since the previous checkpoint (new transfers, accounts whose balances moved,
+//! changed pending statuses), each to a *free* block — never over a block the durable checkpoint
+//! references — then writes a new manifest (the list of every page's block reference) and flips
+//! the superblock. Blocks the old checkpoint referenced and the new one does not are released
+//! only after the superblock is durable, so a crash at any point leaves the old checkpoint whole.
+//!
+//! Which pages changed is found by hashing: append-only arrays (transfers, history, burned ids)
+//! only change at their tail, and the mutable ones (accounts, pending statuses) are hashed page
+//! by page and compared with the manifest's checksums. No dirty tracking burdens the hot path.
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::superblock::{BlockReference, SuperBlock, MANIFEST_BLOCKS_MAX};
+use crate::state_machine::{PERSISTED_ARRAYS, PERSISTED_RECORD_SIZES};
+use crate::storage::layout::Layout;
+use crate::storage::{AlignedBuffer, Storage, StorageError, Write};
+
+/// Whether each persisted array only grows at its end (so its full pages never change).
+const APPEND_ONLY: [bool; PERSISTED_ARRAYS] = [false, true, false, true, true];
+
+/// Blocks staged in memory before they are submitted as one batch of writes.
+const STAGING_BLOCKS: usize = 32;
+
+/// Why a checkpoint could not be written or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// I/O failed.
+    #[error("checkpoint I/O: {0}")]
+    Storage(#[from] StorageError),
+    /// The grid has no free block: the data file was formatted too small for this state.
+    #[error("the grid is full ({blocks} blocks): the data file is too small for the ledger's state")]
+    GridFull {
+        /// The grid's block count.
+        blocks: u64,
+    },
+    /// The state needs more manifest blocks than the superblock can reference.
+    #[error("the checkpoint needs {needed} manifest blocks; at most {MANIFEST_BLOCKS_MAX} fit (use a larger block size)")]
+    ManifestFull {
+        /// Manifest blocks needed.
+        needed: usize,
+    },
+    /// A block read back does not match its reference.
+    #[error("grid block {address} (file offset {offset}) is corrupted: its checksum does not match the checkpoint")]
+    Corrupt {
+        /// The block address.
+        address: u64,
+        /// Its file offset.
+        offset: u64,
+    },
+    /// A reference points outside the grid.
+    #[error("the checkpoint references block {address}, outside the grid of {blocks} blocks")]
+    BadReference {
+        /// The address.
+        address: u64,
+        /// The grid's block count.
+        blocks: u64,
+    },
+}
+
+/// What one checkpoint wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Pages whose content changed and were written.
+    pub pages_written: u64,
+    /// Pages unchanged and kept.
+    pub pages_kept: u64,
+    /// Manifest blocks written.
+    pub manifest_blocks: u64,
+}
+
+/// The grid: block allocation and the durable checkpoint's page references.
+pub struct Grid {
+    layout: Layout,
+    /// Per block (`address − 1`): referenced by the durable checkpoint or acquired since.
+    acquired: Vec<bool>,
+    /// The durable checkpoint's page references, per array.
+    pages: [Vec<BlockReference>; PERSISTED_ARRAYS],
+    /// The durable checkpoint's manifest blocks.
+    manifest: Vec<BlockReference>,
+    /// Where the next free-block search starts (keeps allocation O(1) amortised).
+    search_start: u64,
+}
+
+/// A sector-aligned staging area for blocks on their way to the disk.
+struct Staging {
+    buffer: AlignedBuffer,
+    addresses: Vec<u64>,
+}
+
+impl Grid {
+    /// An empty grid (a freshly formatted data file).
+    pub fn new(layout: Layout) -> Grid {
+        Grid {
+            layout,
+            acquired: vec![false; layout.grid_block_count as usize],
+            pages: Default::default(),
+            manifest: Vec::new(),
+            search_start: 0,
+        }
+    }
+
+    /// Loads the checkpoint of `superblock`: reads and verifies its manifest and every page,
+    /// and returns the persisted arrays (16-byte aligned, as `StateMachine::restore` wants).
+    pub fn open(
+        storage: &mut dyn Storage,
+        superblock: &SuperBlock,
+    ) -> Result<(Grid, [Vec<u128>; PERSISTED_ARRAYS]), CheckpointError> {
+        let layout = superblock.layout();
+        let checkpoint = &superblock.checkpoint;
+        let mut grid = Grid::new(layout);
+        let block_size = layout.block_size as usize;
+        let mut block = AlignedBuffer::new(block_size);
+        let mut manifest_bytes = Vec::with_capacity(checkpoint.manifest_size as usize);
+        for reference in &checkpoint.manifest[..checkpoint.manifest_block_count as usize] {
+            grid.read_block(storage, reference, &mut block)?;
+            let take = (checkpoint.manifest_size as usize - manifest_bytes.len()).min(block_size);
+            manifest_bytes.extend_from_slice(&block[..take]);
+            grid.manifest.push(*reference);
+        }
+        let references: Vec<BlockReference> = manifest_bytes
+            .chunks_exact(core::mem::size_of::<BlockReference>())
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
+        let mut arrays: [Vec<u128>; PERSISTED_ARRAYS] = Default::default();
+        let mut next = 0;
+        for array in 0..PERSISTED_ARRAYS {
+            let size = checkpoint.array_lengths[array] as usize * PERSISTED_RECORD_SIZES[array];
+            let page_count = size.div_ceil(block_size);
+            let Some(page_references) = references.get(next..next + page_count) else {
+                return Err(CheckpointError::BadReference { address: 0, blocks: layout.grid_block_count });
+            };
+            next += page_count;
+            let mut data = vec![0u128; page_count * block_size / 16];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
+            for (page, reference) in page_references.iter().enumerate() {
+                grid.read_block(storage, reference, &mut block)?;
+                bytes[page * block_size..][..block_size].copy_from_slice(&block);
+            }
+            data.truncate(size.div_ceil(16));
+            grid.pages[array] = page_references.to_vec();
+            arrays[array] = data;
+        }
+        Ok((grid, arrays))
+    }
+
+    /// Reads the block `reference` names into `block`, verifying it, and marks it acquired.
+    fn read_block(
+        &mut self,
+        storage: &mut dyn Storage,
+        reference: &BlockReference,
+        block: &mut AlignedBuffer,
+    ) -> Result<(), CheckpointError> {
+        let blocks = self.layout.grid_block_count;
+        if reference.address == 0 || reference.address > blocks {
+            return Err(CheckpointError::BadReference { address: reference.address, blocks });
+        }
+        let offset = self.layout.block_offset(reference.address);
+        storage.read(offset, block)?;
+        if xxh3_128(block) != reference.checksum {
+            return Err(CheckpointError::Corrupt { address: reference.address, offset });
+        }
+        self.acquired[reference.address as usize - 1] = true;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of `arrays` (the state after op `op`) and makes it the superblock's.
+    /// On return the new checkpoint is durable and the old one's unneeded blocks are free.
+    pub fn checkpoint(
+        &mut self,
+        storage: &mut dyn Storage,
+        superblock: &mut SuperBlock,
+        arrays: [&[u8]; PERSISTED_ARRAYS],
+        op: u64,
+        prepare_checksum: u128,
+        timestamp: u64,
+    ) -> Result<CheckpointStats, CheckpointError> {
+        assert!(op >= superblock.checkpoint.op);
+        let block_size = self.layout.block_size as usize;
+        let mut stats = CheckpointStats::default();
+        let mut released = Vec::new();
+        let mut staging =
+            Staging { buffer: AlignedBuffer::new(block_size * STAGING_BLOCKS), addresses: Vec::new() };
+        let mut pages_new: [Vec<BlockReference>; PERSISTED_ARRAYS] = Default::default();
+        for (array, bytes) in arrays.iter().enumerate() {
+            let old = std::mem::take(&mut self.pages[array]);
+            let old_size =
+                superblock.checkpoint.array_lengths[array] as usize * PERSISTED_RECORD_SIZES[array];
+            assert!(bytes.len() >= old_size || !APPEND_ONLY[array]);
+            let mut references = Vec::with_capacity(bytes.len().div_ceil(block_size));
+            for (page, content) in bytes.chunks(block_size).enumerate() {
+                let unchanged_by_construction = APPEND_ONLY[array] && (page + 1) * block_size <= old_size;
+                if unchanged_by_construction {
+                    references.push(old[page]);
+                    stats.pages_kept += 1;
+                    continue;
+                }
+                let checksum = page_checksum(content, block_size);
+                if old.get(page).is_some_and(|reference| reference.checksum == checksum) {
+                    references.push(old[page]);
+                    stats.pages_kept += 1;
+                    continue;
+                }
+                if let Some(reference) = old.get(page) {
+                    released.push(reference.address);
+                }
+                let address = self.acquire()?;
+                self.stage(storage, &mut staging, address, content)?;
+                references.push(BlockReference { checksum, address, reserved: 0 });
+                stats.pages_written += 1;
+            }
+            // Arrays never shrink, so every old page is either kept or replaced above.
+            assert!(references.len() >= old.len());
+            pages_new[array] = references;
+            self.pages[array] = old;
+        }
+        let manifest_bytes: Vec<u8> =
+            pages_new.iter().flatten().flat_map(|r| bytemuck::bytes_of(r).to_vec()).collect();
+        let manifest_block_count = manifest_bytes.len().div_ceil(block_size);
+        if manifest_block_count > MANIFEST_BLOCKS_MAX {
+            return Err(CheckpointError::ManifestFull { needed: manifest_block_count });
+        }
+        let mut manifest_new = Vec::with_capacity(manifest_block_count);
+        for content in manifest_bytes.chunks(block_size) {
+            let address = self.acquire()?;
+            self.stage(storage, &mut staging, address, content)?;
+            manifest_new.push(BlockReference {
+                checksum: page_checksum(content, block_size),
+                address,
+                reserved: 0,
+            });
+            stats.manifest_blocks += 1;
+        }
+        self.flush(storage, &mut staging)?;
+        storage.sync()?;
+
+        let checkpoint = &mut superblock.checkpoint;
+        checkpoint.op = op;
+        checkpoint.prepare_checksum = prepare_checksum;
+        checkpoint.timestamp = timestamp;
+        for (array, bytes) in arrays.iter().enumerate() {
+            checkpoint.array_lengths[array] = (bytes.len() / PERSISTED_RECORD_SIZES[array]) as u64;
+        }
+        checkpoint.manifest_size = manifest_bytes.len() as u64;
+        checkpoint.manifest_block_count = manifest_block_count as u32;
+        checkpoint.manifest = [BlockReference::default(); MANIFEST_BLOCKS_MAX];
+        checkpoint.manifest[..manifest_block_count].copy_from_slice(&manifest_new);
+        superblock.write_next(storage)?;
+
+        // The new checkpoint is durable: the old one's replaced blocks are free again.
+        released.extend(self.manifest.iter().map(|reference| reference.address));
+        for address in released {
+            assert!(self.acquired[address as usize - 1]);
+            self.acquired[address as usize - 1] = false;
+        }
+        self.pages = pages_new;
+        self.manifest = manifest_new;
+        Ok(stats)
+    }
+
+    /// The number of blocks in use (referenced by the durable checkpoint).
+    pub fn blocks_acquired(&self) -> u64 {
+        self.acquired.iter().filter(|acquired| **acquired).count() as u64
+    }
+
+    /// Takes a free block: one that neither the durable checkpoint nor this checkpoint uses.
+    fn acquire(&mut self) -> Result<u64, CheckpointError> {
+        let count = self.acquired.len() as u64;
+        for step in 0..count {
+            let index = (self.search_start + step) % count;
+            if !self.acquired[index as usize] {
+                self.acquired[index as usize] = true;
+                self.search_start = (index + 1) % count;
+                return Ok(index + 1);
+            }
+        }
+        Err(CheckpointError::GridFull { blocks: count })
+    }
+
+    /// Copies `content` (zero-padded to a block) into the staging area, flushing it when full.
+    fn stage(
+        &mut self,
+        storage: &mut dyn Storage,
+        staging: &mut Staging,
+        address: u64,
+        content: &[u8],
+    ) -> Result<(), CheckpointError> {
+        let block_size = self.layout.block_size as usize;
+        if staging.addresses.len() == STAGING_BLOCKS {
+            self.flush(storage, staging)?;
+        }
+        let slot = &mut staging.buffer[staging.addresses.len() * block_size..][..block_size];
+        slot[..content.len()].copy_from_slice(content);
+        slot[content.len()..].fill(0);
+        staging.addresses.push(address);
+        Ok(())
+    }
+
+    /// Submits every staged block as one batch of writes (not synced).
+    fn flush(&self, storage: &mut dyn Storage, staging: &mut Staging) -> Result<(), CheckpointError> {
+        let block_size = self.layout.block_size as usize;
+        let writes: Vec<Write<'_>> = staging
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(index, address)| Write {
+                offset: self.layout.block_offset(*address),
+                data: &staging.buffer[index * block_size..][..block_size],
+            })
+            .collect();
+        if !writes.is_empty() {
+            storage.write(&writes)?;
+        }
+        staging.addresses.clear();
+        Ok(())
+    }
+}
+
+/// The checksum of a page as stored: its content zero-padded to a whole block.
+fn page_checksum(content: &[u8], block_size: usize) -> u128 {
+    if content.len() == block_size {
+        return xxh3_128(content);
+    }
+    let mut padded = vec![0u8; block_size];
+    padded[..content.len()].copy_from_slice(content);
+    xxh3_128(&padded)
+}

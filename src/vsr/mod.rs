@@ -1,0 +1,9 @@
+//! Viewstamped replication and the durable log: message headers, the superblock, the journal
+//! (WAL), checkpoints in the grid, and recovery.
+
+pub mod checkpoint;
+pub mod data_file;
+pub mod header;
+pub mod journal;
+pub mod ledger;
+pub mod superblock;

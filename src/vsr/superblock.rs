@@ -1,0 +1,289 @@
+//! The superblock: the replica's root of trust, in [`SUPERBLOCK_COPIES`] copies at the start of
+//! the data file. It holds what the data file is (cluster, replica, layout, capacities), the
+//! view state VSR must never forget, and the latest checkpoint (op, hash-chain link, timestamp,
+//! and the references to the checkpoint's manifest blocks in the grid).
+//!
+//! An update writes the copies one at a time, each followed by `fdatasync`, so that a torn
+//! write damages at most one copy. Opening picks the highest sequence found intact in at least
+//! two copies: a lone newest copy may be the torn start of an update that never finished (the
+//! replica only relies on an update once every copy is written), and trusting a single copy
+//! would let one misdirected read hide the newest state.
+
+use bytemuck::{Pod, Zeroable};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::state_machine::Config;
+use crate::storage::layout::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
+use crate::storage::{AlignedBuffer, Storage, StorageError, Write};
+
+/// Identifies a ledger data file.
+pub const MAGIC: [u8; 8] = *b"LEDGERDB";
+
+/// The data file format version.
+pub const VERSION: u32 = 1;
+
+/// The most manifest blocks a checkpoint may have.
+pub const MANIFEST_BLOCKS_MAX: usize = 96;
+
+/// A reference to a grid block: where it is and what it must hash to. Kept outside the block,
+/// so a misdirected write (the right block at the wrong place) is detected.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct BlockReference {
+    /// xxh3-128 of the whole block.
+    pub checksum: u128,
+    /// The block address (1-based; 0 is no block).
+    pub address: u64,
+    /// Must be zero.
+    pub reserved: u64,
+}
+
+/// The latest checkpoint: the state after committing `op`, stored in the grid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Checkpoint {
+    /// The checksum of op `op`'s prepare header: the parent of op `op + 1`.
+    pub prepare_checksum: u128,
+    /// The last op applied to the checkpointed state.
+    pub op: u64,
+    /// The timestamp of op `op` (the cluster clock never goes back below it).
+    pub timestamp: u64,
+    /// Records in each persisted array: accounts, transfers, transfer pending statuses,
+    /// history, burned ids.
+    pub array_lengths: [u64; 5],
+    /// The manifest's size in bytes.
+    pub manifest_size: u64,
+    /// How many of `manifest` are used.
+    pub manifest_block_count: u32,
+    /// Must be zero.
+    pub reserved: [u32; 3],
+    /// The manifest blocks, in order.
+    pub manifest: [BlockReference; MANIFEST_BLOCKS_MAX],
+}
+
+/// One superblock copy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct SuperBlock {
+    /// xxh3-128 of every byte after `copy`.
+    pub checksum: u128,
+    /// Which copy this is (excluded from the checksum: the copies are otherwise identical).
+    pub copy: u64,
+    /// Must be zero.
+    pub reserved_copy: u64,
+    /// The checksum of the previous sequence's superblock.
+    pub parent: u128,
+    /// The cluster this replica belongs to.
+    pub cluster: u128,
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// Increases by one with every update.
+    pub sequence: u64,
+    /// The layout of the file.
+    pub journal_slot_count: u64,
+    /// See [`Layout`].
+    pub message_size_max: u64,
+    /// See [`Layout`].
+    pub clients_max: u64,
+    /// See [`Layout`].
+    pub block_size: u64,
+    /// See [`Layout`].
+    pub grid_block_count: u64,
+    /// The op of the last prepare known committed (VSR state).
+    pub commit_max: u64,
+    /// [`VERSION`].
+    pub version: u32,
+    /// The state machine's capacities.
+    pub accounts_max: u32,
+    /// See [`Config`].
+    pub transfers_max: u32,
+    /// See [`Config`].
+    pub expiries_max: u32,
+    /// See [`Config`].
+    pub history_max: u32,
+    /// The latest view this replica took part in (VSR state).
+    pub view: u32,
+    /// The latest view in which this replica's log was normal (VSR state).
+    pub log_view: u32,
+    /// This replica's index in the cluster.
+    pub replica: u8,
+    /// The number of replicas in the cluster.
+    pub replica_count: u8,
+    /// Must be zero.
+    pub reserved: [u8; 2],
+    /// The latest checkpoint.
+    pub checkpoint: Checkpoint,
+}
+
+const _: () = assert!(core::mem::size_of::<SuperBlock>() as u64 <= SUPERBLOCK_COPY_SIZE);
+const _: () = assert!(core::mem::size_of::<SuperBlock>().is_multiple_of(16));
+
+/// Why no superblock could be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperBlockError {
+    /// Reading failed.
+    #[error("reading the superblock: {0}")]
+    Storage(#[from] StorageError),
+    /// No copy carries the data-file magic: not a ledger data file.
+    #[error("not a ledger data file (no superblock copy has the magic bytes {MAGIC:?})")]
+    NotADataFile,
+    /// Copies exist but no sequence is intact in two of them.
+    #[error("the superblock is corrupt: no sequence is intact in at least two of its {SUPERBLOCK_COPIES} copies ({valid} copies valid)")]
+    Corrupt {
+        /// How many copies passed their checksum.
+        valid: usize,
+    },
+    /// The file was written by another format version.
+    #[error("data file format version {found} is not supported (this build reads version {VERSION})")]
+    Version {
+        /// The version in the file.
+        found: u32,
+    },
+}
+
+impl SuperBlock {
+    /// The layout this superblock describes.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            journal_slot_count: self.journal_slot_count,
+            message_size_max: self.message_size_max,
+            clients_max: self.clients_max,
+            block_size: self.block_size,
+            grid_block_count: self.grid_block_count,
+        }
+    }
+
+    /// The state machine capacities this superblock describes.
+    pub fn config(&self) -> Config {
+        Config {
+            accounts_max: self.accounts_max,
+            transfers_max: self.transfers_max,
+            expiries_max: self.expiries_max,
+            history_max: self.history_max,
+        }
+    }
+
+    fn checksum_compute(&self) -> u128 {
+        xxh3_128(&bytemuck::bytes_of(self)[32..])
+    }
+
+    /// True if the copy is intact.
+    pub fn valid_checksum(&self) -> bool {
+        self.checksum == self.checksum_compute()
+    }
+
+    /// Reads every copy; returns the copies (intact or not) and the chosen superblock.
+    pub fn read(storage: &mut dyn Storage) -> Result<(Vec<Option<SuperBlock>>, SuperBlock), SuperBlockError> {
+        let mut buffer = AlignedBuffer::new(SUPERBLOCK_COPY_SIZE as usize);
+        let mut copies = Vec::with_capacity(SUPERBLOCK_COPIES as usize);
+        let mut magic_seen = false;
+        for copy in 0..SUPERBLOCK_COPIES {
+            storage.read(Layout::superblock_offset(copy), &mut buffer)?;
+            let superblock: SuperBlock =
+                bytemuck::pod_read_unaligned(&buffer[..core::mem::size_of::<SuperBlock>()]);
+            magic_seen |= superblock.magic == MAGIC;
+            // A copy found at the wrong position was misdirected: not trusted.
+            let intact = superblock.valid_checksum() && superblock.magic == MAGIC && superblock.copy == copy;
+            copies.push(intact.then_some(superblock));
+        }
+        let valid = copies.iter().flatten().count();
+        let chosen = copies
+            .iter()
+            .flatten()
+            .filter(|candidate| {
+                copies.iter().flatten().filter(|other| other.checksum == candidate.checksum).count() >= 2
+            })
+            .max_by_key(|candidate| candidate.sequence)
+            .copied();
+        match chosen {
+            Some(superblock) if superblock.version != VERSION => {
+                Err(SuperBlockError::Version { found: superblock.version })
+            }
+            Some(superblock) => Ok((copies, superblock)),
+            None if !magic_seen && valid == 0 => Err(SuperBlockError::NotADataFile),
+            None => Err(SuperBlockError::Corrupt { valid }),
+        }
+    }
+
+    /// Writes `self` as the next sequence to every copy, one copy per `fdatasync`. `self` must
+    /// be the current superblock with its fields updated; `sequence` and `parent` are set here.
+    pub fn write_next(&mut self, storage: &mut dyn Storage) -> Result<(), StorageError> {
+        self.parent = self.checksum;
+        self.sequence += 1;
+        self.write_copies(storage)
+    }
+
+    /// Writes `self` (sequence and parent as they are) to every copy, one `fdatasync` each.
+    pub fn write_copies(&mut self, storage: &mut dyn Storage) -> Result<(), StorageError> {
+        let mut buffer = AlignedBuffer::new(SUPERBLOCK_COPY_SIZE as usize);
+        for copy in 0..SUPERBLOCK_COPIES {
+            self.copy = copy;
+            self.checksum = self.checksum_compute();
+            buffer[..core::mem::size_of::<SuperBlock>()].copy_from_slice(bytemuck::bytes_of(self));
+            storage.write_and_sync(&[Write { offset: Layout::superblock_offset(copy), data: &buffer }])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{CrashMode, SimFaults, SimStorage};
+
+    fn superblock() -> SuperBlock {
+        SuperBlock {
+            magic: MAGIC,
+            version: VERSION,
+            cluster: 9,
+            journal_slot_count: 8,
+            message_size_max: 8192,
+            clients_max: 2,
+            block_size: 4096,
+            grid_block_count: 4,
+            replica_count: 1,
+            ..Zeroable::zeroed()
+        }
+    }
+
+    #[test]
+    fn an_update_torn_at_any_step_leaves_the_old_or_the_new_sequence() {
+        for crash_step in 0..=8u64 {
+            for mode in [CrashMode::LoseAll, CrashMode::KeepAll, CrashMode::Torn { seed: crash_step }] {
+                let mut storage = SimStorage::new(64 * 1024, 1, SimFaults::default());
+                let mut old = superblock();
+                old.write_next(&mut storage).unwrap();
+                let mut new = old;
+                new.commit_max = 77;
+                storage.crash_at_step(storage.steps() + crash_step);
+                let finished = new.write_next(&mut storage).is_ok();
+                storage.restart(mode);
+                let (_, chosen) = SuperBlock::read(&mut storage).unwrap();
+                assert!(chosen.sequence == 1 || chosen.sequence == 2, "step {crash_step}");
+                assert_eq!(chosen.commit_max, if chosen.sequence == 2 { 77 } else { 0 });
+                if finished {
+                    assert_eq!(chosen.sequence, 2);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_corrupt_copy_is_tolerated_and_garbage_is_not_a_data_file() {
+        let mut storage = SimStorage::new(64 * 1024, 1, SimFaults::default());
+        let mut sb = superblock();
+        sb.write_next(&mut storage).unwrap();
+        storage.corrupt(Layout::superblock_offset(2), 4096);
+        let (copies, chosen) = SuperBlock::read(&mut storage).unwrap();
+        assert_eq!(chosen.sequence, 1);
+        assert!(copies[2].is_none());
+
+        let mut empty = SimStorage::new(64 * 1024, 1, SimFaults::default());
+        assert!(matches!(SuperBlock::read(&mut empty), Err(SuperBlockError::NotADataFile)));
+
+        for copy in 0..3 {
+            storage.corrupt(Layout::superblock_offset(copy), 4096);
+        }
+        assert!(matches!(SuperBlock::read(&mut storage), Err(SuperBlockError::Corrupt { valid: 1 })));
+    }
+}

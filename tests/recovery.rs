@@ -1,0 +1,343 @@
+//! Crash recovery on the simulated disk: a seeded workload is crashed at *every* write and
+//! fsync boundary, under each way unsynced writes can end up on disk (all lost, all kept, torn
+//! at sector granularity), then recovered. Every acknowledged batch must be present exactly
+//! once, and the state must equal the same ops replayed into a fresh state machine.
+//! Damage to committed data in each zone is detected and reported, never silently accepted.
+
+use ledger::constants::{MESSAGE_BODY_SIZE_MAX, SECTOR_SIZE};
+use ledger::multi_batch::encode_single;
+use ledger::operation::Operation;
+use ledger::prng::Prng;
+use ledger::state_machine::{Config, StateMachine};
+use ledger::storage::layout::Layout;
+use ledger::storage::{CrashMode, SimFaults, SimStorage, Storage};
+use ledger::types::{Account, Transfer, TransferFlags};
+use ledger::vsr::data_file::{DataFile, DataFileError, FormatOptions};
+use ledger::vsr::journal::JournalError;
+use ledger::vsr::ledger::{Ledger, Request};
+
+const CLUSTER: u128 = 0xC1;
+
+fn options() -> FormatOptions {
+    FormatOptions {
+        cluster: CLUSTER,
+        replica: 0,
+        replica_count: 1,
+        journal_slot_count: 8,
+        message_size_max: 16 * 1024,
+        clients_max: 1,
+        block_size: 4096,
+        config: Config { accounts_max: 64, transfers_max: 2048, expiries_max: 512, history_max: 2048 },
+    }
+}
+
+fn formatted() -> SimStorage {
+    let layout = options().layout();
+    let storage = SimStorage::new(layout.file_size(), 1, SimFaults::default());
+    DataFile::format(storage, &options()).expect("format").into_storage()
+}
+
+/// One request of the workload, with its body bytes (16-byte aligned storage).
+struct Job {
+    operation: Operation,
+    body: Vec<u128>,
+    size: usize,
+}
+
+impl Job {
+    fn request(&self) -> Request<'_> {
+        let bytes: &[u8] = bytemuck::cast_slice(&self.body);
+        Request { operation: self.operation, body: &bytes[..self.size], client: 1, request: 0 }
+    }
+}
+
+fn job<T: bytemuck::Pod>(operation: Operation, events: &[T]) -> Job {
+    let mut body = vec![0u128; MESSAGE_BODY_SIZE_MAX / 16];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut body);
+    let event_size = core::mem::size_of::<T>();
+    bytes[..std::mem::size_of_val(events)].copy_from_slice(bytemuck::cast_slice(events));
+    let size = encode_single(bytes, event_size, events.len());
+    Job { operation, body, size }
+}
+
+/// A seeded workload: accounts, then transfers of every kind, pending ones with timeouts,
+/// pulses and lookups, in groups of up to 3 requests per WAL write.
+fn workload(seed: u64) -> Vec<Vec<Job>> {
+    let mut prng = Prng::new(seed);
+    let accounts: Vec<Account> = (1..=16u128)
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            flags: if id % 4 == 0 { ledger::types::AccountFlags::HISTORY } else { Default::default() },
+            ..Account::default()
+        })
+        .collect();
+    let mut groups = vec![vec![job(Operation::CreateAccounts, &accounts)]];
+    let mut id = 1000u128;
+    for _ in 0..24 {
+        let mut group = Vec::new();
+        for _ in 0..prng.range_inclusive(1, 3) {
+            if prng.chance(1, 6) {
+                group.push(Job { operation: Operation::Pulse, body: vec![0], size: 0 });
+                continue;
+            }
+            let count = prng.range_inclusive(1, 40);
+            let mut transfers = Vec::new();
+            for _ in 0..count {
+                id += 1;
+                let debit = 1 + u128::from(prng.below(16));
+                let credit = 1 + (debit + u128::from(prng.below(15))) % 16;
+                let mut transfer = Transfer {
+                    id,
+                    debit_account_id: debit,
+                    credit_account_id: credit,
+                    amount: u128::from(prng.range_inclusive(1, 100)),
+                    ledger: 1,
+                    code: 1,
+                    ..Transfer::default()
+                };
+                match prng.below(5) {
+                    0 => {
+                        transfer.flags = TransferFlags::PENDING;
+                        transfer.timeout = 1;
+                    }
+                    1 => {
+                        transfer = Transfer {
+                            id,
+                            pending_id: id - 1 - u128::from(prng.below(20)),
+                            flags: if prng.chance(1, 2) {
+                                TransferFlags::POST_PENDING_TRANSFER
+                            } else {
+                                TransferFlags::VOID_PENDING_TRANSFER
+                            },
+                            ..Transfer::default()
+                        }
+                    }
+                    2 => transfer.debit_account_id = 99, // Not found: burns the id.
+                    _ => {}
+                }
+                transfers.push(transfer);
+            }
+            group.push(job(Operation::CreateTransfers, &transfers));
+        }
+        if prng.chance(1, 4) {
+            group.push(job(Operation::LookupAccounts, &[1u128, 2, 3]));
+        }
+        group.truncate(3);
+        groups.push(group);
+    }
+    groups
+}
+
+/// The cluster clock of group `index`: jumps of 0.7 s, so one-second timeouts expire.
+fn realtime(index: usize) -> u64 {
+    1_000_000_000 + index as u64 * 700_000_000
+}
+
+/// One op as committed: what to replay into a fresh state machine.
+#[derive(Clone, Debug)]
+struct Op {
+    operation: Operation,
+    timestamp: u64,
+    body: Vec<u8>,
+}
+
+/// Runs the workload until it ends or the storage crashes; returns every op prepared (in op
+/// order, with its timestamp) and how many ops were acknowledged (their group's submit
+/// returned, so they are durable).
+fn run(ledger: &mut Ledger<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec<Op>) -> u64 {
+    let mut acknowledged = ledger.op_head();
+    for (index, group) in groups.iter().enumerate() {
+        let requests: Vec<Request<'_>> = group.iter().map(Job::request).collect();
+        let mut committed = Vec::new();
+        let outcome =
+            ledger.submit(&requests, realtime(index), |done, _| committed.push((done.op, done.timestamp)));
+        if outcome.is_err() {
+            return acknowledged;
+        }
+        for ((op, timestamp), request) in committed.iter().zip(&requests) {
+            assert_eq!(*op as usize, ops.len() + 1);
+            ops.push(Op { operation: request.operation, timestamp: *timestamp, body: request.body.to_vec() });
+        }
+        acknowledged = ledger.op_head();
+    }
+    acknowledged
+}
+
+/// A fresh state machine with the first `count` ops applied.
+fn replayed(ops: &[Op], count: u64) -> StateMachine {
+    let mut state = StateMachine::new(options().config);
+    let mut reply = vec![0u128; MESSAGE_BODY_SIZE_MAX / 16 + 1];
+    let mut body = vec![0u128; MESSAGE_BODY_SIZE_MAX / 16];
+    for op in &ops[..count as usize] {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut body);
+        bytes[..op.body.len()].copy_from_slice(&op.body);
+        let bytes: &[u8] = bytemuck::cast_slice(&body);
+        let _ = state.execute(
+            op.operation,
+            op.timestamp,
+            &bytes[..op.body.len()],
+            bytemuck::cast_slice_mut(&mut reply),
+        );
+    }
+    state
+}
+
+fn assert_same_state(actual: &StateMachine, expected: &StateMachine, context: &str) {
+    assert_eq!(actual.accounts(), expected.accounts(), "{context}: accounts differ");
+    assert_eq!(actual.transfers(), expected.transfers(), "{context}: transfers differ");
+    for transfer in expected.transfers() {
+        assert_eq!(actual.pending_status(transfer.id), expected.pending_status(transfer.id), "{context}");
+    }
+    for (actual, expected) in actual.persisted().iter().zip(expected.persisted()) {
+        assert_eq!(*actual, expected, "{context}: persisted arrays differ");
+    }
+}
+
+#[test]
+fn recovery_after_a_crash_at_every_write_and_fsync_keeps_every_acknowledged_batch() {
+    let seed = std::env::var("LEDGER_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(7);
+    let groups = workload(seed);
+    // The reference run: no crash. Ops are deterministic, so every crashed run prepares the
+    // same op n as this one.
+    let mut reference_ops = Vec::new();
+    let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+    let steps_format = ledger.data_file().superblock().sequence;
+    let steps_before = ledger.data_file_mut().storage_mut().steps();
+    run(&mut ledger, &groups, &mut reference_ops);
+    let storage_steps = ledger.data_file_mut().storage_mut().steps() - steps_before;
+    let ops_total = reference_ops.len() as u64;
+    assert!(ops_total > 40, "the workload commits enough ops to wrap the WAL several times");
+    assert!(ledger.data_file().checkpoint_op() > 0, "the workload checkpoints");
+    assert_eq!(steps_format, 1);
+
+    let mut crashes = 0;
+    let mut torn_heads = 0;
+    for crash_step in 0..storage_steps {
+        let torn = (0..4).map(|variant| CrashMode::Torn { seed: crash_step * 4 + variant });
+        for mode in [CrashMode::LoseAll, CrashMode::KeepAll].into_iter().chain(torn) {
+            let context = format!("seed {seed}, crash at step {crash_step}, {mode:?}");
+            let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+            let storage = ledger.data_file_mut().storage_mut();
+            storage.crash_at_step(storage.steps() + crash_step);
+            let mut ops = Vec::new();
+            let acknowledged = run(&mut ledger, &groups, &mut ops);
+            let mut storage = ledger.into_storage();
+            assert!(storage.crashed(), "{context}: the crash point was reached");
+            storage.restart(mode);
+            crashes += 1;
+
+            let mut recovered =
+                Ledger::open(storage, Some(CLUSTER)).unwrap_or_else(|error| panic!("{context}: {error}"));
+            let head = recovered.op_head();
+            assert!(head >= acknowledged, "{context}: acknowledged op {acknowledged} lost (head {head})");
+            assert!(head <= ops_total, "{context}: recovered a phantom op {head}");
+            torn_heads += u32::from(recovered.recovered().torn_head);
+            assert_same_state(recovered.state(), &replayed(&reference_ops, head), &context);
+
+            // The log continues where recovery left off, and a clean reopen agrees.
+            let next = &groups[groups.len() - 1];
+            let requests: Vec<Request<'_>> = next.iter().map(Job::request).collect();
+            recovered
+                .submit(&requests, realtime(1000), |_, _| {})
+                .unwrap_or_else(|error| panic!("{context}: {error}"));
+            let head_after = recovered.op_head();
+            let state_accounts = recovered.state().accounts().to_vec();
+            let reopened = Ledger::open(recovered.into_storage(), Some(CLUSTER)).expect("reopen");
+            assert_eq!(reopened.op_head(), head_after, "{context}");
+            assert_eq!(reopened.state().accounts(), state_accounts.as_slice(), "{context}");
+        }
+    }
+    assert_eq!(crashes, storage_steps * 6);
+    assert!(torn_heads > 0, "some crashes tore the head of the log");
+}
+
+/// Runs the whole workload on a fresh data file and returns the ledger.
+fn full_run() -> (Ledger<SimStorage>, Vec<Op>) {
+    let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+    let mut ops = Vec::new();
+    run(&mut ledger, &workload(3), &mut ops);
+    ledger.flush().expect("flush");
+    (ledger, ops)
+}
+
+#[test]
+fn a_corrupted_committed_prepare_is_reported_with_its_op_and_offset() {
+    let (ledger, _) = full_run();
+    let layout = ledger.data_file().superblock().layout();
+    let checkpoint_op = ledger.data_file().checkpoint_op();
+    let head = ledger.op_head();
+    assert!(head >= checkpoint_op + 2, "there are committed ops after the checkpoint");
+    let op = checkpoint_op + 1;
+    let slot = op % layout.journal_slot_count;
+    let mut storage = ledger.into_storage();
+    storage.corrupt(layout.wal_prepare_offset(slot) + SECTOR_SIZE as u64 - 4096, 4096);
+    match Ledger::open(storage, Some(CLUSTER)) {
+        Err(DataFileError::Journal(JournalError::Corrupt { op: bad, slot: bad_slot, offset })) => {
+            assert_eq!(bad, op);
+            assert_eq!(bad_slot, slot);
+            assert_eq!(offset, layout.wal_prepare_offset(slot));
+            let message =
+                DataFileError::Journal(JournalError::Corrupt { op: bad, slot: bad_slot, offset }).to_string();
+            assert!(message.contains(&format!("op {op}")) && message.contains(&format!("offset {offset}")));
+        }
+        other => panic!("expected a corruption report, got {:?}", other.map(|ledger| ledger.op_head())),
+    }
+}
+
+#[test]
+fn a_torn_redundant_header_sector_is_repaired_from_intact_prepares() {
+    let (ledger, ops) = full_run();
+    let layout = ledger.data_file().superblock().layout();
+    let head = ledger.op_head();
+    let mut storage = ledger.into_storage();
+    storage.corrupt(layout.wal_headers_offset(), layout.wal_headers_size());
+    let recovered = Ledger::open(storage, Some(CLUSTER)).expect("intact prepares vouch for themselves");
+    assert_eq!(recovered.op_head(), head);
+    assert_same_state(recovered.state(), &replayed(&ops, head), "headers ring corrupted");
+}
+
+#[test]
+fn a_corrupted_checkpoint_block_is_detected() {
+    let (ledger, _) = full_run();
+    let superblock = *ledger.data_file().superblock();
+    let layout = superblock.layout();
+    let manifest = superblock.checkpoint.manifest[0];
+    let mut storage = ledger.into_storage();
+    storage.corrupt(layout.block_offset(manifest.address), 4096);
+    let error = Ledger::open(storage, Some(CLUSTER)).err().expect("corruption must not be accepted");
+    assert!(error.to_string().contains(&format!("grid block {}", manifest.address)), "{error}");
+}
+
+#[test]
+fn one_corrupted_superblock_copy_is_survived_and_all_of_them_are_reported() {
+    let (ledger, ops) = full_run();
+    let head = ledger.op_head();
+    let mut storage = ledger.into_storage();
+    storage.corrupt(Layout::superblock_offset(1), 4096);
+    let recovered = Ledger::open(storage, Some(CLUSTER)).expect("three copies remain");
+    assert_same_state(recovered.state(), &replayed(&ops, head), "one superblock copy corrupted");
+    let mut storage = recovered.into_storage();
+    for copy in 0..4 {
+        storage.corrupt(Layout::superblock_offset(copy), 4096);
+    }
+    let error = Ledger::open(storage, Some(CLUSTER)).err().expect("no superblock");
+    assert!(error.to_string().contains("superblock is corrupt"), "{error}");
+}
+
+#[test]
+fn a_wrong_cluster_and_a_foreign_file_are_refused() {
+    let error = Ledger::open(formatted(), Some(CLUSTER + 1)).err().expect("wrong cluster");
+    assert!(
+        matches!(error, DataFileError::WrongCluster { expected, found } if expected == CLUSTER + 1 && found == CLUSTER)
+    );
+
+    let layout = options().layout();
+    let mut foreign = SimStorage::new(layout.file_size(), 1, SimFaults::default());
+    let mut junk = ledger::storage::AlignedBuffer::new(4096 * 16);
+    junk.iter_mut().enumerate().for_each(|(index, byte)| *byte = (index * 7) as u8);
+    foreign.write(&[ledger::storage::Write { offset: 0, data: &junk }]).expect("write");
+    let error = Ledger::open(foreign, None).err().expect("not a data file");
+    assert!(error.to_string().contains("not a ledger data file"), "{error}");
+}
