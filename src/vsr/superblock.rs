@@ -117,6 +117,11 @@ pub struct SuperBlock {
 
 const _: () = assert!(core::mem::size_of::<SuperBlock>() as u64 <= SUPERBLOCK_COPY_SIZE);
 const _: () = assert!(core::mem::size_of::<SuperBlock>().is_multiple_of(16));
+// The byte layout documented in docs/data-file.md.
+const _: () = assert!(core::mem::size_of::<SuperBlock>() == 3328);
+const _: () = assert!(core::mem::offset_of!(SuperBlock, checkpoint) == 160);
+const _: () = assert!(core::mem::offset_of!(SuperBlock, view) == 148);
+const _: () = assert!(core::mem::size_of::<Checkpoint>() == 96 + 32 * MANIFEST_BLOCKS_MAX);
 
 /// Why no superblock could be used.
 #[derive(Debug, thiserror::Error)]
