@@ -1,13 +1,16 @@
 //! The `ledger` command line.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use ledger::constants::BATCH_EVENTS_MAX;
+use ledger::constants::{BATCH_EVENTS_MAX, MESSAGE_SIZE_MAX};
 use ledger::json;
 use ledger::state_machine::{Config, StateMachine};
+use ledger::storage::{FileStorage, IoMode, OpenError};
 use ledger::types::{CreateResult, Transfer, TransferFlags};
+use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::workload::{AccountDistribution, Workload};
 
 /// ledger: a financial ledger database of accounts and double-entry transfers.
@@ -20,9 +23,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Creates a new data file for one replica. Refuses to overwrite an existing file.
+    Format(FormatArgs),
+    /// Prints a data file's superblock copies, checkpoint and WAL summary, without changing it.
+    Inspect {
+        /// The data file.
+        path: PathBuf,
+        /// Read through the page cache (for filesystems without O_DIRECT).
+        #[arg(long)]
+        development: bool,
+    },
     /// Runs sample batches through the state machine in memory and prints the results as JSON
-    /// lines: ten accounts, a batch of transfers (single-phase, pending, post, void, and some
-    /// that fail), then the accounts' balances.
+    /// lines: ten accounts, a batch of transfers (single-phase, pending, post, and some that
+    /// fail), then the accounts' balances.
     Demo {
         /// Seed of the generated transfers.
         #[arg(long, default_value_t = 42)]
@@ -32,13 +45,160 @@ enum Command {
     Version,
 }
 
+#[derive(Args)]
+struct FormatArgs {
+    /// The cluster id (a u128 chosen once per cluster; every replica and client uses it).
+    #[arg(long)]
+    cluster: u128,
+    /// This replica's index, from 0 to replica-count − 1.
+    #[arg(long, default_value_t = 0)]
+    replica: u8,
+    /// The number of replicas in the cluster.
+    #[arg(long, default_value_t = 1)]
+    replica_count: u8,
+    /// A small data file for tests and local development (64 WAL slots, small tables), and
+    /// buffered I/O where the filesystem lacks O_DIRECT.
+    #[arg(long)]
+    development: bool,
+    /// The most accounts (default 1,048,576; 16,384 with --development).
+    #[arg(long)]
+    accounts_max: Option<u32>,
+    /// The most transfers, burned transfer ids included (default 12,582,912; 131,072 with
+    /// --development).
+    #[arg(long)]
+    transfers_max: Option<u32>,
+    /// The most pending transfers with a timeout waiting to expire (default 1,048,576).
+    #[arg(long)]
+    expiries_max: Option<u32>,
+    /// The most balance snapshots of `history` accounts (default 1,048,576).
+    #[arg(long)]
+    history_max: Option<u32>,
+    /// The path of the new data file.
+    path: PathBuf,
+}
+
+/// The capacities of a production data file: ~3.5 GiB of memory when served.
+const CONFIG_DEFAULT: Config =
+    Config { accounts_max: 1 << 20, transfers_max: 12 << 20, expiries_max: 1 << 20, history_max: 1 << 20 };
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { seed } => demo(seed),
-        Command::Version => println!("ledger {}", env!("CARGO_PKG_VERSION")),
+    let outcome = match cli.command {
+        Command::Format(args) => format(&args),
+        Command::Inspect { path, development } => inspect(&path, development),
+        Command::Demo { seed } => {
+            demo(seed);
+            Ok(())
+        }
+        Command::Version => {
+            println!("ledger {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
     }
-    ExitCode::SUCCESS
+}
+
+fn format(args: &FormatArgs) -> Result<(), String> {
+    if args.replica_count == 0 || args.replica >= args.replica_count {
+        return Err(format!(
+            "--replica {} must be below --replica-count {}",
+            args.replica, args.replica_count
+        ));
+    }
+    if args.cluster == 0 {
+        return Err("--cluster must not be 0".to_string());
+    }
+    let base = if args.development { Config::DEVELOPMENT } else { CONFIG_DEFAULT };
+    let config = Config {
+        accounts_max: args.accounts_max.unwrap_or(base.accounts_max),
+        transfers_max: args.transfers_max.unwrap_or(base.transfers_max),
+        expiries_max: args.expiries_max.unwrap_or(base.expiries_max),
+        history_max: args.history_max.unwrap_or(base.history_max),
+    };
+    let options = FormatOptions {
+        cluster: args.cluster,
+        replica: args.replica,
+        replica_count: args.replica_count,
+        journal_slot_count: if args.development { 64 } else { 1024 },
+        message_size_max: MESSAGE_SIZE_MAX as u64,
+        clients_max: 64,
+        block_size: 64 * 1024,
+        config,
+    };
+    let layout = options.layout();
+    eprintln!(
+        "info: formatting {}: {} bytes (WAL {} slots of {} bytes, {} client reply slots, grid {} blocks of {} bytes)",
+        args.path.display(),
+        layout.file_size(),
+        layout.journal_slot_count,
+        layout.message_size_max,
+        layout.clients_max,
+        layout.grid_block_count,
+        layout.block_size,
+    );
+    eprintln!(
+        "info: capacity {} accounts, {} transfers, {} expiries, {} history snapshots; {} bytes of memory when served",
+        config.accounts_max,
+        config.transfers_max,
+        config.expiries_max,
+        config.history_max,
+        config.memory_size()
+    );
+    let storage = create_storage(&args.path, layout.file_size(), args.development)?;
+    DataFile::format(storage, &options).map_err(|error| {
+        // A half-formatted file is useless and would block a retry.
+        let _ = std::fs::remove_file(&args.path);
+        format!("formatting {}: {error}", args.path.display())
+    })?;
+    eprintln!(
+        "info: formatted {} for cluster {} replica {}",
+        args.path.display(),
+        args.cluster,
+        args.replica
+    );
+    Ok(())
+}
+
+/// Creates the data file with O_DIRECT, falling back to buffered I/O only in development.
+fn create_storage(path: &Path, size: u64, development: bool) -> Result<FileStorage, String> {
+    match FileStorage::create(path, size, IoMode::Direct) {
+        Err(OpenError::DirectIoUnsupported { .. }) if development => {
+            eprintln!(
+                "warning: {}: O_DIRECT is not supported here; --development uses buffered I/O",
+                path.display()
+            );
+            FileStorage::create(path, size, IoMode::Buffered).map_err(|error| error.to_string())
+        }
+        result => result.map_err(|error| error.to_string()),
+    }
+}
+
+/// Opens the data file with O_DIRECT, falling back to buffered I/O only in development.
+fn open_storage(path: &Path, development: bool) -> Result<FileStorage, String> {
+    match FileStorage::open(path, IoMode::Direct) {
+        Err(OpenError::DirectIoUnsupported { .. }) if development => {
+            eprintln!(
+                "warning: {}: O_DIRECT is not supported here; --development uses buffered I/O",
+                path.display()
+            );
+            FileStorage::open(path, IoMode::Buffered).map_err(|error| error.to_string())
+        }
+        result => result.map_err(|error| error.to_string()),
+    }
+}
+
+fn inspect(path: &Path, development: bool) -> Result<(), String> {
+    let mut storage = open_storage(path, development)?;
+    let report = ledger::vsr::inspect::inspect(&mut storage)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    print!("{report}");
+    Ok(())
 }
 
 fn demo(seed: u64) {

@@ -11,7 +11,10 @@ use crate::types::{Account, AccountBalance, AccountFilter, CreateResult, QueryFi
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
+    /// Registers a client session (consensus layer; changes no ledger state).
+    Register = 2,
     /// Expires pending transfers whose timeout has passed (internal; clients never send it).
+    /// Its body is empty.
     Pulse = 4,
     /// Looks accounts up by id.
     LookupAccounts = 140,
@@ -47,6 +50,7 @@ impl Operation {
     /// The operation with this wire code, if the state machine knows it.
     pub const fn from_u8(code: u8) -> Option<Operation> {
         Some(match code {
+            2 => Operation::Register,
             4 => Operation::Pulse,
             140 => Operation::LookupAccounts,
             141 => Operation::LookupTransfers,
@@ -63,6 +67,7 @@ impl Operation {
     /// The name used by the CLI and the logs.
     pub const fn name(self) -> &'static str {
         match self {
+            Operation::Register => "register",
             Operation::Pulse => "pulse",
             Operation::LookupAccounts => "lookup_accounts",
             Operation::LookupTransfers => "lookup_transfers",
@@ -83,7 +88,7 @@ impl Operation {
     /// The size of one event of this operation.
     pub const fn event_size(self) -> usize {
         match self {
-            Operation::Pulse => 0,
+            Operation::Register | Operation::Pulse => 0,
             Operation::CreateAccounts => size_of::<Account>(),
             Operation::CreateTransfers => size_of::<Transfer>(),
             Operation::LookupAccounts | Operation::LookupTransfers => size_of::<u128>(),
@@ -95,7 +100,7 @@ impl Operation {
     /// The size of one result of this operation.
     pub const fn result_size(self) -> usize {
         match self {
-            Operation::Pulse => 0,
+            Operation::Register | Operation::Pulse => 0,
             Operation::CreateAccounts | Operation::CreateTransfers => size_of::<CreateResult>(),
             Operation::LookupAccounts | Operation::QueryAccounts => size_of::<Account>(),
             Operation::LookupTransfers | Operation::GetAccountTransfers | Operation::QueryTransfers => {

@@ -252,7 +252,7 @@ impl StateMachine {
         batch_size_limit: usize,
     ) -> Result<(), InvalidRequest> {
         assert!(batch_size_limit <= MESSAGE_BODY_SIZE_MAX);
-        if operation == Operation::Pulse {
+        if matches!(operation, Operation::Pulse | Operation::Register) {
             return Err(InvalidRequest::Operation(operation));
         }
         if body.len() > batch_size_limit {
@@ -302,10 +302,15 @@ impl StateMachine {
     ) -> Result<usize, ExecuteError> {
         assert!(reply.len() >= MESSAGE_BODY_SIZE_MAX);
         assert!(timestamp <= TIMESTAMP_MAX);
-        if operation == Operation::Pulse {
-            assert!(body.is_empty());
-            self.pulse(timestamp);
-            return Ok(0);
+        match operation {
+            Operation::Pulse => {
+                assert!(body.is_empty());
+                self.pulse(timestamp);
+                return Ok(0);
+            }
+            // Sessions are the replica's business; the ledger's state does not change.
+            Operation::Register => return Ok(0),
+            _ => {}
         }
         Self::input_valid(operation, body, MESSAGE_BODY_SIZE_MAX)?;
         let batches = MultiBatch::decode(body, operation.event_size()).map_err(InvalidRequest::from)?;
@@ -376,7 +381,7 @@ impl StateMachine {
                 let filter: &QueryFilter = bytemuck::from_bytes(events);
                 self.query_transfers(filter, bytemuck::cast_slice_mut(output))
             }
-            Operation::Pulse => unreachable!("pulse carries no batches"),
+            Operation::Pulse | Operation::Register => unreachable!("{operation:?} carries no batches"),
         }
     }
 

@@ -84,12 +84,84 @@ pub struct Header {
     pub operation: u8,
     /// The replica that sent or prepared this message.
     pub replica: u8,
+    /// Reply: a [`ReplyStatus`]. Eviction: an [`EvictionReason`]. Otherwise zero.
+    pub status: u8,
     /// Must be zero.
-    pub reserved: [u8; 117],
+    pub reserved: [u8; 116],
+}
+
+/// Whether a committed request produced results (`Reply.status`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyStatus {
+    /// The body holds the results.
+    Ok = 0,
+    /// The request was rejected as a whole: the accounts table is full.
+    AccountsFull = 1,
+    /// The request was rejected as a whole: the transfers table is full.
+    TransfersFull = 2,
+    /// The request was rejected as a whole: the expiry queue is full.
+    ExpiriesFull = 3,
+    /// The request was rejected as a whole: the history table is full.
+    HistoryFull = 4,
+}
+
+impl ReplyStatus {
+    /// The status with this code, if there is one.
+    pub fn from_u8(code: u8) -> Option<ReplyStatus> {
+        Some(match code {
+            0 => ReplyStatus::Ok,
+            1 => ReplyStatus::AccountsFull,
+            2 => ReplyStatus::TransfersFull,
+            3 => ReplyStatus::ExpiriesFull,
+            4 => ReplyStatus::HistoryFull,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a client's session was evicted (spec §13; `Eviction.status`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvictionReason {
+    /// The client has no session (never registered, or evicted earlier).
+    NoSession = 1,
+    /// The client's release is too old.
+    ClientReleaseTooLow = 2,
+    /// The client's release is too new.
+    ClientReleaseTooHigh = 3,
+    /// The request's operation is unknown.
+    InvalidRequestOperation = 4,
+    /// The request's body is malformed for its operation.
+    InvalidRequestBody = 5,
+    /// The request's body is larger than the limit.
+    InvalidRequestBodySize = 6,
+    /// The session is older than the client's latest (a newer session replaced it).
+    SessionTooLow = 7,
+    /// The client changed release mid-session.
+    SessionReleaseMismatch = 8,
+}
+
+impl EvictionReason {
+    /// The reason with this code, if there is one.
+    pub fn from_u8(code: u8) -> Option<EvictionReason> {
+        Some(match code {
+            1 => EvictionReason::NoSession,
+            2 => EvictionReason::ClientReleaseTooLow,
+            3 => EvictionReason::ClientReleaseTooHigh,
+            4 => EvictionReason::InvalidRequestOperation,
+            5 => EvictionReason::InvalidRequestBody,
+            6 => EvictionReason::InvalidRequestBodySize,
+            7 => EvictionReason::SessionTooLow,
+            8 => EvictionReason::SessionReleaseMismatch,
+            _ => return None,
+        })
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == HEADER_SIZE);
 const _: () = assert!(core::mem::offset_of!(Header, command) == 136);
+const _: () = assert!(core::mem::offset_of!(Header, status) == 139);
 
 impl Header {
     /// A zeroed header with the given command and cluster.

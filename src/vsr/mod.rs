@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod data_file;
 pub mod header;
+pub mod inspect;
 pub mod journal;
 pub mod ledger;
 pub mod superblock;
