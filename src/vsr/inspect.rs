@@ -3,9 +3,10 @@
 
 use std::fmt;
 
+use super::data_file::DataFileError;
 use super::header::{Command, Header};
 use super::journal::{Journal, SlotRead};
-use super::superblock::{SuperBlock, SuperBlockError};
+use super::superblock::SuperBlock;
 use crate::constants::HEADER_SIZE;
 use crate::storage::layout::Layout;
 use crate::storage::{AlignedBuffer, Storage, StorageError};
@@ -32,13 +33,16 @@ pub struct Report {
 }
 
 /// Reads a data file and summarises it.
-pub fn inspect(storage: &mut dyn Storage) -> Result<Report, SuperBlockError> {
+pub fn inspect(storage: &mut dyn Storage) -> Result<Report, DataFileError> {
     let (copies, superblock) = SuperBlock::read(storage)?;
     let layout = superblock.layout();
+    if storage.size() < layout.file_size() {
+        return Err(DataFileError::Truncated { size: storage.size(), needed: layout.file_size() });
+    }
     let journal = Journal::new(layout, superblock.cluster);
     let mut buffer = AlignedBuffer::new(layout.message_size_max as usize);
     let mut headers = AlignedBuffer::new(layout.wal_headers_size() as usize);
-    storage.read(layout.wal_headers_offset(), &mut headers)?;
+    storage.read(layout.wal_headers_offset(), &mut headers).map_err(DataFileError::Storage)?;
     let headers_valid = (0..layout.journal_slot_count)
         .filter(|slot| {
             let header: Header =
@@ -57,7 +61,7 @@ pub fn inspect(storage: &mut dyn Storage) -> Result<Report, SuperBlockError> {
         ops_replayable: 0,
     };
     for slot in 0..layout.journal_slot_count {
-        match slot_header(storage, &journal, &layout, slot, &mut buffer)? {
+        match slot_header(storage, &journal, &layout, slot, &mut buffer).map_err(DataFileError::Storage)? {
             SlotRead::Intact(header) => {
                 report.slots_intact += 1;
                 let (low, high) = report.ops_intact.unwrap_or((header.op, header.op));
@@ -69,7 +73,7 @@ pub fn inspect(storage: &mut dyn Storage) -> Result<Report, SuperBlockError> {
     }
     let mut parent = superblock.checkpoint.prepare_checksum;
     for op in superblock.checkpoint.op + 1..=superblock.checkpoint.op + layout.journal_slot_count {
-        match journal.read_prepare(storage, op, &mut buffer)? {
+        match journal.read_prepare(storage, op, &mut buffer).map_err(DataFileError::Storage)? {
             SlotRead::Intact(header) if header.parent == parent => {
                 parent = header.checksum;
                 report.ops_replayable += 1;

@@ -1,0 +1,102 @@
+//! The `ledger` binary against real data files: `format` and `inspect`, and every way a data
+//! file can be wrong — already there, truncated, from another program, too big for the disk —
+//! each giving a clear error and damaging nothing.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ledger() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+}
+
+fn path(name: &str) -> PathBuf {
+    let path =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.ledger", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn format(path: &PathBuf) -> Output {
+    ledger()
+        .args(["format", "--cluster", "42", "--development"])
+        .arg(path)
+        .output()
+        .expect("run ledger format")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn format_then_inspect_shows_an_empty_log_and_format_refuses_to_overwrite() {
+    let path = path("format");
+    let output = format(&path);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("formatted"), "{}", stderr(&output));
+    let size = std::fs::metadata(&path).expect("data file").len();
+
+    let inspect = ledger().arg("inspect").arg(&path).output().expect("run ledger inspect");
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let report = String::from_utf8_lossy(&inspect.stdout);
+    assert!(report.contains("cluster: 42"), "{report}");
+    assert_eq!(report.matches(": ok, sequence 1").count(), 4, "{report}");
+    assert!(report.contains("slots: 0 intact, 64 never written, 0 damaged"), "{report}");
+
+    let again = format(&path);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already exists; refusing to overwrite"), "{}", stderr(&again));
+    assert_eq!(std::fs::metadata(&path).expect("still there").len(), size);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn inspect_reports_a_truncated_file_and_a_foreign_file_clearly() {
+    let path = path("truncated");
+    assert!(format(&path).status.success());
+    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.set_len(1 << 20).expect("truncate");
+    drop(file);
+    let inspect = ledger().arg("inspect").arg(&path).output().expect("run ledger inspect");
+    assert!(!inspect.status.success());
+    assert!(stderr(&inspect).contains("truncated"), "{}", stderr(&inspect));
+
+    let foreign = self::path("foreign");
+    let bytes: Vec<u8> =
+        (0..1 << 20).map(|index: u32| (index.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&foreign, bytes).expect("write a foreign file");
+    let inspect = ledger().arg("inspect").arg(&foreign).output().expect("run ledger inspect");
+    assert!(!inspect.status.success());
+    assert!(stderr(&inspect).contains("not a ledger data file"), "{}", stderr(&inspect));
+
+    let missing = self::path("missing");
+    let inspect = ledger().arg("inspect").arg(&missing).output().expect("run ledger inspect");
+    assert!(stderr(&inspect).contains("does not exist"), "{}", stderr(&inspect));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&foreign);
+}
+
+#[test]
+fn format_on_a_full_disk_fails_clearly_and_leaves_no_file() {
+    let path = path("full");
+    let mut command = ledger();
+    command.args(["format", "--cluster", "42", "--development"]).arg(&path);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            // A file size limit of 8 MiB stands in for a full disk: writes past it fail with
+            // EFBIG (SIGXFSZ is ignored so the process sees the error instead of dying).
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit { rlim_cur: 8 << 20, rlim_max: 8 << 20 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run ledger format");
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("no space left"), "{}", stderr(&output));
+    assert!(!path.exists(), "the partial data file was removed");
+}
