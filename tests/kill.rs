@@ -86,8 +86,13 @@ fn child_appends_batches_until_killed() {
             (1..=ACCOUNTS).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
         let (bytes, size) = body(&accounts);
         let bytes: &[u8] = bytemuck::cast_slice(&bytes);
-        let request =
-            Request { operation: Operation::CreateAccounts, body: &bytes[..size], client: 1, request: 0 };
+        let request = Request {
+            operation: Operation::CreateAccounts,
+            body: &bytes[..size],
+            client: 0,
+            request: 0,
+            checksum: 0,
+        };
         ledger.submit(&[request], realtime(), |_, _| {}).expect("create accounts");
     }
     let mut next = ledger.state().transfers().iter().map(|transfer| transfer.id).max().unwrap_or(0) / BATCH;
@@ -102,8 +107,9 @@ fn child_appends_batches_until_killed() {
                 Request {
                     operation: Operation::CreateTransfers,
                     body: &bytes[..*size],
-                    client: 1,
+                    client: 0,
                     request: 0,
+                    checksum: 0,
                 }
             })
             .collect();

@@ -13,6 +13,7 @@ use ledger::storage::layout::Layout;
 use ledger::storage::{CrashMode, SimFaults, SimStorage, Storage};
 use ledger::types::{Account, Transfer, TransferFlags};
 use ledger::vsr::data_file::{DataFile, DataFileError, FormatOptions};
+use ledger::vsr::header::Header;
 use ledger::vsr::journal::JournalError;
 use ledger::vsr::ledger::{Ledger, Request};
 
@@ -44,10 +45,21 @@ struct Job {
     size: usize,
 }
 
+/// The client every request of the workload comes from (pulses come from the replica).
+const CLIENT: u128 = 77;
+
 impl Job {
-    fn request(&self) -> Request<'_> {
+    /// The request as client `CLIENT`'s request number `number` (0 is its `register`).
+    fn request(&self, number: u32) -> Request<'_> {
         let bytes: &[u8] = bytemuck::cast_slice(&self.body);
-        Request { operation: self.operation, body: &bytes[..self.size], client: 1, request: 0 }
+        let client = if self.operation == Operation::Pulse { 0 } else { CLIENT };
+        Request {
+            operation: self.operation,
+            body: &bytes[..self.size],
+            client,
+            request: number,
+            checksum: u128::from(number) << 64 | 0xFEED,
+        }
     }
 }
 
@@ -73,7 +85,8 @@ fn workload(seed: u64) -> Vec<Vec<Job>> {
             ..Account::default()
         })
         .collect();
-    let mut groups = vec![vec![job(Operation::CreateAccounts, &accounts)]];
+    let register = Job { operation: Operation::Register, body: vec![0], size: 0 };
+    let mut groups = vec![vec![register, job(Operation::CreateAccounts, &accounts)]];
     let mut id = 1000u128;
     for _ in 0..24 {
         let mut group = Vec::new();
@@ -148,8 +161,16 @@ struct Op {
 /// returned, so they are durable).
 fn run(ledger: &mut Ledger<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec<Op>) -> u64 {
     let mut acknowledged = ledger.op_head();
+    let mut number = 0;
     for (index, group) in groups.iter().enumerate() {
-        let requests: Vec<Request<'_>> = group.iter().map(Job::request).collect();
+        let requests: Vec<Request<'_>> = group
+            .iter()
+            .map(|job| {
+                let request = job.request(number);
+                number += u32::from(job.operation != Operation::Pulse);
+                request
+            })
+            .collect();
         let mut committed = Vec::new();
         let outcome =
             ledger.submit(&requests, realtime(index), |done, _| committed.push((done.op, done.timestamp)));
@@ -195,6 +216,30 @@ fn assert_same_state(actual: &StateMachine, expected: &StateMachine, context: &s
     }
 }
 
+/// The client's session after op `head`: its latest request and reply are those of its latest
+/// op up to `head`, and the stored reply is intact and answers that op.
+fn assert_session(ledger: &Ledger<SimStorage>, ops: &[Op], head: u64, context: &str) {
+    let client_ops: Vec<usize> =
+        (0..head as usize).filter(|index| ops[*index].operation != Operation::Pulse).collect();
+    let Some((slot, session)) = ledger.clients().get(CLIENT) else {
+        assert!(client_ops.is_empty(), "{context}: the session was lost");
+        return;
+    };
+    let last = *client_ops.last().expect("a session implies a register");
+    assert_eq!(session.request as usize, client_ops.len() - 1, "{context}: latest request number");
+    assert_eq!(session.op, last as u64 + 1, "{context}: latest op of the session");
+    assert_eq!(session.session, 1, "{context}: the session is the op of the register");
+    let reply = ledger.clients().reply(slot);
+    let header: Header = bytemuck::pod_read_unaligned(&reply[..256]);
+    assert!(header.valid_checksum() && header.valid_checksum_body(&reply[256..]), "{context}: reply intact");
+    assert_eq!(header.op, session.op, "{context}: the reply answers the latest op");
+    assert_eq!(
+        header.context,
+        u128::from(session.request) << 64 | 0xFEED,
+        "{context}: reply matches request"
+    );
+}
+
 #[test]
 fn recovery_after_a_crash_at_every_write_and_fsync_keeps_every_acknowledged_batch() {
     let seed = std::env::var("LEDGER_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(7);
@@ -237,8 +282,10 @@ fn recovery_after_a_crash_at_every_write_and_fsync_keeps_every_acknowledged_batc
             assert_same_state(recovered.state(), &replayed(&reference_ops, head), &context);
 
             // The log continues where recovery left off, and a clean reopen agrees.
+            assert_session(&recovered, &reference_ops, head, &context);
             let next = &groups[groups.len() - 1];
-            let requests: Vec<Request<'_>> = next.iter().map(Job::request).collect();
+            let number = recovered.clients().get(CLIENT).map_or(0, |(_, session)| session.request + 1);
+            let requests: Vec<Request<'_>> = next.iter().map(|job| job.request(number)).collect();
             recovered
                 .submit(&requests, realtime(1000), |_, _| {})
                 .unwrap_or_else(|error| panic!("{context}: {error}"));

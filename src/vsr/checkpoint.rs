@@ -13,13 +13,28 @@
 
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::client_table::CLIENT_SESSION_SIZE;
 use super::superblock::{BlockReference, SuperBlock, MANIFEST_BLOCKS_MAX};
 use crate::state_machine::{PERSISTED_ARRAYS, PERSISTED_RECORD_SIZES};
 use crate::storage::layout::Layout;
 use crate::storage::{AlignedBuffer, Storage, StorageError, Write};
 
-/// Whether each persisted array only grows at its end (so its full pages never change).
-const APPEND_ONLY: [bool; PERSISTED_ARRAYS] = [false, true, false, true, true];
+/// The arrays of a checkpoint: the state machine's, then the client sessions.
+pub const CHECKPOINT_ARRAYS: usize = PERSISTED_ARRAYS + 1;
+
+/// The record size of each checkpointed array.
+pub const RECORD_SIZES: [usize; CHECKPOINT_ARRAYS] = {
+    let mut sizes = [CLIENT_SESSION_SIZE; CHECKPOINT_ARRAYS];
+    let mut index = 0;
+    while index < PERSISTED_ARRAYS {
+        sizes[index] = PERSISTED_RECORD_SIZES[index];
+        index += 1;
+    }
+    sizes
+};
+
+/// Whether each array only grows at its end (so its full pages never change).
+const APPEND_ONLY: [bool; CHECKPOINT_ARRAYS] = [false, true, false, true, true, false];
 
 /// Blocks staged in memory before they are submitted as one batch of writes.
 const STAGING_BLOCKS: usize = 32;
@@ -77,7 +92,7 @@ pub struct Grid {
     /// Per block (`address − 1`): referenced by the durable checkpoint or acquired since.
     acquired: Vec<bool>,
     /// The durable checkpoint's page references, per array.
-    pages: [Vec<BlockReference>; PERSISTED_ARRAYS],
+    pages: [Vec<BlockReference>; CHECKPOINT_ARRAYS],
     /// The durable checkpoint's manifest blocks.
     manifest: Vec<BlockReference>,
     /// Where the next free-block search starts (keeps allocation O(1) amortised).
@@ -107,7 +122,7 @@ impl Grid {
     pub fn open(
         storage: &mut dyn Storage,
         superblock: &SuperBlock,
-    ) -> Result<(Grid, [Vec<u128>; PERSISTED_ARRAYS]), CheckpointError> {
+    ) -> Result<(Grid, [Vec<u128>; CHECKPOINT_ARRAYS]), CheckpointError> {
         let layout = superblock.layout();
         let checkpoint = &superblock.checkpoint;
         let mut grid = Grid::new(layout);
@@ -124,10 +139,10 @@ impl Grid {
             .chunks_exact(core::mem::size_of::<BlockReference>())
             .map(bytemuck::pod_read_unaligned)
             .collect();
-        let mut arrays: [Vec<u128>; PERSISTED_ARRAYS] = Default::default();
+        let mut arrays: [Vec<u128>; CHECKPOINT_ARRAYS] = Default::default();
         let mut next = 0;
-        for array in 0..PERSISTED_ARRAYS {
-            let size = checkpoint.array_lengths[array] as usize * PERSISTED_RECORD_SIZES[array];
+        for array in 0..CHECKPOINT_ARRAYS {
+            let size = checkpoint.array_lengths[array] as usize * RECORD_SIZES[array];
             let page_count = size.div_ceil(block_size);
             let Some(page_references) = references.get(next..next + page_count) else {
                 return Err(CheckpointError::BadReference { address: 0, blocks: layout.grid_block_count });
@@ -172,7 +187,7 @@ impl Grid {
         &mut self,
         storage: &mut dyn Storage,
         superblock: &mut SuperBlock,
-        arrays: [&[u8]; PERSISTED_ARRAYS],
+        arrays: [&[u8]; CHECKPOINT_ARRAYS],
         op: u64,
         prepare_checksum: u128,
         timestamp: u64,
@@ -183,11 +198,10 @@ impl Grid {
         let mut released = Vec::new();
         let mut staging =
             Staging { buffer: AlignedBuffer::new(block_size * STAGING_BLOCKS), addresses: Vec::new() };
-        let mut pages_new: [Vec<BlockReference>; PERSISTED_ARRAYS] = Default::default();
+        let mut pages_new: [Vec<BlockReference>; CHECKPOINT_ARRAYS] = Default::default();
         for (array, bytes) in arrays.iter().enumerate() {
             let old = std::mem::take(&mut self.pages[array]);
-            let old_size =
-                superblock.checkpoint.array_lengths[array] as usize * PERSISTED_RECORD_SIZES[array];
+            let old_size = superblock.checkpoint.array_lengths[array] as usize * RECORD_SIZES[array];
             assert!(bytes.len() >= old_size || !APPEND_ONLY[array]);
             let mut references = Vec::with_capacity(bytes.len().div_ceil(block_size));
             for (page, content) in bytes.chunks(block_size).enumerate() {
@@ -241,7 +255,7 @@ impl Grid {
         checkpoint.prepare_checksum = prepare_checksum;
         checkpoint.timestamp = timestamp;
         for (array, bytes) in arrays.iter().enumerate() {
-            checkpoint.array_lengths[array] = (bytes.len() / PERSISTED_RECORD_SIZES[array]) as u64;
+            checkpoint.array_lengths[array] = (bytes.len() / RECORD_SIZES[array]) as u64;
         }
         checkpoint.manifest_size = manifest_bytes.len() as u64;
         checkpoint.manifest_block_count = manifest_block_count as u32;

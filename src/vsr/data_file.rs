@@ -1,15 +1,15 @@
 //! The data file as a whole: format, open (superblock → checkpoint → WAL replay), append,
 //! checkpoint. `docs/data-file.md` describes the bytes.
 
-use super::checkpoint::{CheckpointError, CheckpointStats, Grid};
-use super::header::{Command, Header};
+use super::checkpoint::{CheckpointError, CheckpointStats, Grid, CHECKPOINT_ARRAYS};
+use super::client_table::CLIENT_SESSION_SIZE;
+use super::header::Header;
 use super::journal::{Journal, JournalError, Recovered};
 use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
-use crate::constants::{HEADER_SIZE, MESSAGE_BODY_SIZE_MAX};
-use crate::operation::Operation;
+use crate::constants::HEADER_SIZE;
 use crate::state_machine::{Config, RestoreError, StateMachine, PERSISTED_RECORD_SIZES};
 use crate::storage::layout::Layout;
-use crate::storage::{AlignedBuffer, Storage, StorageError};
+use crate::storage::{Storage, StorageError, Write};
 
 /// What a new data file is for and how large its parts are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl FormatOptions {
     /// The layout these options give: a grid large enough for two copies of the state at full
     /// capacity (a checkpoint writes new pages before it frees the old ones) and its manifest.
     pub fn layout(&self) -> Layout {
-        let pages = state_pages_max(&self.config, self.block_size);
+        let pages = state_pages_max(&self.config, self.clients_max, self.block_size);
         let manifest = manifest_blocks(pages, self.block_size);
         Layout {
             journal_slot_count: self.journal_slot_count,
@@ -49,7 +49,7 @@ impl FormatOptions {
 }
 
 /// The grid pages the persisted arrays take at full capacity.
-fn state_pages_max(config: &Config, block_size: u64) -> u64 {
+fn state_pages_max(config: &Config, clients_max: u64, block_size: u64) -> u64 {
     let counts = [
         u64::from(config.accounts_max),
         u64::from(config.transfers_max),
@@ -57,11 +57,12 @@ fn state_pages_max(config: &Config, block_size: u64) -> u64 {
         u64::from(config.history_max),
         u64::from(config.transfers_max),
     ];
-    counts
+    let state: u64 = counts
         .iter()
         .zip(PERSISTED_RECORD_SIZES)
         .map(|(count, size)| (count * size as u64).div_ceil(block_size))
-        .sum()
+        .sum();
+    state + (clients_max * CLIENT_SESSION_SIZE as u64).div_ceil(block_size)
 }
 
 fn manifest_blocks(pages: u64, block_size: u64) -> u64 {
@@ -125,8 +126,8 @@ impl<S: Storage> DataFile<S> {
         let layout = options.layout();
         layout.assert_valid();
         assert_eq!(storage.size(), layout.file_size());
-        let needed =
-            manifest_blocks(state_pages_max(&options.config, options.block_size), options.block_size);
+        let pages = state_pages_max(&options.config, options.clients_max, options.block_size);
+        let needed = manifest_blocks(pages, options.block_size);
         if needed > MANIFEST_BLOCKS_MAX as u64 {
             return Err(DataFileError::TooLarge { needed });
         }
@@ -155,12 +156,14 @@ impl<S: Storage> DataFile<S> {
         Ok(DataFile { storage, superblock, journal, grid: Grid::new(layout) })
     }
 
-    /// Opens a data file: picks the superblock, loads its checkpoint, and replays the WAL after
-    /// it into the state machine. `cluster`, if given, must match the file's.
+    /// Opens a data file: picks the superblock and loads its checkpoint, returning the
+    /// checkpointed arrays (state machine arrays, then client sessions), each trimmed to its
+    /// length and 16-byte aligned. `cluster`, if given, must match the file's. The WAL after the
+    /// checkpoint is replayed next, with [`DataFile::recover`].
     pub fn open(
         mut storage: S,
         cluster: Option<u128>,
-    ) -> Result<(DataFile<S>, StateMachine, Recovered), DataFileError> {
+    ) -> Result<(DataFile<S>, [Vec<u128>; CHECKPOINT_ARRAYS]), DataFileError> {
         let (_, superblock) = SuperBlock::read(&mut storage)?;
         if let Some(expected) = cluster {
             if expected != superblock.cluster {
@@ -172,30 +175,35 @@ impl<S: Storage> DataFile<S> {
             return Err(DataFileError::Truncated { size: storage.size(), needed: layout.file_size() });
         }
         let (grid, arrays) = Grid::open(&mut storage, &superblock)?;
-        let bytes = arrays.each_ref().map(|array| {
-            let bytes: &[u8] = bytemuck::cast_slice(array.as_slice());
-            bytes
-        });
-        let lengths = superblock.checkpoint.array_lengths;
-        let mut sized = bytes;
-        for (index, slice) in sized.iter_mut().enumerate() {
-            *slice = &slice[..lengths[index] as usize * PERSISTED_RECORD_SIZES[index]];
-        }
-        let mut state = StateMachine::restore(superblock.config(), sized)?;
-        drop(arrays);
-        let mut journal = Journal::new(layout, superblock.cluster);
-        let checkpoint = superblock.checkpoint;
-        let mut reply = AlignedBuffer::new(MESSAGE_BODY_SIZE_MAX.next_multiple_of(4096));
-        let recovered = journal.recover(
-            &mut storage,
+        let journal = Journal::new(layout, superblock.cluster);
+        Ok((DataFile { storage, superblock, journal, grid }, arrays))
+    }
+
+    /// Replays the WAL after the checkpoint: calls `replay(header, message)` for each intact
+    /// prepare of the hash chain, in op order.
+    pub fn recover(&mut self, replay: impl FnMut(&Header, &[u8])) -> Result<Recovered, DataFileError> {
+        let checkpoint = self.superblock.checkpoint;
+        Ok(self.journal.recover(
+            &mut self.storage,
             checkpoint.op,
             checkpoint.prepare_checksum,
             checkpoint.timestamp,
-            |header, message| {
-                replay(&mut state, header, &message[HEADER_SIZE..], &mut reply);
-            },
-        )?;
-        Ok((DataFile { storage, superblock, journal, grid }, state, recovered))
+            replay,
+        )?)
+    }
+
+    /// Writes a client's latest reply (sector-padded) into its slot of the client-replies zone.
+    /// Not synced here: the next WAL append or checkpoint syncs it, and until a checkpoint
+    /// covers its op, the WAL can regenerate it.
+    pub fn write_reply(&mut self, slot: u64, reply: &[u8]) -> Result<(), StorageError> {
+        let offset = self.superblock.layout().client_reply_offset(slot);
+        self.storage.write(&[Write { offset, data: reply }])
+    }
+
+    /// Reads client reply slot `slot` into `buffer`.
+    pub fn read_reply(&mut self, slot: u64, buffer: &mut [u8]) -> Result<(), StorageError> {
+        let offset = self.superblock.layout().client_reply_offset(slot);
+        self.storage.read(offset, buffer)
     }
 
     /// Appends prepares (sealed messages, sector-padded) to the WAL; durable on return.
@@ -214,11 +222,12 @@ impl<S: Storage> DataFile<S> {
         self.journal.flush_headers(&mut self.storage)
     }
 
-    /// Checkpoints `state`, which is the state after op `op` (prepare checksum and timestamp
-    /// given), and makes it the durable checkpoint.
+    /// Checkpoints `state` and the client sessions `sessions`, the state after op `op` (prepare
+    /// checksum and timestamp given), and makes it the durable checkpoint.
     pub fn checkpoint(
         &mut self,
         state: &StateMachine,
+        sessions: &[u8],
         op: u64,
         prepare_checksum: u128,
         timestamp: u64,
@@ -226,14 +235,9 @@ impl<S: Storage> DataFile<S> {
         // Redundant headers of ops the new checkpoint covers must reach the disk first: after
         // the checkpoint their slots may be reused, and recovery reads proof from them.
         self.journal.flush_headers(&mut self.storage)?;
-        self.grid.checkpoint(
-            &mut self.storage,
-            &mut self.superblock,
-            state.persisted(),
-            op,
-            prepare_checksum,
-            timestamp,
-        )
+        let [accounts, transfers, pending, history, burned] = state.persisted();
+        let arrays = [accounts, transfers, pending, history, burned, sessions];
+        self.grid.checkpoint(&mut self.storage, &mut self.superblock, arrays, op, prepare_checksum, timestamp)
     }
 
     /// The superblock in force.
@@ -265,15 +269,6 @@ impl<S: Storage> DataFile<S> {
     pub fn into_storage(self) -> S {
         self.storage
     }
-}
-
-/// Applies one recovered prepare to the state machine, exactly as it was applied when it
-/// committed (the reply is rebuilt and dropped: replies are the replica's concern).
-fn replay(state: &mut StateMachine, header: &Header, body: &[u8], reply: &mut [u8]) {
-    assert_eq!(header.command(), Some(Command::Prepare));
-    // Only state machine operations reach the WAL in this build; anything else is a bug.
-    let operation = Operation::from_u8(header.operation).expect("a WAL prepare carries a known operation");
-    let _ = state.execute(operation, header.timestamp, body, reply);
 }
 
 /// The parent of op 1: a checksum derived from the cluster, so logs of different clusters never

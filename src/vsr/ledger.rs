@@ -1,20 +1,35 @@
 //! The durable core of a replica: turns requests into prepares (op number, hash chain,
 //! timestamp), makes each group of prepares durable in the WAL with one `fdatasync`, commits
-//! them to the state machine in op order, and checkpoints periodically so WAL slots can be
-//! reused. With one replica, "durable on this replica" is the commit quorum.
+//! them in op order — to the state machine and to the client sessions — and checkpoints
+//! periodically so WAL slots can be reused. With one replica, "durable on this replica" is the
+//! commit quorum.
+//!
+//! Committing is a pure function of the prepare and the state before it, so recovery replays
+//! the WAL through the very same `commit` and rebuilds the identical state, sessions and replies.
 
 use super::checkpoint::CheckpointError;
+use super::client_table::{ClientSession, ClientTable, CLIENT_SESSION_SIZE};
 use super::data_file::{DataFile, DataFileError};
-use super::header::{Command, Header};
+use super::header::{Command, Header, ReplyStatus};
 use super::journal::Recovered;
 use crate::constants::{HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, PULSE_EXPIRIES_MAX, SECTOR_SIZE};
 use crate::multi_batch::MultiBatch;
 use crate::operation::Operation;
-use crate::state_machine::{ExecuteError, StateMachine};
+use crate::state_machine::{ExecuteError, StateMachine, Table};
 use crate::storage::{AlignedBuffer, Storage, StorageError};
 
 /// The most prepares made durable together with one `fdatasync`.
 pub const PIPELINE_PREPARE_MAX: usize = 8;
+
+/// The body of a `register` reply: the largest request body the replica accepts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RegisterResult {
+    /// The largest request body, in bytes.
+    pub batch_size_limit: u32,
+    /// Must be zero.
+    pub reserved: [u8; 12],
+}
 
 /// Why a request could not be committed. Storage errors are fatal: the caller must stop.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +49,12 @@ pub struct Committed {
     pub op: u64,
     /// The op timestamp.
     pub timestamp: u64,
-    /// The reply body size in the reply buffer, or why the request was rejected as a whole.
+    /// The client (0 for the replica's own requests).
+    pub client: u128,
+    /// The reply body size, or why the request was rejected as a whole.
     pub result: Result<usize, ExecuteError>,
+    /// A client whose session was evicted by this `register`, if any.
+    pub evicted: Option<u128>,
 }
 
 /// A request to prepare: operation and (validated) body.
@@ -43,45 +62,116 @@ pub struct Committed {
 pub struct Request<'a> {
     /// The operation.
     pub operation: Operation,
-    /// The multi-batch body (empty for `pulse`).
+    /// The multi-batch body (empty for `pulse` and `register`).
     pub body: &'a [u8],
     /// The client (0 for the replica's own requests).
     pub client: u128,
     /// The client's request number.
     pub request: u32,
+    /// The checksum of the client's request header (echoed in the reply's `context`).
+    pub checksum: u128,
 }
 
-/// A single replica's log and state.
+/// A single replica's log, state and sessions.
 pub struct Ledger<S: Storage> {
     data_file: DataFile<S>,
-    state: StateMachine,
-    op_head: u64,
-    head_checksum: u128,
-    timestamp_head: u64,
+    core: Core,
     checkpoint_interval: u64,
     prepares: Vec<AlignedBuffer>,
-    reply: AlignedBuffer,
     recovered: Recovered,
 }
 
+/// What committing changes: the state machine, the sessions, and the head of the log.
+struct Core {
+    state: StateMachine,
+    clients: ClientTable,
+    op_head: u64,
+    head_checksum: u128,
+    timestamp_head: u64,
+    /// The reply message being built: header, then the state machine's results.
+    reply: AlignedBuffer,
+}
+
 impl<S: Storage> Ledger<S> {
-    /// Opens (recovers) the data file on `storage`.
+    /// Opens the data file on `storage`: loads the checkpoint, replays the WAL after it, and
+    /// reloads every session's latest reply.
     pub fn open(storage: S, cluster: Option<u128>) -> Result<Ledger<S>, DataFileError> {
-        let (data_file, state, recovered) = DataFile::open(storage, cluster)?;
-        let layout = data_file.superblock().layout();
+        let (data_file, arrays) = DataFile::open(storage, cluster)?;
+        let superblock = *data_file.superblock();
+        let layout = superblock.layout();
+        let lengths = superblock.checkpoint.array_lengths;
+        let record_sizes = super::checkpoint::RECORD_SIZES;
+        let bytes = |index: usize| {
+            let bytes: &[u8] = bytemuck::cast_slice(arrays[index].as_slice());
+            &bytes[..lengths[index] as usize * record_sizes[index]]
+        };
+        let state =
+            StateMachine::restore(superblock.config(), [bytes(0), bytes(1), bytes(2), bytes(3), bytes(4)])?;
+        let mut clients = ClientTable::new(layout.clients_max as usize, layout.message_size_max as usize);
+        if lengths[5] != 0 {
+            clients.restore(bytemuck::cast_slice(
+                &bytes(5)[..layout.clients_max as usize * CLIENT_SESSION_SIZE],
+            ));
+        }
+        drop(arrays);
         let pipeline = (PIPELINE_PREPARE_MAX as u64).min(layout.journal_slot_count / 2);
-        let prepares = (0..pipeline).map(|_| AlignedBuffer::new(layout.message_size_max as usize)).collect();
-        Ok(Ledger {
+        let mut ledger = Ledger {
             data_file,
-            state,
-            op_head: recovered.op_head,
-            head_checksum: recovered.head_checksum,
-            timestamp_head: recovered.head_timestamp,
+            core: Core {
+                state,
+                clients,
+                op_head: superblock.checkpoint.op,
+                head_checksum: superblock.checkpoint.prepare_checksum,
+                timestamp_head: superblock.checkpoint.timestamp,
+                reply: AlignedBuffer::new(
+                    (HEADER_SIZE + MESSAGE_BODY_SIZE_MAX).next_multiple_of(SECTOR_SIZE),
+                ),
+            },
             checkpoint_interval: layout.journal_slot_count - pipeline,
-            prepares,
-            reply: AlignedBuffer::new(MESSAGE_BODY_SIZE_MAX.next_multiple_of(SECTOR_SIZE)),
-            recovered,
-        })
+            prepares: (0..pipeline).map(|_| AlignedBuffer::new(layout.message_size_max as usize)).collect(),
+            recovered: Recovered::default(),
+        };
+        // Replay the WAL through the same commit path as live requests.
+        let mut written = Vec::new();
+        let core = &mut ledger.core;
+        ledger.recovered = ledger.data_file.recover(|header, message| {
+            if let Some(slot) = core.commit(header, &message[HEADER_SIZE..]).1 {
+                written.push(slot);
+            }
+        })?;
+        // Replies regenerated by the replay go back to their slots; the others are on disk.
+        written.sort_unstable();
+        written.dedup();
+        for slot in &written {
+            ledger.write_reply(*slot)?;
+        }
+        ledger.load_replies(&written)?;
+        Ok(ledger)
+    }
+
+    /// Reads the reply of each session the replay did not touch from the client-replies zone
+    /// (the WAL may have been cut before a newer reply's op; then the slot holds that newer
+    /// reply); a reply that does not match its session ends the session (the client must
+    /// register again) rather than ever sending a wrong reply.
+    fn load_replies(&mut self, replayed: &[usize]) -> Result<(), DataFileError> {
+        let clients = &mut self.core.clients;
+        for slot in 0..clients.sessions().len() {
+            let session: ClientSession = clients.sessions()[slot];
+            if session.client == 0 || replayed.contains(&slot) {
+                continue;
+            }
+            let size = (session.reply_size as usize).next_multiple_of(SECTOR_SIZE);
+            let buffer = clients.reply_buffer_mut(slot);
+            self.data_file.read_reply(slot as u64, &mut buffer[..size])?;
+            let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
+            let intact = header.valid_checksum()
+                && header.checksum == session.reply_checksum
+                && header.valid_checksum_body(&buffer[HEADER_SIZE..session.reply_size as usize]);
+            if !intact {
+                clients.evict_slot(slot);
+            }
+        }
+        Ok(())
     }
 
     /// What recovery found when the ledger was opened.
@@ -91,17 +181,22 @@ impl<S: Storage> Ledger<S> {
 
     /// The state machine (read-only: only committed prepares change it).
     pub fn state(&self) -> &StateMachine {
-        &self.state
+        &self.core.state
+    }
+
+    /// The client sessions.
+    pub fn clients(&self) -> &ClientTable {
+        &self.core.clients
     }
 
     /// The last op committed.
     pub fn op_head(&self) -> u64 {
-        self.op_head
+        self.core.op_head
     }
 
     /// The timestamp of the last op.
     pub fn timestamp_head(&self) -> u64 {
-        self.timestamp_head
+        self.core.timestamp_head
     }
 
     /// The data file.
@@ -121,7 +216,8 @@ impl<S: Storage> Ledger<S> {
 
     /// Prepares `requests` as consecutive ops, makes them durable with one WAL write and one
     /// `fdatasync`, and commits them in order; `realtime` is the cluster clock (ns). Calls
-    /// `reply(committed, reply_body)` for each. Checkpoints when the WAL needs room.
+    /// `reply(committed, reply_message)` for each (the message is empty for the replica's own
+    /// requests). Checkpoints when the WAL needs room.
     pub fn submit(
         &mut self,
         requests: &[Request<'_>],
@@ -130,43 +226,62 @@ impl<S: Storage> Ledger<S> {
     ) -> Result<(), LedgerError> {
         assert!(!requests.is_empty() && requests.len() <= self.prepares.len());
         // A slot is reused only once a durable checkpoint covers its previous op.
-        let op_last = self.op_head + requests.len() as u64;
+        let op_last = self.core.op_head + requests.len() as u64;
         if op_last > self.data_file.checkpoint_op() + self.data_file.journal().slot_count() {
             self.checkpoint()?;
         }
-        let mut op = self.op_head;
-        let mut parent = self.head_checksum;
-        let mut timestamp = self.timestamp_head;
+        let mut op = self.core.op_head;
+        let mut parent = self.core.head_checksum;
+        let mut timestamp = self.core.timestamp_head;
         for (request, buffer) in requests.iter().zip(self.prepares.iter_mut()) {
             op += 1;
             timestamp = timestamp.max(realtime.saturating_sub(1)) + 1 + timestamp_delta(request);
             let header = prepare(buffer, self.data_file.superblock().cluster, request, op, parent, timestamp);
             parent = header.checksum;
         }
-        let prepares: Vec<&[u8]> = self.prepares[..requests.len()].iter().map(|buffer| &buffer[..]).collect();
-        self.data_file.append(&prepares)?;
-        for index in 0..requests.len() {
-            let header: Header = bytemuck::pod_read_unaligned(&self.prepares[index][..HEADER_SIZE]);
-            let operation = requests[index].operation;
-            let body = &self.prepares[index][HEADER_SIZE..header.size as usize];
-            let result = self.state.execute(operation, header.timestamp, body, &mut self.reply);
-            self.op_head = header.op;
-            self.head_checksum = header.checksum;
-            self.timestamp_head = header.timestamp;
-            let committed = Committed { op: header.op, timestamp: header.timestamp, result };
-            let size = *committed.result.as_ref().unwrap_or(&0);
-            reply(&committed, &self.reply[..size]);
+        let prepares = std::mem::take(&mut self.prepares);
+        let appended = {
+            let messages: Vec<&[u8]> = prepares[..requests.len()].iter().map(|buffer| &buffer[..]).collect();
+            self.data_file.append(&messages)
+        };
+        if let Err(error) = appended {
+            self.prepares = prepares;
+            return Err(error.into());
         }
-        if self.op_head - self.data_file.checkpoint_op() >= self.checkpoint_interval {
+        for buffer in &prepares[..requests.len()] {
+            let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
+            let (committed, slot) = self.core.commit(&header, &buffer[HEADER_SIZE..header.size as usize]);
+            if let Some(slot) = slot {
+                self.write_reply(slot)?;
+            }
+            let size = if committed.client == 0 { 0 } else { reply_size(&self.core.reply) };
+            reply(&committed, &self.core.reply[..size]);
+        }
+        self.prepares = prepares;
+        if self.core.op_head - self.data_file.checkpoint_op() >= self.checkpoint_interval {
             self.checkpoint()?;
         }
         Ok(())
     }
 
-    /// Checkpoints the state after the head op now.
+    /// Writes the reply of session `slot` into its slot of the client-replies zone.
+    fn write_reply(&mut self, slot: usize) -> Result<(), StorageError> {
+        let clients = &self.core.clients;
+        let size = (clients.sessions()[slot].reply_size as usize).next_multiple_of(SECTOR_SIZE);
+        self.data_file.write_reply(slot as u64, &clients.reply_buffer(slot)[..size])
+    }
+
+    /// Checkpoints the state and sessions after the head op now.
     pub fn checkpoint(&mut self) -> Result<(), LedgerError> {
-        if self.op_head > self.data_file.checkpoint_op() {
-            self.data_file.checkpoint(&self.state, self.op_head, self.head_checksum, self.timestamp_head)?;
+        let core = &self.core;
+        if core.op_head > self.data_file.checkpoint_op() {
+            self.data_file.checkpoint(
+                &core.state,
+                core.clients.persisted(),
+                core.op_head,
+                core.head_checksum,
+                core.timestamp_head,
+            )?;
         }
         Ok(())
     }
@@ -179,6 +294,95 @@ impl<S: Storage> Ledger<S> {
     /// Closes the ledger, returning its storage.
     pub fn into_storage(self) -> S {
         self.data_file.into_storage()
+    }
+}
+
+impl Core {
+    /// Applies one durable prepare: executes it, builds the reply in `self.reply`, and records it
+    /// in the client's session. Returns the outcome and the session slot whose reply changed.
+    fn commit(&mut self, header: &Header, body: &[u8]) -> (Committed, Option<usize>) {
+        assert_eq!(header.command(), Some(Command::Prepare));
+        assert_eq!(header.op, self.op_head + 1);
+        assert!(header.timestamp > self.timestamp_head || header.op == 1);
+        // Only operations the primary validated reach the log.
+        let operation = Operation::from_u8(header.operation).expect("a prepare carries a known operation");
+        let (results, output) = self.reply.split_at_mut(HEADER_SIZE);
+        let result = match operation {
+            Operation::Register => {
+                let register =
+                    RegisterResult { batch_size_limit: MESSAGE_BODY_SIZE_MAX as u32, reserved: [0; 12] };
+                output[..16].copy_from_slice(bytemuck::bytes_of(&register));
+                Ok(16)
+            }
+            _ => self.state.execute(operation, header.timestamp, body, &mut output[..MESSAGE_BODY_SIZE_MAX]),
+        };
+        let _ = results;
+        self.op_head = header.op;
+        self.head_checksum = header.checksum;
+        self.timestamp_head = header.timestamp;
+        let mut committed = Committed {
+            op: header.op,
+            timestamp: header.timestamp,
+            client: header.client,
+            result,
+            evicted: None,
+        };
+        if header.client == 0 {
+            return (committed, None);
+        }
+        let reply_header = self.seal_reply(header, &committed.result);
+        let size = reply_header.size as usize;
+        let update = self.clients.commit(
+            header.client,
+            operation == Operation::Register,
+            header.op,
+            header.request,
+            &self.reply[..size],
+            reply_header.checksum,
+        );
+        committed.evicted = update.and_then(|update| update.evicted);
+        (committed, update.map(|update| update.slot))
+    }
+
+    /// Writes the reply header for the committed prepare into `self.reply`.
+    fn seal_reply(&mut self, prepare: &Header, result: &Result<usize, ExecuteError>) -> Header {
+        let (status, body_size) = match result {
+            Ok(size) => (ReplyStatus::Ok, *size),
+            Err(ExecuteError::TableFull { table }) => (table_full_status(*table), 0),
+            // The primary validated the body before preparing it.
+            Err(ExecuteError::InvalidRequest(reason)) => {
+                panic!("op {} invalid in the log: {reason}", prepare.op)
+            }
+        };
+        let mut header = Header {
+            client: prepare.client,
+            request: prepare.request,
+            operation: prepare.operation,
+            op: prepare.op,
+            timestamp: prepare.timestamp,
+            context: prepare.context,
+            status: status as u8,
+            ..Header::new(Command::Reply, prepare.cluster)
+        };
+        header.set_body(&self.reply[HEADER_SIZE..HEADER_SIZE + body_size]);
+        header.set_checksum();
+        self.reply[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&header));
+        header
+    }
+}
+
+/// The size of the sealed reply message in `reply`.
+fn reply_size(reply: &[u8]) -> usize {
+    let header: Header = bytemuck::pod_read_unaligned(&reply[..HEADER_SIZE]);
+    header.size as usize
+}
+
+fn table_full_status(table: Table) -> ReplyStatus {
+    match table {
+        Table::Accounts => ReplyStatus::AccountsFull,
+        Table::Transfers => ReplyStatus::TransfersFull,
+        Table::Expiries => ReplyStatus::ExpiriesFull,
+        Table::History => ReplyStatus::HistoryFull,
     }
 }
 
@@ -214,6 +418,7 @@ fn prepare(
         timestamp,
         client: request.client,
         request: request.request,
+        context: request.checksum,
         operation: request.operation as u8,
         ..Header::new(Command::Prepare, cluster)
     };

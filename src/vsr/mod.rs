@@ -2,6 +2,7 @@
 //! (WAL), checkpoints in the grid, and recovery.
 
 pub mod checkpoint;
+pub mod client_table;
 pub mod data_file;
 pub mod header;
 pub mod inspect;

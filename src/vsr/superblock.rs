@@ -48,15 +48,15 @@ pub struct Checkpoint {
     pub op: u64,
     /// The timestamp of op `op` (the cluster clock never goes back below it).
     pub timestamp: u64,
-    /// Records in each persisted array: accounts, transfers, transfer pending statuses,
-    /// history, burned ids.
-    pub array_lengths: [u64; 5],
+    /// Records in each checkpointed array: accounts, transfers, transfer pending statuses,
+    /// history, burned ids, client sessions.
+    pub array_lengths: [u64; 6],
     /// The manifest's size in bytes.
     pub manifest_size: u64,
     /// How many of `manifest` are used.
     pub manifest_block_count: u32,
     /// Must be zero.
-    pub reserved: [u32; 3],
+    pub reserved: u32,
     /// The manifest blocks, in order.
     pub manifest: [BlockReference; MANIFEST_BLOCKS_MAX],
 }
