@@ -4,12 +4,16 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod cli_client;
+pub mod client;
 pub mod constants;
 pub mod io;
 pub mod json;
 pub mod multi_batch;
+pub mod net;
 pub mod operation;
 pub mod prng;
+pub mod server;
 pub mod state_machine;
 pub mod storage;
 pub mod types;

@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 use ledger::constants::{BATCH_EVENTS_MAX, MESSAGE_SIZE_MAX};
 use ledger::json;
+use ledger::server::{stop_on_signals, Server, ServerOptions};
 use ledger::state_machine::{Config, StateMachine};
 use ledger::storage::{FileStorage, IoMode, OpenError};
 use ledger::types::{CreateResult, Transfer, TransferFlags};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
+use ledger::vsr::ledger::Ledger;
 use ledger::workload::{AccountDistribution, Workload};
 
 /// ledger: a financial ledger database of accounts and double-entry transfers.
@@ -25,6 +27,8 @@ struct Cli {
 enum Command {
     /// Creates a new data file for one replica. Refuses to overwrite an existing file.
     Format(FormatArgs),
+    /// Serves a data file: recovers it, then listens for clients until SIGTERM or SIGINT.
+    Start(StartArgs),
     /// Prints a data file's superblock copies, checkpoint and WAL summary, without changing it.
     Inspect {
         /// The data file.
@@ -77,6 +81,25 @@ struct FormatArgs {
     path: PathBuf,
 }
 
+#[derive(Args)]
+struct StartArgs {
+    /// The addresses of every replica of the cluster, in replica order (host:port,...); this
+    /// replica listens on its own.
+    #[arg(long, value_delimiter = ',', required = true)]
+    addresses: Vec<String>,
+    /// Development mode: buffered I/O where the filesystem lacks O_DIRECT.
+    #[arg(long)]
+    development: bool,
+    /// The most simultaneous client connections.
+    #[arg(long, default_value_t = 128)]
+    connections_max: usize,
+    /// Seconds after which a silent connection, or one holding a partial message, is closed.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_s: u64,
+    /// The data file.
+    path: PathBuf,
+}
+
 /// The capacities of a production data file: ~3.5 GiB of memory when served.
 const CONFIG_DEFAULT: Config =
     Config { accounts_max: 1 << 20, transfers_max: 12 << 20, expiries_max: 1 << 20, history_max: 1 << 20 };
@@ -85,6 +108,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Format(args) => format(&args),
+        Command::Start(args) => start(&args),
         Command::Inspect { path, development } => inspect(&path, development),
         Command::Demo { seed } => {
             demo(seed);
@@ -191,6 +215,67 @@ fn open_storage(path: &Path, development: bool) -> Result<FileStorage, String> {
         }
         result => result.map_err(|error| error.to_string()),
     }
+}
+
+fn start(args: &StartArgs) -> Result<(), String> {
+    let storage = open_storage(&args.path, args.development)?;
+    let started = std::time::Instant::now();
+    let mut ledger =
+        Ledger::open(storage, None).map_err(|error| format!("{}: {error}", args.path.display()))?;
+    ledger.prefault();
+    let superblock = *ledger.data_file().superblock();
+    let recovered = *ledger.recovered();
+    eprintln!(
+        "info: recovered {} in {:?}: checkpoint op {}, replayed ops {}..={}{}",
+        args.path.display(),
+        started.elapsed(),
+        superblock.checkpoint.op,
+        recovered.op_min,
+        recovered.op_head,
+        if recovered.torn_head { " (a torn write at the head was cut)" } else { "" }
+    );
+    if superblock.replica_count != 1 {
+        return Err(format!(
+            "this data file is replica {} of a {}-replica cluster; this build serves single-replica clusters only",
+            superblock.replica, superblock.replica_count
+        ));
+    }
+    let Some(address) = args.addresses.get(superblock.replica as usize) else {
+        return Err(format!("--addresses has no address for replica {}", superblock.replica));
+    };
+    let address = resolve(address)?;
+    let options = ServerOptions {
+        address,
+        connections_max: args.connections_max,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
+        pulse_interval: std::time::Duration::from_millis(100),
+    };
+    let config = superblock.config();
+    let mut server = Server::new(ledger, options).map_err(|error| error.to_string())?;
+    eprintln!(
+        "info: cluster {} replica {}: listening on {}; capacity {} accounts, {} transfers; memory: {} bytes of tables, {} bytes of message buffers",
+        superblock.cluster,
+        superblock.replica,
+        server.local_address().map_or(address, |address| address),
+        config.accounts_max,
+        config.transfers_max,
+        config.memory_size(),
+        server.memory_size(),
+    );
+    let stop = stop_on_signals();
+    server.run(&stop).map_err(|error| format!("stopping: {error}"))?;
+    eprintln!("info: stopped cleanly");
+    Ok(())
+}
+
+fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let with_host = if address.contains(':') { address.to_string() } else { format!("127.0.0.1:{address}") };
+    with_host
+        .to_socket_addrs()
+        .map_err(|error| format!("bad address {address}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("address {address} resolves to nothing"))
 }
 
 fn inspect(path: &Path, development: bool) -> Result<(), String> {

@@ -174,6 +174,11 @@ impl<S: Storage> Ledger<S> {
         Ok(())
     }
 
+    /// Commits the state machine's memory now, so the process does not grow under load.
+    pub fn prefault(&mut self) {
+        self.core.state.prefault();
+    }
+
     /// What recovery found when the ledger was opened.
     pub fn recovered(&self) -> &Recovered {
         &self.recovered

@@ -1,0 +1,187 @@
+//! One client connection of the server: its socket, its message decoder, one send buffer, and
+//! the bookkeeping that lets it be closed safely while the kernel may still use its buffers.
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::net::codec::{Decoder, MessageBuffer};
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Unused.
+    Free,
+    /// Serving.
+    Open,
+    /// Shut down; closed once no operation is in flight on it.
+    Closing,
+}
+
+/// A connection slot, allocated at start and reused.
+pub struct Connection {
+    /// The state.
+    pub state: ConnectionState,
+    /// The socket (valid unless `Free`).
+    pub fd: RawFd,
+    /// Bumped on every open, so a reply for a previous user of the slot is not sent to a new one.
+    pub generation: u64,
+    /// The client id of the last request received.
+    pub client: u128,
+    /// Received bytes, assembled into validated messages.
+    pub decoder: Decoder,
+    /// A receive is in flight into the decoder.
+    pub recv_in_flight: bool,
+    /// A send is in flight from the send buffer.
+    pub send_in_flight: bool,
+    send_buffer: MessageBuffer,
+    send_size: usize,
+    send_offset: usize,
+    last_activity: Instant,
+    partial_since: Option<Instant>,
+}
+
+impl Connection {
+    /// A free slot with its buffers.
+    pub fn new(cluster: u128) -> Connection {
+        Connection {
+            state: ConnectionState::Free,
+            fd: -1,
+            generation: 0,
+            client: 0,
+            decoder: Decoder::new(cluster),
+            recv_in_flight: false,
+            send_in_flight: false,
+            send_buffer: MessageBuffer::new(),
+            send_size: 0,
+            send_offset: 0,
+            last_activity: Instant::now(),
+            partial_since: None,
+        }
+    }
+
+    /// Starts serving the accepted socket `fd`.
+    pub fn open(&mut self, fd: RawFd, now: Instant) {
+        assert_eq!(self.state, ConnectionState::Free);
+        assert!(!self.recv_in_flight && !self.send_in_flight);
+        self.state = ConnectionState::Open;
+        self.fd = fd;
+        self.generation += 1;
+        self.client = 0;
+        self.decoder.reset();
+        self.send_size = 0;
+        self.send_offset = 0;
+        self.last_activity = now;
+        self.partial_since = None;
+    }
+
+    /// A description of the peer for the log.
+    pub fn peer(&self) -> String {
+        // SAFETY: a zeroed sockaddr_storage is a valid out-parameter of the right size.
+        let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut size = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `address` and `size` are valid for writes; `fd` is this connection's socket.
+        let ok = unsafe {
+            libc::getpeername(self.fd, (&mut address as *mut libc::sockaddr_storage).cast(), &mut size)
+        };
+        if ok != 0 || address.ss_family != libc::AF_INET as libc::sa_family_t {
+            return format!("client {:#x}", self.client);
+        }
+        // SAFETY: the family says this is a sockaddr_in.
+        let inet: libc::sockaddr_in =
+            unsafe { std::ptr::read((&address as *const libc::sockaddr_storage).cast()) };
+        let ip = std::net::Ipv4Addr::from(u32::from_be(inet.sin_addr.s_addr));
+        format!("{ip}:{}, client {:#x}", u16::from_be(inet.sin_port), self.client)
+    }
+
+    /// Records `count` received bytes.
+    pub fn received(&mut self, count: usize, now: Instant) {
+        self.decoder.advance(count);
+        self.last_activity = now;
+        if self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
+    }
+
+    /// Records that a complete message was taken from the decoder: what follows is a new message.
+    pub fn message_completed(&mut self) {
+        self.partial_since = None;
+    }
+
+    /// Queues `message` to be sent; dropped if a send is already pending (a client has at most
+    /// one request in flight, so this only happens to a misbehaving client, which retries).
+    pub fn send(&mut self, message: &[u8]) {
+        if self.state != ConnectionState::Open || self.send_offset < self.send_size {
+            return;
+        }
+        self.send_buffer.as_bytes_mut()[..message.len()].copy_from_slice(message);
+        self.send_size = message.len();
+        self.send_offset = 0;
+    }
+
+    /// The rest of the message to send, if any and no send is in flight.
+    pub fn send_pending(&self) -> Option<(*const u8, u32)> {
+        if self.send_in_flight || self.send_offset >= self.send_size || self.state != ConnectionState::Open {
+            return None;
+        }
+        let bytes = &self.send_buffer.as_bytes()[self.send_offset..self.send_size];
+        Some((bytes.as_ptr(), bytes.len() as u32))
+    }
+
+    /// Records `count` bytes sent.
+    pub fn sent(&mut self, count: usize) {
+        self.send_offset += count;
+        assert!(self.send_offset <= self.send_size);
+    }
+
+    /// Stops the connection: pending receives and sends complete, then it is closed.
+    pub fn shutdown(&mut self) {
+        if self.state == ConnectionState::Open {
+            // SAFETY: `fd` is this connection's open socket.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+            self.state = ConnectionState::Closing;
+        }
+    }
+
+    /// Closes the socket once nothing is in flight on it.
+    pub fn close_if_idle(&mut self) {
+        if self.state == ConnectionState::Closing && !self.recv_in_flight && !self.send_in_flight {
+            // SAFETY: no operation uses `fd` any more, and it is closed exactly once.
+            unsafe { libc::close(self.fd) };
+            self.fd = -1;
+            self.state = ConnectionState::Free;
+        }
+    }
+
+    /// Shuts the connection down if it was silent, or held a partial message, for `timeout`
+    /// (a client that connects and never sends, or sends a byte a second).
+    pub fn close_if_stale(&mut self, now: Instant, timeout: Duration) {
+        if self.state != ConnectionState::Open {
+            return;
+        }
+        if !self.decoder.has_partial() {
+            self.partial_since = None;
+        }
+        let silent = now.duration_since(self.last_activity) > timeout && self.send_offset >= self.send_size;
+        let slow = self.partial_since.is_some_and(|since| now.duration_since(since) > timeout);
+        if silent || slow {
+            eprintln!(
+                "info: closing connection ({}): {} for {timeout:?}",
+                self.peer(),
+                if slow { "a partial message" } else { "idle" }
+            );
+            self.shutdown();
+            self.close_if_idle();
+        }
+    }
+
+    /// Closes the socket at shutdown (the loop is gone, so nothing is in flight).
+    pub fn force_close(&mut self) {
+        if self.state != ConnectionState::Free {
+            // SAFETY: the ring that used `fd` was dropped; it is closed exactly once.
+            unsafe { libc::close(self.fd) };
+            self.state = ConnectionState::Free;
+            self.recv_in_flight = false;
+            self.send_in_flight = false;
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! `ledger start`: one replica serving clients over TCP on the io_uring loop.
+//!
+//! One thread does everything: accepts connections, receives and validates messages (the
+//! `net::codec` decoder, one per connection), turns requests into prepares through the
+//! [`Ledger`] (WAL write + `fdatasync`, commit, reply), and sends replies. Every buffer is
+//! allocated at start: a fixed number of connections, each with one receive and one send buffer,
+//! and a request queue with one slot per possible client plus the replica's own pulse.
+//!
+//! Hostile input never reaches the ledger: a message that fails validation closes its connection
+//! (one log line); an invalid request from a registered client evicts it, as the protocol says;
+//! a connection that sends nothing, or leaves a message half-sent, for `idle_timeout` is closed.
+
+mod connection;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use connection::{Connection, ConnectionState};
+
+use crate::constants::{HEADER_SIZE, MESSAGE_BODY_SIZE_MAX};
+use crate::io::{IoLoop, Operation as IoOperation};
+use crate::net::codec::{eviction_header, MessageBuffer};
+use crate::operation::Operation;
+use crate::state_machine::{InvalidRequest, StateMachine};
+use crate::storage::Storage;
+use crate::vsr::header::{Command, EvictionReason, Header};
+use crate::vsr::ledger::{Ledger, LedgerError, Request};
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The address to listen on.
+    pub address: SocketAddr,
+    /// The most simultaneous client connections.
+    pub connections_max: usize,
+    /// A connection idle (or holding a partial message) this long is closed.
+    pub idle_timeout: Duration,
+    /// How often the replica checks for pending transfers to expire.
+    pub pulse_interval: Duration,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// io_uring failed.
+    #[error("io_uring: {0}")]
+    Io(String),
+    /// The data file failed (fatal: a failed fsync may have lost writes).
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// Tags of the operations on the loop: the kind in the top byte, the connection below.
+const TAG_ACCEPT: u64 = 1 << 56;
+const TAG_RECV: u64 = 2 << 56;
+const TAG_SEND: u64 = 3 << 56;
+const TAG_TIMEOUT: u64 = 4 << 56;
+const TAG_KIND: u64 = 0xFF << 56;
+
+/// A request waiting to be prepared.
+struct Queued {
+    connection: usize,
+    generation: u64,
+    header: Header,
+    body: MessageBuffer,
+    body_size: usize,
+}
+
+/// What to do about one received message.
+enum Action {
+    /// Nothing now (queued, or a request that needs no answer).
+    None,
+    /// Close the connection: the message broke the protocol.
+    Close(String),
+    /// Send the stored reply of the session in this slot (a retried request).
+    Reply(usize),
+    /// Evict the client.
+    Evict(EvictionReason),
+}
+
+/// Decides what to do with one valid request (docs/protocol.md, "Sessions"), queueing it if it
+/// is to be executed.
+fn decide<S: Storage>(
+    ledger: &Ledger<S>,
+    queue: &mut Vec<Queued>,
+    queue_free: &mut Vec<MessageBuffer>,
+    (connection, generation): (usize, u64),
+    header: &Header,
+    body: &[u8],
+) -> Action {
+    let operation = match Operation::from_u8(header.operation) {
+        Some(Operation::Pulse) | None => return Action::Evict(EvictionReason::InvalidRequestOperation),
+        Some(operation) => operation,
+    };
+    if header.client == 0 {
+        return Action::Close("request from client 0".to_string());
+    }
+    if queue.iter().any(|queued| queued.header.client == header.client) {
+        return Action::None; // Already being prepared: the reply will come.
+    }
+    let session = ledger.clients().get(header.client).map(|(slot, session)| (slot, *session));
+    if operation == Operation::Register {
+        if let Some((slot, session)) = session {
+            if header.request == 0 && session.request == 0 {
+                return Action::Reply(slot);
+            }
+        }
+        if !body.is_empty() {
+            return Action::Evict(EvictionReason::InvalidRequestBody);
+        }
+    } else {
+        let Some((slot, session)) = session else { return Action::Evict(EvictionReason::NoSession) };
+        if header.context != u128::from(session.session) {
+            return Action::Evict(if header.context < u128::from(session.session) {
+                EvictionReason::SessionTooLow
+            } else {
+                EvictionReason::NoSession
+            });
+        }
+        if header.request == session.request {
+            // A retry: the stored reply, byte for byte, if it answers this very request.
+            let reply: Header = bytemuck::pod_read_unaligned(&ledger.clients().reply(slot)[..HEADER_SIZE]);
+            return if reply.context == header.checksum { Action::Reply(slot) } else { Action::None };
+        }
+        if header.request != session.request + 1 {
+            return Action::None; // Older than the latest, or skipping ahead: nothing to execute.
+        }
+        let valid = StateMachine::input_valid(operation, body, MESSAGE_BODY_SIZE_MAX);
+        if let Err(error) = valid {
+            return Action::Evict(match error {
+                InvalidRequest::BodySize { .. } => EvictionReason::InvalidRequestBodySize,
+                InvalidRequest::Operation(_) => EvictionReason::InvalidRequestOperation,
+                _ => EvictionReason::InvalidRequestBody,
+            });
+        }
+    }
+    // One queue slot per client session plus the pulse: if none is free, more clients than
+    // sessions are talking, and this one waits for its retry.
+    let Some(mut buffer) = queue_free.pop() else { return Action::None };
+    buffer.as_bytes_mut()[..body.len()].copy_from_slice(body);
+    queue.push(Queued { connection, generation, header: *header, body: buffer, body_size: body.len() });
+    Action::None
+}
+
+/// The running server.
+pub struct Server<S: Storage> {
+    ledger: Ledger<S>,
+    options: ServerOptions,
+    ring: IoLoop,
+    listener: TcpListener,
+    connections: Vec<Connection>,
+    queue: Vec<Queued>,
+    queue_free: Vec<MessageBuffer>,
+    pulse_queued: bool,
+    cluster: u128,
+    /// Bytes of memory allocated at start, for the log.
+    memory_size: u64,
+}
+
+impl<S: Storage> Server<S> {
+    /// Binds the listener and allocates every buffer.
+    pub fn new(ledger: Ledger<S>, options: ServerOptions) -> Result<Server<S>, ServerError> {
+        let listener = TcpListener::bind(options.address)
+            .map_err(|source| ServerError::Listen { address: options.address, source })?;
+        let cluster = ledger.data_file().superblock().cluster;
+        let clients_max = ledger.data_file().superblock().layout().clients_max as usize;
+        // Each connection has at most a receive and a send in flight; plus accept and timer.
+        let ring_entries = ((options.connections_max * 2 + 2) as u32).next_power_of_two();
+        let ring = IoLoop::new(ring_entries).map_err(|error| ServerError::Io(error.to_string()))?;
+        let connections: Vec<Connection> =
+            (0..options.connections_max).map(|_| Connection::new(cluster)).collect();
+        // One request per client session at a time, plus the pulse.
+        let queue_max = clients_max + 1;
+        let queue_free: Vec<MessageBuffer> = (0..queue_max).map(|_| MessageBuffer::new()).collect();
+        let message_buffers = (options.connections_max * 2 + queue_max) as u64;
+        let memory_size = message_buffers * crate::constants::MESSAGE_SIZE_MAX as u64;
+        Ok(Server {
+            ledger,
+            options,
+            ring,
+            listener,
+            connections,
+            queue: Vec::with_capacity(queue_max),
+            queue_free,
+            pulse_queued: false,
+            cluster,
+            memory_size,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Bytes of message buffers allocated at start.
+    pub fn memory_size(&self) -> u64 {
+        self.memory_size
+    }
+
+    /// Serves until `stop` is set; then finishes what is in flight and returns.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), ServerError> {
+        self.queue_accept()?;
+        self.queue_timeout()?;
+        while !stop.load(Ordering::Relaxed) {
+            self.ring.submit_and_wait(1).map_err(|error| ServerError::Io(error.to_string()))?;
+            while let Some(completion) = self.ring.pop_completion() {
+                let index = (completion.tag & !TAG_KIND) as usize;
+                match completion.tag & TAG_KIND {
+                    TAG_ACCEPT => self.on_accept(completion.result)?,
+                    TAG_RECV => self.on_recv(index, completion.result),
+                    TAG_SEND => self.on_send(index, completion.result),
+                    TAG_TIMEOUT => self.on_tick()?,
+                    _ => unreachable!("unknown tag {:#x}", completion.tag),
+                }
+            }
+            self.commit_queued()?;
+            self.queue_io()?;
+        }
+        // Everything committed is durable (each submit synced before replying); flush the
+        // redundant WAL headers so the log carries proof of every durable entry.
+        self.ledger.flush()?;
+        Ok(())
+    }
+
+    fn queue_accept(&mut self) -> Result<(), ServerError> {
+        let fd = self.listener.as_raw_fd();
+        // SAFETY: the listener outlives the loop's use of it (both live in `self`).
+        unsafe { self.ring.queue(TAG_ACCEPT, IoOperation::Accept { fd }) }
+            .map_err(|error| ServerError::Io(error.to_string()))
+    }
+
+    fn queue_timeout(&mut self) -> Result<(), ServerError> {
+        let duration = self.options.pulse_interval;
+        // SAFETY: a timeout references no caller memory.
+        unsafe { self.ring.queue(TAG_TIMEOUT, IoOperation::Timeout { duration }) }
+            .map_err(|error| ServerError::Io(error.to_string()))
+    }
+
+    fn on_accept(&mut self, result: i32) -> Result<(), ServerError> {
+        self.queue_accept()?;
+        if result < 0 {
+            eprintln!("warning: accept failed: {}", std::io::Error::from_raw_os_error(-result));
+            return Ok(());
+        }
+        let fd = result;
+        let Some(index) =
+            self.connections.iter().position(|connection| connection.state == ConnectionState::Free)
+        else {
+            eprintln!("warning: connection refused: all {} connections are in use", self.connections.len());
+            // SAFETY: `fd` was just accepted and is owned by nobody else.
+            unsafe { libc::close(fd) };
+            return Ok(());
+        };
+        self.connections[index].open(fd, Instant::now());
+        Ok(())
+    }
+
+    fn on_recv(&mut self, index: usize, result: i32) {
+        let connection = &mut self.connections[index];
+        connection.recv_in_flight = false;
+        if connection.state != ConnectionState::Open {
+            connection.close_if_idle();
+            return;
+        }
+        if result <= 0 {
+            // 0: the peer closed; negative: the connection failed.
+            connection.shutdown();
+            connection.close_if_idle();
+            return;
+        }
+        connection.received(result as usize, Instant::now());
+        self.drain_messages(index);
+    }
+
+    /// Handles every complete message the connection holds.
+    fn drain_messages(&mut self, index: usize) {
+        loop {
+            let Server { ledger, queue, queue_free, connections, .. } = self;
+            let connection = &mut connections[index];
+            let generation = connection.generation;
+            let (header, action) = match connection.decoder.next_message() {
+                Ok(None) => return,
+                Ok(Some(message)) => {
+                    let header = *message.header();
+                    let action = if header.command() == Some(Command::Request) {
+                        decide(ledger, queue, queue_free, (index, generation), &header, message.body())
+                    } else {
+                        Action::Close(format!("unexpected {:?} message", header.command()))
+                    };
+                    (header, action)
+                }
+                Err(error) => (Header::new(Command::Reserved, 0), Action::Close(error.to_string())),
+            };
+            connection.client = header.client;
+            connection.message_completed();
+            match action {
+                Action::None => {}
+                Action::Close(reason) => {
+                    eprintln!("warning: closing connection {index} ({}): {reason}", connection.peer());
+                    connection.shutdown();
+                    return;
+                }
+                Action::Reply(slot) => {
+                    let reply = self.ledger.clients().reply(slot);
+                    self.connections[index].send(reply);
+                }
+                Action::Evict(reason) => self.send_eviction(index, &header, reason),
+            }
+        }
+    }
+
+    fn on_tick(&mut self) -> Result<(), ServerError> {
+        self.queue_timeout()?;
+        let now = Instant::now();
+        for connection in &mut self.connections {
+            connection.close_if_stale(now, self.options.idle_timeout);
+        }
+        let realtime = realtime_ns();
+        let due = self.ledger.state().expiry_next().is_some_and(|expires_at| expires_at <= realtime);
+        if due && !self.pulse_queued {
+            if let Some(buffer) = self.queue_free.pop() {
+                let header = Header {
+                    operation: Operation::Pulse as u8,
+                    ..Header::new(Command::Request, self.cluster)
+                };
+                self.queue.push(Queued {
+                    connection: usize::MAX,
+                    generation: 0,
+                    header,
+                    body: buffer,
+                    body_size: 0,
+                });
+                self.pulse_queued = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prepares and commits every queued request, a pipeline's worth per WAL write.
+    fn commit_queued(&mut self) -> Result<(), ServerError> {
+        while !self.queue.is_empty() {
+            let count = self.queue.len().min(self.ledger.pipeline_max());
+            let batch: Vec<Queued> = self.queue.drain(..count).collect();
+            let requests: Vec<Request<'_>> = batch
+                .iter()
+                .map(|queued| Request {
+                    operation: Operation::from_u8(queued.header.operation).expect("validated operation"),
+                    body: &queued.body.as_bytes()[..queued.body_size],
+                    client: queued.header.client,
+                    request: queued.header.request,
+                    checksum: queued.header.checksum,
+                })
+                .collect();
+            let mut replies: Vec<(usize, u64, Vec<u8>, Option<u128>)> = Vec::new();
+            let mut position = 0;
+            self.ledger.submit(&requests, realtime_ns(), |committed, reply| {
+                let queued = &batch[position];
+                position += 1;
+                if committed.client != 0 {
+                    replies.push((queued.connection, queued.generation, reply.to_vec(), committed.evicted));
+                }
+            })?;
+            drop(requests);
+            for queued in batch {
+                if queued.header.client == 0 {
+                    self.pulse_queued = false;
+                }
+                self.queue_free.push(queued.body);
+            }
+            for (index, generation, reply, evicted) in replies {
+                if let Some(client) = evicted {
+                    self.notify_evicted(client);
+                }
+                let connection = &mut self.connections[index];
+                if connection.generation == generation {
+                    connection.send(&reply);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells an evicted client, if it is connected, that its session is gone.
+    fn notify_evicted(&mut self, client: u128) {
+        let Some(index) =
+            self.connections.iter().position(|c| c.state == ConnectionState::Open && c.client == client)
+        else {
+            return;
+        };
+        let header = Header { client, ..Header::new(Command::Request, self.cluster) };
+        self.send_eviction(index, &header, EvictionReason::NoSession);
+    }
+
+    fn send_eviction(&mut self, index: usize, request: &Header, reason: EvictionReason) {
+        eprintln!("info: evicting client {} on connection {index}: {reason:?}", request.client);
+        let mut header = eviction_header(request, reason);
+        header.set_body(&[]);
+        header.set_checksum();
+        self.connections[index].send(bytemuck::bytes_of(&header));
+    }
+
+    fn on_send(&mut self, index: usize, result: i32) {
+        let connection = &mut self.connections[index];
+        connection.send_in_flight = false;
+        if result < 0 {
+            connection.shutdown();
+        } else {
+            connection.sent(result as usize);
+        }
+        connection.close_if_idle();
+    }
+
+    /// Queues a receive for every open connection without one, and the rest of every send.
+    fn queue_io(&mut self) -> Result<(), ServerError> {
+        for (index, connection) in self.connections.iter_mut().enumerate() {
+            if connection.state != ConnectionState::Open {
+                continue;
+            }
+            if !connection.recv_in_flight {
+                let spare = connection.decoder.spare();
+                if !spare.is_empty() {
+                    let (buffer, size) = (spare.as_mut_ptr(), spare.len() as u32);
+                    let operation = IoOperation::Recv { fd: connection.fd, buffer, size };
+                    // SAFETY: the decoder's buffer is heap memory owned by the connection, which
+                    // lives as long as the loop; nothing touches it until the completion.
+                    unsafe { self.ring.queue(TAG_RECV | index as u64, operation) }
+                        .map_err(|error| ServerError::Io(error.to_string()))?;
+                    connection.recv_in_flight = true;
+                }
+            }
+            if let Some((buffer, size)) = connection.send_pending() {
+                let operation = IoOperation::Send { fd: connection.fd, buffer, size };
+                // SAFETY: the send buffer is owned by the connection and not written until the
+                // completion.
+                unsafe { self.ring.queue(TAG_SEND | index as u64, operation) }
+                    .map_err(|error| ServerError::Io(error.to_string()))?;
+                connection.send_in_flight = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops serving: closes every connection.
+    pub fn into_ledger(self) -> Ledger<S> {
+        let Server { ledger, ring, mut connections, .. } = self;
+        // Dropping the ring waits for (or cancels) every operation on the connections' buffers.
+        drop(ring);
+        for connection in &mut connections {
+            connection.force_close();
+        }
+        ledger
+    }
+}
+
+/// The cluster clock: this machine's real time in nanoseconds.
+pub fn realtime_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|duration| duration.as_nanos() as u64).unwrap_or(1)
+}
+
+/// Installs SIGTERM and SIGINT handlers that set the returned flag.
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn handle(_: libc::c_int) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handle as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, handle as *const () as libc::sighandler_t);
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let watcher = Arc::clone(&flag);
+    std::thread::spawn(move || loop {
+        if STOP.load(Ordering::Relaxed) {
+            watcher.store(true, Ordering::Relaxed);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    });
+    flag
+}
