@@ -7,8 +7,8 @@
 //! requires it, and the simulator tears writes at sector boundaries as a real disk may.
 
 mod aligned;
-pub mod layout;
 mod file;
+pub mod layout;
 mod sim;
 
 pub use aligned::AlignedBuffer;

@@ -66,6 +66,8 @@ pub struct Journal {
 }
 
 /// What a WAL slot holds for the op asked for.
+// The header is returned by value on a cold path (recovery, inspect): boxing it buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotRead {
     /// An intact prepare of that op (header and body checksums valid).
