@@ -1,0 +1,339 @@
+//! The real `ledger` binary serving a real data file over TCP, driven by the client library:
+//! many threads at once, a SIGKILL under load and a restart, and hostile connections.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ledger::client::{Client, ClientError};
+use ledger::multi_batch::encode_single;
+use ledger::net::codec::{request_header, MessageBuffer};
+use ledger::operation::Operation;
+use ledger::types::{
+    Account, AccountFilter, AccountFilterFlags, CreateAccountStatus, CreateTransferStatus, Transfer,
+};
+use ledger::vsr::header::{Command as MessageCommand, Header};
+
+const CLUSTER: u128 = 0xE2E;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Server {
+    child: Child,
+    address: SocketAddr,
+    path: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Formats a fresh development data file and starts a server on it.
+    fn start(name: &str, extra: &[&str]) -> Server {
+        let path =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.ledger", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let format = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["format", "--cluster", &CLUSTER.to_string(), "--development"])
+            .arg(&path)
+            .output()
+            .expect("ledger format");
+        assert!(format.status.success(), "{}", String::from_utf8_lossy(&format.stderr));
+        Server::spawn(path, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `ledger start` on `path`, listening on `address`; waits until it listens.
+    fn spawn(path: PathBuf, address: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["start", "--development", "--addresses", address])
+            .args(extra)
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ledger start");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let address = rest.split(';').next().unwrap_or_default().to_string();
+                    let _ = sender.send(address);
+                }
+                lines.lock().expect("log").push(line);
+            }
+        });
+        let address = receiver.recv_timeout(Duration::from_secs(60)).expect("the server listens");
+        Server { child, address: address.parse().expect("address"), path, log }
+    }
+
+    fn log_contains(&self, text: &str) -> bool {
+        self.log.lock().expect("log").iter().any(|line| line.contains(text))
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: `kill` on our child's pid has no memory effects.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait");
+        let _ = std::fs::remove_file(&self.path);
+        status
+    }
+}
+
+impl Drop for Server {
+    /// A failed test must not leave a server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+fn accounts(ids: std::ops::RangeInclusive<u128>) -> Vec<Account> {
+    ids.map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect()
+}
+
+fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    }
+}
+
+#[test]
+fn many_threads_through_one_client_get_exactly_their_results() {
+    let server = Server::start("threads", &[]);
+    let client = Arc::new(Client::new(CLUSTER, &[server.address]).expect("client"));
+    let threads = 8u128;
+    let per_thread = 300u128;
+    let handles: Vec<_> = (0..threads)
+        .map(|thread| {
+            let client = Arc::clone(&client);
+            std::thread::spawn(move || {
+                // Each thread owns two accounts and transfer ids: results do not depend on
+                // how the calls were coalesced or ordered.
+                let (a, b) = (1 + thread * 2, 2 + thread * 2);
+                let results = client.create_accounts(&accounts(a..=b), TIMEOUT).expect("create accounts");
+                assert!(results.iter().all(|r| r.status == CreateAccountStatus::Created as u32));
+                let base = 1_000_000 * (thread + 1);
+                for chunk in 0..(per_thread / 30) {
+                    let batch: Vec<Transfer> = (0..30)
+                        .map(|index| transfer(base + chunk * 30 + index + 1, a, b, 1 + index))
+                        .collect();
+                    let results = client.create_transfers(&batch, TIMEOUT).expect("create transfers");
+                    assert_eq!(results.len(), 30);
+                    for result in &results {
+                        assert_eq!(result.status, CreateTransferStatus::Created as u32);
+                    }
+                }
+                // An invalid transfer in the mix gets its own status.
+                let bad = client.create_transfers(&[transfer(base, a, 999_999, 1)], TIMEOUT).expect("call");
+                assert_eq!(bad[0].status, CreateTransferStatus::CreditAccountNotFound as u32);
+                let found = client.lookup_accounts(&[a, b], TIMEOUT).expect("lookup");
+                let expected: u128 = (0..per_thread).map(|index| 1 + index % 30).sum();
+                assert_eq!(found[0].debits_posted, expected);
+                assert_eq!(found[1].credits_posted, expected);
+                let filter = AccountFilter {
+                    account_id: a,
+                    limit: 10,
+                    flags: AccountFilterFlags::DEBITS.with(AccountFilterFlags::REVERSED),
+                    ..AccountFilter::default()
+                };
+                let newest = client.get_account_transfers(filter, TIMEOUT).expect("query");
+                assert_eq!(newest.len(), 10);
+                assert_eq!(newest[0].id, base + per_thread);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread");
+    }
+    drop(client);
+    assert!(server.stop().success(), "SIGTERM stops the server cleanly");
+}
+
+#[test]
+fn sigkill_under_load_then_restart_keeps_every_acknowledged_transfer_exactly_once() {
+    let mut server = Server::start("sigkill", &[]);
+    let client = Arc::new(Client::new(CLUSTER, &[server.address]).expect("client"));
+    client.create_accounts(&accounts(1..=20), TIMEOUT).expect("accounts");
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4u128)
+        .map(|worker| {
+            let (client, acknowledged, stop) =
+                (Arc::clone(&client), Arc::clone(&acknowledged), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut next = 0u128;
+                // Within the development data file's 131,072 transfers.
+                while !stop.load(Ordering::Relaxed) && next < 25_000 {
+                    let ids: Vec<u128> =
+                        (0..50).map(|index| worker * 10_000_000 + next + index + 1).collect();
+                    let batch: Vec<Transfer> =
+                        ids.iter().map(|id| transfer(*id, 1 + worker * 2, 2 + worker * 2, 3)).collect();
+                    // Across the restart the client retries the same request: every result must
+                    // be `created`, never `exists` (which would mean executed twice).
+                    let results = client.create_transfers(&batch, Duration::from_secs(60)).expect("retried");
+                    assert!(
+                        results.iter().all(|r| r.status == CreateTransferStatus::Created as u32),
+                        "{results:?}"
+                    );
+                    acknowledged.lock().expect("ids").extend(ids);
+                    next += 50;
+                    // Paced, so the load spans the kill and the restart.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill();
+    let before_restart = acknowledged.lock().expect("ids").len();
+    let address = server.address.to_string();
+    let server = Server::spawn(server.path.clone(), &address, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    let acknowledged = acknowledged.lock().expect("ids").clone();
+    assert!(acknowledged.len() > before_restart, "clients carried on after the restart");
+    assert!(server.log_contains("recovered"), "the restarted server recovered the data file");
+    for chunk in acknowledged.chunks(8000) {
+        let found = client.lookup_transfers(chunk, TIMEOUT).expect("lookup");
+        assert_eq!(found.len(), chunk.len(), "every acknowledged transfer is present");
+    }
+    let balances = client.lookup_accounts(&(1..=8).collect::<Vec<u128>>(), TIMEOUT).expect("balances");
+    let debits: u128 = balances.iter().map(|account| account.debits_posted).sum();
+    let credits: u128 = balances.iter().map(|account| account.credits_posted).sum();
+    assert_eq!(debits, credits);
+    // Unacknowledged requests in flight at the kill may have committed too, never twice.
+    assert!(debits >= 3 * acknowledged.len() as u128);
+    drop(client);
+    assert!(server.stop().success());
+}
+
+/// A raw connection for hostile input.
+fn connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+}
+
+/// True if the server closed the connection (reads end of file or a reset).
+fn closed_by_server(mut stream: TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+fn sealed(header: Header, body: &[u8]) -> Vec<u8> {
+    let mut message = MessageBuffer::new();
+    message.seal_with_body(header, body);
+    message.as_bytes()[..256 + body.len()].to_vec()
+}
+
+#[test]
+fn hostile_connections_are_closed_and_never_disturb_other_clients() {
+    let server = Server::start("hostile", &["--idle-timeout-s", "2"]);
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    client.create_accounts(&accounts(1..=2), TIMEOUT).expect("accounts");
+    client.create_transfers(&[transfer(1, 1, 2, 10)], TIMEOUT).expect("transfer");
+
+    // Garbage header: closed.
+    let mut stream = connect(server.address);
+    stream.write_all(&[0xAB; 256]).expect("send");
+    assert!(closed_by_server(stream), "garbage header");
+
+    // A valid header of another cluster: closed.
+    let mut stream = connect(server.address);
+    let header = request_header(CLUSTER + 1, 7, 0, 0, Operation::Register);
+    stream.write_all(&sealed(header, &[])).expect("send");
+    assert!(closed_by_server(stream), "wrong cluster");
+
+    // A body whose checksum does not match: closed.
+    let mut stream = connect(server.address);
+    let mut bytes = sealed(request_header(CLUSTER, 7, 0, 0, Operation::Register), &[1; 16]);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    stream.write_all(&bytes).expect("send");
+    assert!(closed_by_server(stream), "bad body checksum");
+
+    // A size beyond the message limit: closed.
+    let mut stream = connect(server.address);
+    let mut header = request_header(CLUSTER, 7, 0, 0, Operation::Register);
+    header.size = 2 << 20;
+    header.set_checksum();
+    stream.write_all(bytemuck::bytes_of(&header)).expect("send");
+    assert!(closed_by_server(stream), "oversized");
+
+    // An unknown operation from a registered session: evicted with a message.
+    let mut stream = connect(server.address);
+    stream.write_all(&sealed(request_header(CLUSTER, 8, 0, 0, Operation::Register), &[])).expect("send");
+    let mut reply = [0u8; 256 + 16];
+    stream.read_exact(&mut reply).expect("register reply");
+    let register: Header = bytemuck::pod_read_unaligned(&reply[..256]);
+    assert_eq!(register.command(), Some(MessageCommand::Reply));
+    let mut unknown = request_header(CLUSTER, 8, register.op, 1, Operation::LookupAccounts);
+    unknown.operation = 200;
+    stream.write_all(&sealed(unknown, &[])).expect("send");
+    let mut eviction_bytes = [0u8; 256];
+    stream.read_exact(&mut eviction_bytes).expect("eviction");
+    let eviction: Header = bytemuck::pod_read_unaligned(&eviction_bytes);
+    assert_eq!(eviction.command(), Some(MessageCommand::Eviction));
+    assert_eq!(eviction.status, 4, "invalid_request_operation");
+
+    // A batch over the limit: refused before anything is sent by the library, and by the
+    // server (eviction) when sent raw.
+    let too_many = vec![Account::default(); 8190];
+    assert!(matches!(client.create_accounts(&too_many, TIMEOUT), Err(ClientError::InvalidBatch { .. })));
+    let mut stream = connect(server.address);
+    stream.write_all(&sealed(request_header(CLUSTER, 9, 0, 0, Operation::Register), &[])).expect("send");
+    stream.read_exact(&mut reply).expect("register reply");
+    let register: Header = bytemuck::pod_read_unaligned(&reply[..256]);
+    let mut body = vec![0u8; 1 << 20];
+    let size = encode_single(&mut body, 16, 8190);
+    let over = request_header(CLUSTER, 9, register.op, 1, Operation::LookupAccounts);
+    stream.write_all(&sealed(over, &body[..size])).expect("send");
+    stream.read_exact(&mut eviction_bytes).expect("eviction");
+    let eviction: Header = bytemuck::pod_read_unaligned(&eviction_bytes);
+    assert_eq!((eviction.command(), eviction.status), (Some(MessageCommand::Eviction), 5));
+
+    // A client that connects and never sends, and one that sends a byte a second: both closed
+    // after the idle timeout, while the good client keeps working.
+    let silent = connect(server.address);
+    let mut slow = connect(server.address);
+    let start = Instant::now();
+    let mut index = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        if slow.write_all(&[0u8]).is_err() {
+            break;
+        }
+        index += 1;
+        let results =
+            client.create_transfers(&[transfer(100 + index, 1, 2, 1)], TIMEOUT).expect("good client");
+        assert_eq!(results[0].status, CreateTransferStatus::Created as u32);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(closed_by_server(silent), "silent connection closed");
+    assert!(closed_by_server(slow), "slow connection closed");
+    assert!(server.log_contains("a partial message"), "the slow client was logged");
+
+    // Committed data is intact.
+    let balances = client.lookup_accounts(&[1, 2], TIMEOUT).expect("lookup");
+    assert_eq!(balances[0].debits_posted, 10 + index);
+    drop(client);
+    assert!(server.stop().success());
+}
