@@ -4,6 +4,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod benchmark;
 pub mod cli_client;
 pub mod client;
 pub mod constants;

@@ -5,15 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use ledger::constants::{BATCH_EVENTS_MAX, MESSAGE_SIZE_MAX};
-use ledger::json;
+use ledger::constants::MESSAGE_SIZE_MAX;
 use ledger::server::{stop_on_signals, Server, ServerOptions};
-use ledger::state_machine::{Config, StateMachine};
+use ledger::state_machine::Config;
 use ledger::storage::{FileStorage, IoMode, OpenError};
-use ledger::types::{CreateResult, Transfer, TransferFlags};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::ledger::Ledger;
-use ledger::workload::{AccountDistribution, Workload};
 
 /// ledger: a financial ledger database of accounts and double-entry transfers.
 #[derive(Parser)]
@@ -37,14 +34,13 @@ enum Command {
         #[arg(long)]
         development: bool,
     },
-    /// Runs sample batches through the state machine in memory and prints the results as JSON
-    /// lines: ten accounts, a batch of transfers (single-phase, pending, post, and some that
-    /// fail), then the accounts' balances.
-    Demo {
-        /// Seed of the generated transfers.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
+    /// Measures the whole system: formats a data file, starts a replica process, submits
+    /// transfers through the client library over loopback TCP, prints throughput and latency,
+    /// and verifies the ledger's consistency.
+    Benchmark(ledger::benchmark::BenchmarkOptions),
+    /// Submits events read as JSON lines from stdin and prints one JSON line per result
+    /// (docs/json.md).
+    Client(ledger::cli_client::ClientArgs),
     /// Prints the version.
     Version,
 }
@@ -110,10 +106,8 @@ fn main() -> ExitCode {
         Command::Format(args) => format(&args),
         Command::Start(args) => start(&args),
         Command::Inspect { path, development } => inspect(&path, development),
-        Command::Demo { seed } => {
-            demo(seed);
-            Ok(())
-        }
+        Command::Benchmark(options) => benchmark(&options),
+        Command::Client(args) => return ledger::cli_client::run(args),
         Command::Version => {
             println!("ledger {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -286,46 +280,19 @@ fn inspect(path: &Path, development: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn demo(seed: u64) {
-    let mut state = StateMachine::new(Config::DEVELOPMENT);
-    let mut workload = Workload::new(seed, 10, 1, AccountDistribution::Uniform);
-    let mut timestamp = 1_000_000_000u64;
-    let mut results = vec![CreateResult::default(); BATCH_EVENTS_MAX];
-
-    let accounts: Vec<_> = (0..10).map(|index| workload.account(index)).collect();
-    timestamp += accounts.len() as u64;
-    let results_accounts = &mut results[..accounts.len()];
-    state
-        .create_accounts(timestamp, &accounts, results_accounts)
-        .expect("the demo fits the development config");
-    println!("# create_accounts");
-    for (index, result) in results_accounts.iter().enumerate() {
-        println!("{}", json::create_account_result_to_json(index, result));
-    }
-
-    let mut transfers: Vec<Transfer> = (0..6).map(|_| workload.transfer(30)).collect();
-    let pending = Transfer { flags: TransferFlags::PENDING, ..workload.transfer(0) };
-    transfers.push(pending);
-    transfers.push(Transfer {
-        id: workload.transfer_id(),
-        pending_id: pending.id,
-        amount: u128::MAX,
-        flags: TransferFlags::POST_PENDING_TRANSFER,
-        ..Transfer::default()
-    });
-    transfers.push(Transfer { debit_account_id: 999, ..workload.transfer(0) });
-    transfers.push(transfers[0]);
-    timestamp += transfers.len() as u64;
-    let results_transfers = &mut results[..transfers.len()];
-    state
-        .create_transfers(timestamp, &transfers, results_transfers)
-        .expect("the demo fits the development config");
-    println!("# create_transfers");
-    for (index, result) in results_transfers.iter().enumerate() {
-        println!("{}", json::create_transfer_result_to_json(index, result));
-    }
-    println!("# accounts");
-    for account in state.accounts() {
-        println!("{}", json::account_to_json(account));
-    }
+fn benchmark(options: &ledger::benchmark::BenchmarkOptions) -> Result<(), String> {
+    let binary = std::env::current_exe().map_err(|error| format!("finding the ledger binary: {error}"))?;
+    eprintln!(
+        "benchmark: {} accounts ({:?}), {} transfers in batches of {}, {} clients, {}% pending, seed {}; replica: its own process",
+        options.account_count,
+        options.account_distribution,
+        options.transfer_count,
+        options.transfer_batch_size,
+        options.clients,
+        options.transfer_pending,
+        options.seed
+    );
+    let report = ledger::benchmark::run(&binary, options)?;
+    print!("{report}");
+    Ok(())
 }

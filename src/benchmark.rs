@@ -1,0 +1,478 @@
+//! `ledger benchmark`: the whole system end to end on this machine. Formats a data file, starts
+//! a real replica as its own process (`ledger start`, with its own io_uring ring), creates
+//! accounts, submits transfers through the client library over loopback TCP, measures
+//! throughput and latency, then verifies that the ledger is consistent — a benchmark that
+//! measures a broken system is worthless.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::constants::BATCH_EVENTS_MAX;
+use crate::types::{
+    Account, AccountFilter, AccountFilterFlags, CreateAccountStatus, CreateTransferStatus, QueryFilter,
+    Transfer,
+};
+use crate::workload::{AccountDistribution, Workload};
+
+/// What to run.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchmarkOptions {
+    /// Accounts to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub account_count: u64,
+    /// Transfers to create.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub transfer_count: u64,
+    /// Transfers per request (at most 8189).
+    #[arg(long, default_value_t = BATCH_EVENTS_MAX as u64)]
+    pub transfer_batch_size: u64,
+    /// Client sessions submitting concurrently, each from its own thread.
+    #[arg(long, default_value_t = 4)]
+    pub clients: u64,
+    /// Which accounts transfers pick.
+    #[arg(long, value_enum, default_value_t = AccountDistribution::Uniform)]
+    pub account_distribution: AccountDistribution,
+    /// Percentage of transfers that are pending (two-phase, left reserved).
+    #[arg(long, default_value_t = 0)]
+    pub transfer_pending: u64,
+    /// Seed of the generated accounts and transfers.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Lookup and query batches to time after the transfers.
+    #[arg(long, default_value_t = 50)]
+    pub read_count: u64,
+    /// The data file (default: a new file in the current directory, removed at the end). An
+    /// existing file is never overwritten.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Keep the data file at the end.
+    #[arg(long)]
+    pub keep_file: bool,
+}
+
+/// Latency percentiles of one kind of batch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    /// 1st percentile.
+    pub p1: Duration,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Maximum.
+    pub p100: Duration,
+}
+
+impl Latency {
+    fn of(samples: &mut [Duration]) -> Latency {
+        if samples.is_empty() {
+            return Latency::default();
+        }
+        samples.sort_unstable();
+        let at = |percent: usize| samples[(samples.len() - 1) * percent / 100];
+        Latency { p1: at(1), p50: at(50), p99: at(99), p100: at(100) }
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "p1 {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, p100 {:.2} ms",
+            ms(self.p1),
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p100)
+        )
+    }
+}
+
+/// What the benchmark measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Transfers created per second (wall clock from first to last reply).
+    pub transfers_per_second: f64,
+    /// Latency of one transfer batch.
+    pub transfer_latency: Latency,
+    /// Latency of one `lookup_accounts` batch.
+    pub lookup_accounts_latency: Latency,
+    /// Latency of one `lookup_transfers` batch.
+    pub lookup_transfers_latency: Latency,
+    /// Latency of one `get_account_transfers` query (limit 8189).
+    pub query_latency: Latency,
+    /// The data file's size.
+    pub data_file_size: u64,
+    /// The replica's peak resident memory (VmHWM), and its resident memory once started.
+    pub replica_rss_peak: u64,
+    /// The replica's resident memory after start-up, before load.
+    pub replica_rss_start: u64,
+}
+
+/// Runs the benchmark with the `ledger` binary at `ledger_binary`; progress goes to stderr.
+pub fn run(ledger_binary: &Path, options: &BenchmarkOptions) -> Result<Report, String> {
+    if options.transfer_batch_size == 0 || options.transfer_batch_size > BATCH_EVENTS_MAX as u64 {
+        return Err(format!("--transfer-batch-size must be 1..={BATCH_EVENTS_MAX}"));
+    }
+    if options.account_count < 2 || options.clients == 0 || options.transfer_pending > 100 {
+        return Err("need at least 2 accounts, 1 client, and --transfer-pending at most 100".to_string());
+    }
+    let (path, temporary) = match &options.file {
+        Some(path) => (path.clone(), false),
+        None => (PathBuf::from(format!("ledger-benchmark-{}.ledger", std::process::id())), true),
+    };
+    let cluster = u128::from(options.seed) << 64 | 0xBE7C;
+    format(ledger_binary, &path, cluster, options)?;
+    let replica = Replica::start(ledger_binary, &path)?;
+    let outcome = drive(&replica, cluster, options);
+    let rss_peak = replica.rss_peak();
+    let stopped = replica.stop();
+    let data_file_size = std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0);
+    if temporary && !options.keep_file {
+        let _ = std::fs::remove_file(&path);
+    }
+    let mut report = outcome?;
+    stopped?;
+    report.data_file_size = data_file_size;
+    report.replica_rss_peak = rss_peak;
+    Ok(report)
+}
+
+fn format(
+    ledger_binary: &Path,
+    path: &Path,
+    cluster: u128,
+    options: &BenchmarkOptions,
+) -> Result<(), String> {
+    let transfers_max =
+        (options.transfer_count + options.transfer_count / 16 + 65_536).min(u64::from(u32::MAX) - 1);
+    let accounts_max = options.account_count.max(16);
+    let output = Command::new(ledger_binary)
+        .args(["format", "--cluster", &cluster.to_string()])
+        .args(["--accounts-max", &accounts_max.to_string(), "--transfers-max", &transfers_max.to_string()])
+        .args(["--expiries-max", "16", "--history-max", "16"])
+        .arg(path)
+        .output()
+        .map_err(|error| format!("running ledger format: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("ledger format failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// The replica process.
+struct Replica {
+    child: Child,
+    address: SocketAddr,
+    rss_start: u64,
+}
+
+impl Replica {
+    fn start(ledger_binary: &Path, path: &Path) -> Result<Replica, String> {
+        let mut child = Command::new(ledger_binary)
+            .args(["start", "--addresses", "127.0.0.1:0"])
+            .arg(path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("running ledger start: {error}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr of the replica")?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = sender.send(rest.split(';').next().unwrap_or_default().to_string());
+                } else if line.starts_with("warning") || line.starts_with("error") {
+                    eprintln!("replica: {line}");
+                }
+            }
+        });
+        let address = receiver
+            .recv_timeout(Duration::from_secs(120))
+            .map_err(|_| "the replica did not start listening".to_string())?
+            .parse()
+            .map_err(|error| format!("replica address: {error}"))?;
+        let mut replica = Replica { child, address, rss_start: 0 };
+        replica.rss_start = replica.rss_current();
+        Ok(replica)
+    }
+
+    fn status_field(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    fn rss_current(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    fn rss_peak(&self) -> u64 {
+        self.status_field("VmHWM:")
+    }
+
+    fn stop(mut self) -> Result<(), String> {
+        // SAFETY: signalling our own child has no memory effects.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = self.child.wait().map_err(|error| error.to_string())?;
+        if !status.success() {
+            return Err(format!("the replica exited with {status}"));
+        }
+        Ok(())
+    }
+}
+
+/// Everything the transfer phase needs to verify afterwards.
+struct Sent {
+    amount_total: u128,
+    pending_total: u128,
+    sample: Vec<Transfer>,
+    latencies: Vec<Duration>,
+}
+
+fn drive(replica: &Replica, cluster: u128, options: &BenchmarkOptions) -> Result<Report, String> {
+    let timeout = Duration::from_secs(120);
+    let client = Client::new(cluster, &[replica.address]).map_err(|error| error.to_string())?;
+    let workload = Workload::new(options.seed, options.account_count, 1, options.account_distribution);
+    let accounts: Vec<Account> = (0..options.account_count).map(|index| workload.account(index)).collect();
+    for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
+        let results = client.create_accounts(chunk, timeout).map_err(|error| error.to_string())?;
+        if let Some(bad) = results.iter().find(|result| result.status != CreateAccountStatus::Created as u32)
+        {
+            return Err(format!("account creation failed: {bad:?}"));
+        }
+    }
+    eprintln!("created {} accounts; replica RSS {} MiB", options.account_count, replica.rss_current() >> 20);
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let progress = spawn_progress(Arc::clone(&done), options.transfer_count);
+    let per_client = options.transfer_count.div_ceil(options.clients);
+    let handles: Vec<_> = (0..options.clients)
+        .map(|index| {
+            let count = per_client.min(options.transfer_count.saturating_sub(index * per_client));
+            let (options, done) = (options.clone(), Arc::clone(&done));
+            let address = replica.address;
+            std::thread::spawn(move || submit(cluster, address, index, count, &options, &done))
+        })
+        .collect();
+    let mut sent = Sent { amount_total: 0, pending_total: 0, sample: Vec::new(), latencies: Vec::new() };
+    let mut failure = None;
+    for handle in handles {
+        match handle.join().map_err(|_| "a client thread panicked".to_string()).and_then(|result| result) {
+            Ok(part) => {
+                sent.amount_total += part.amount_total;
+                sent.pending_total += part.pending_total;
+                sent.sample.extend(part.sample);
+                sent.latencies.extend(part.latencies);
+            }
+            Err(error) => failure = Some(error),
+        }
+    }
+    let elapsed = start.elapsed();
+    done.store(u64::MAX, Ordering::Relaxed);
+    let _ = progress.join();
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let transfers_per_second = options.transfer_count as f64 / elapsed.as_secs_f64();
+    eprintln!("created {} transfers in {:.2} s", options.transfer_count, elapsed.as_secs_f64());
+    let reads = time_reads(&client, &workload, &sent.sample, options)?;
+    verify(&client, options, &sent)?;
+    Ok(Report {
+        transfers_per_second,
+        transfer_latency: Latency::of(&mut sent.latencies),
+        lookup_accounts_latency: reads.0,
+        lookup_transfers_latency: reads.1,
+        query_latency: reads.2,
+        data_file_size: 0,
+        replica_rss_peak: 0,
+        replica_rss_start: replica.rss_start,
+    })
+}
+
+/// One client session's share of the transfers, in batches; checks every result.
+fn submit(
+    cluster: u128,
+    address: SocketAddr,
+    index: u64,
+    count: u64,
+    options: &BenchmarkOptions,
+    done: &AtomicU64,
+) -> Result<Sent, String> {
+    let client = Client::new(cluster, &[address]).map_err(|error| error.to_string())?;
+    let mut workload = Workload::new(
+        options.seed.wrapping_mul(1_000_003).wrapping_add(index + 1),
+        options.account_count,
+        1,
+        options.account_distribution,
+    );
+    let mut sent = Sent { amount_total: 0, pending_total: 0, sample: Vec::new(), latencies: Vec::new() };
+    let mut remaining = count;
+    let mut batch = Vec::with_capacity(options.transfer_batch_size as usize);
+    // Generate the next batch while the current one is in flight would need a second thread;
+    // generation is ~30 ns per transfer, small against the request's cost.
+    while remaining > 0 {
+        let size = remaining.min(options.transfer_batch_size);
+        batch.clear();
+        batch.extend((0..size).map(|_| workload.transfer(options.transfer_pending)));
+        let started = Instant::now();
+        let results =
+            client.create_transfers(&batch, Duration::from_secs(120)).map_err(|error| error.to_string())?;
+        sent.latencies.push(started.elapsed());
+        if let Some(bad) = results.iter().find(|result| result.status != CreateTransferStatus::Created as u32)
+        {
+            return Err(format!("transfer creation failed: status {}", bad.status));
+        }
+        for transfer in &batch {
+            if transfer.flags.contains(crate::types::TransferFlags::PENDING) {
+                sent.pending_total += transfer.amount;
+            } else {
+                sent.amount_total += transfer.amount;
+            }
+        }
+        sent.sample.extend(batch.iter().step_by(997).copied());
+        remaining -= size;
+        done.fetch_add(size, Ordering::Relaxed);
+    }
+    Ok(sent)
+}
+
+fn spawn_progress(done: Arc<AtomicU64>, total: u64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut last = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = done.load(Ordering::Relaxed);
+            if now == u64::MAX {
+                return;
+            }
+            if start.elapsed().as_millis() / 1000 != last {
+                last = start.elapsed().as_millis() / 1000;
+                let rate = now as f64 / start.elapsed().as_secs_f64();
+                eprintln!(
+                    "  {now} / {total} transfers ({:.0}%), {rate:.0} transfers/s",
+                    now as f64 * 100.0 / total as f64
+                );
+            }
+        }
+    })
+}
+
+/// Times lookups and one query kind.
+fn time_reads(
+    client: &Client,
+    workload: &Workload,
+    sample: &[Transfer],
+    options: &BenchmarkOptions,
+) -> Result<(Latency, Latency, Latency), String> {
+    let timeout = Duration::from_secs(60);
+    let account_ids: Vec<u128> = (0..BATCH_EVENTS_MAX as u64)
+        .map(|index| workload.account_id(index % options.account_count))
+        .collect();
+    let transfer_ids: Vec<u128> = sample.iter().map(|transfer| transfer.id).take(BATCH_EVENTS_MAX).collect();
+    let (mut accounts, mut transfers, mut queries) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..options.read_count {
+        let started = Instant::now();
+        let found = client.lookup_accounts(&account_ids, timeout).map_err(|error| error.to_string())?;
+        accounts.push(started.elapsed());
+        if found.len() != account_ids.len() {
+            return Err(format!("lookup_accounts found {} of {}", found.len(), account_ids.len()));
+        }
+        if !transfer_ids.is_empty() {
+            let started = Instant::now();
+            let found = client.lookup_transfers(&transfer_ids, timeout).map_err(|error| error.to_string())?;
+            transfers.push(started.elapsed());
+            if found.len() != transfer_ids.len() {
+                return Err(format!("lookup_transfers found {} of {}", found.len(), transfer_ids.len()));
+            }
+        }
+        let filter = AccountFilter {
+            account_id: workload.account_id(round % options.account_count),
+            limit: BATCH_EVENTS_MAX as u32,
+            flags: AccountFilterFlags::DEBITS
+                .with(AccountFilterFlags::CREDITS)
+                .with(AccountFilterFlags::REVERSED),
+            ..AccountFilter::default()
+        };
+        let started = Instant::now();
+        client.get_account_transfers(filter, timeout).map_err(|error| error.to_string())?;
+        queries.push(started.elapsed());
+    }
+    // One scan query, to show it works at this scale (not timed: it is the slow path).
+    let query = QueryFilter { ledger: 1, limit: 10, ..QueryFilter::default() };
+    client.query_transfers(query, timeout).map_err(|error| error.to_string())?;
+    Ok((Latency::of(&mut accounts), Latency::of(&mut transfers), Latency::of(&mut queries)))
+}
+
+/// Sum of debits equals sum of credits and equals what was sent; the sample matches.
+fn verify(client: &Client, options: &BenchmarkOptions, sent: &Sent) -> Result<(), String> {
+    let timeout = Duration::from_secs(60);
+    let workload = Workload::new(options.seed, options.account_count, 1, options.account_distribution);
+    let ids: Vec<u128> = (0..options.account_count).map(|index| workload.account_id(index)).collect();
+    let (mut debits, mut credits, mut debits_pending, mut credits_pending) = (0u128, 0u128, 0u128, 0u128);
+    for chunk in ids.chunks(BATCH_EVENTS_MAX) {
+        for account in client.lookup_accounts(chunk, timeout).map_err(|error| error.to_string())? {
+            debits += account.debits_posted;
+            credits += account.credits_posted;
+            debits_pending += account.debits_pending;
+            credits_pending += account.credits_pending;
+        }
+    }
+    if debits != credits || debits != sent.amount_total {
+        return Err(format!("inconsistent: debits {debits}, credits {credits}, sent {}", sent.amount_total));
+    }
+    if debits_pending != credits_pending || debits_pending != sent.pending_total {
+        return Err(format!(
+            "inconsistent pending: {debits_pending} vs {credits_pending}, sent {}",
+            sent.pending_total
+        ));
+    }
+    for chunk in sent.sample.chunks(BATCH_EVENTS_MAX) {
+        let ids: Vec<u128> = chunk.iter().map(|transfer| transfer.id).collect();
+        let found = client.lookup_transfers(&ids, timeout).map_err(|error| error.to_string())?;
+        for (expected, found) in chunk.iter().zip(&found) {
+            let same = expected.id == found.id
+                && expected.debit_account_id == found.debit_account_id
+                && expected.credit_account_id == found.credit_account_id
+                && expected.amount == found.amount
+                && expected.flags == found.flags;
+            if !same {
+                return Err(format!("transfer {} differs from what was sent", expected.id));
+            }
+        }
+        if found.len() != chunk.len() {
+            return Err(format!("only {} of {} sampled transfers found", found.len(), chunk.len()));
+        }
+    }
+    eprintln!(
+        "verified: debits = credits = {debits} (pending {debits_pending}); {} sampled transfers match",
+        sent.sample.len()
+    );
+    Ok(())
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "transfers: {:.0} transfers/s", self.transfers_per_second)?;
+        writeln!(f, "transfer batch latency: {}", self.transfer_latency)?;
+        writeln!(f, "lookup_accounts batch latency: {}", self.lookup_accounts_latency)?;
+        writeln!(f, "lookup_transfers batch latency: {}", self.lookup_transfers_latency)?;
+        writeln!(f, "get_account_transfers latency: {}", self.query_latency)?;
+        writeln!(f, "data file: {} bytes", self.data_file_size)?;
+        writeln!(
+            f,
+            "replica memory: {} MiB resident after start, {} MiB peak",
+            self.replica_rss_start >> 20,
+            self.replica_rss_peak >> 20
+        )
+    }
+}
