@@ -51,6 +51,7 @@ impl AccountTransfers {
 
     /// Commits the memory of both tables now (see `StateMachine::prefault`).
     pub fn prefault(&mut self) {
+        super::huge_pages(&self.chunks);
         super::touch(&mut self.chunks);
         super::touch(&mut self.ends);
     }
@@ -120,6 +121,15 @@ impl AccountTransfers {
     #[inline]
     pub fn prefetch_ends(&self, account: usize) {
         super::id_table::prefetch(self.ends.as_ptr().wrapping_add(account));
+    }
+
+    /// Hints the CPU to load the tail chunk of `account` (its ends must be cached by now).
+    #[inline]
+    pub fn prefetch_tail(&self, account: usize) {
+        let last = self.ends[account].last;
+        if last != NONE {
+            super::id_table::prefetch(self.chunks.as_ptr().wrapping_add(last as usize));
+        }
     }
 
     /// A cursor over `account`'s transfers within `[timestamp_min, timestamp_max]`, oldest first

@@ -6,11 +6,13 @@ use super::{StateMachine, NONE};
 use crate::constants::TIMESTAMP_MAX;
 use crate::types::{AccountFlags, CreateResult};
 
-/// How many events ahead the loop prefetches, in two stages: first the hash-table slots of the
-/// ids an event names, then (once those slots are in cache) the records they point to. Far
-/// enough to overlap many cache misses, near enough that prefetched lines are still in cache.
+/// How many events ahead the loop prefetches, in three stages: first the hash-table slots of
+/// the ids an event names, then (once those slots are in cache) the records they point to, then
+/// what those records point to. Far enough to overlap many cache misses, near enough that
+/// prefetched lines are still in cache.
 const PREFETCH_DISTANCE_IDS: usize = 16;
 const PREFETCH_DISTANCE_RECORDS: usize = 8;
+const PREFETCH_DISTANCE_TAILS: usize = 4;
 
 /// What the batch loop needs to know of an event type.
 pub(super) trait CreateEvent: Copy {
@@ -36,6 +38,9 @@ pub(super) trait CreateEvent: Copy {
 
     /// Starts loading the records that applying `event` will touch (its id slots are cached).
     fn prefetch_records(_state: &StateMachine, _event: &Self) {}
+
+    /// Starts loading what the records point to (the records are cached).
+    fn prefetch_tails(_state: &StateMachine, _event: &Self) {}
 
     /// Called for a failed event after any chain rollback (burns transient transfer ids).
     fn failed(state: &mut StateMachine, event: &Self, status: u32);
@@ -63,12 +68,18 @@ impl StateMachine {
         for event in events.iter().take(PREFETCH_DISTANCE_RECORDS) {
             E::prefetch_records(self, event);
         }
+        for event in events.iter().take(PREFETCH_DISTANCE_TAILS) {
+            E::prefetch_tails(self, event);
+        }
         for (index, event) in events.iter().enumerate() {
             if let Some(ahead) = events.get(index + PREFETCH_DISTANCE_IDS) {
                 E::prefetch_ids(self, ahead);
             }
             if let Some(ahead) = events.get(index + PREFETCH_DISTANCE_RECORDS) {
                 E::prefetch_records(self, ahead);
+            }
+            if let Some(ahead) = events.get(index + PREFETCH_DISTANCE_TAILS) {
+                E::prefetch_tails(self, ahead);
             }
             let timestamp = timestamp_last - count as u64 + index as u64 + 1;
             let mut chain_open = false;

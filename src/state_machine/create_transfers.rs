@@ -52,6 +52,14 @@ impl CreateEvent for Transfer {
         state.account_ids.prefetch(event.credit_account_id);
     }
 
+    fn prefetch_tails(state: &StateMachine, event: &Transfer) {
+        for id in [event.debit_account_id, event.credit_account_id] {
+            if let Some(index) = state.account_ids.get(id) {
+                state.account_transfers.prefetch_tail(index as usize);
+            }
+        }
+    }
+
     fn prefetch_records(state: &StateMachine, event: &Transfer) {
         for id in [event.debit_account_id, event.credit_account_id] {
             if let Some(index) = state.account_ids.get(id) {

@@ -82,6 +82,8 @@ impl IdTable {
 
     /// Writes every page of the table so that its memory is committed now.
     pub fn prefault(&mut self) {
+        let size = self.entries.len() * core::mem::size_of::<Entry>();
+        super::advise_huge_pages(self.entries.as_ptr().cast(), size);
         let step = 4096 / core::mem::size_of::<Entry>();
         for index in (0..self.entries.len()).step_by(step) {
             // A volatile write of the value already there: the compiler may not elide it.
