@@ -337,3 +337,105 @@ fn hostile_connections_are_closed_and_never_disturb_other_clients() {
     drop(client);
     assert!(server.stop().success());
 }
+
+mod support;
+
+/// A seeded mixed workload sent through the real server, one call at a time, and through the
+/// reference model: every status and every final balance must agree. (Timestamps differ — the
+/// server's clock is real time — so the workload avoids timeouts and imported events, the only
+/// rules that read absolute timestamps.)
+#[test]
+fn the_served_ledger_matches_the_reference_model() {
+    use ledger::prng::Prng;
+    use ledger::types::{AccountFlags, TransferFlags};
+    use support::model::Model;
+
+    let server = Server::start("model", &[]);
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    let mut model = Model::new(support::model_config(&support::config_large()));
+    let mut prng = Prng::new(11);
+    let mut timestamp = 1_000_000_000u64;
+    let flags =
+        [AccountFlags::default(), AccountFlags::HISTORY, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS];
+    let accounts: Vec<Account> =
+        (1..=12u128).map(|id| Account { flags: flags[id as usize % 3], ..support::account(id) }).collect();
+    timestamp += accounts.len() as u64;
+    let expected = model.create_accounts(timestamp, &accounts).expect("model capacity");
+    let served = client.create_accounts(&accounts, TIMEOUT).expect("served");
+    let statuses =
+        |results: &[ledger::types::CreateResult]| results.iter().map(|r| r.status).collect::<Vec<_>>();
+    assert_eq!(statuses(&served), statuses(&expected));
+    let mut id = 100u128;
+    for batch_index in 0..60 {
+        let mut batch = Vec::new();
+        for _ in 0..prng.range_inclusive(1, 40) {
+            id += 1;
+            let debit = 1 + u128::from(prng.below(13)); // 13 does not exist.
+            let credit = 1 + u128::from(prng.below(12));
+            let amount = u128::from(prng.below(50));
+            let mut transfer = support::transfer(id, debit, credit, amount);
+            match prng.below(8) {
+                0 => transfer.flags = TransferFlags::PENDING,
+                1 => transfer = support::post(id, id - 1 - u128::from(prng.below(10)), u128::MAX),
+                2 => transfer = support::void(id, id - 1 - u128::from(prng.below(10)), 0),
+                3 => transfer.flags = TransferFlags::BALANCING_DEBIT,
+                4 => transfer.flags = TransferFlags::LINKED,
+                5 => transfer.id = id - u128::from(prng.below(30)), // Retries: exists, or burned.
+                _ => {}
+            }
+            batch.push(transfer);
+        }
+        timestamp += batch.len() as u64;
+        let expected = model.create_transfers(timestamp, &batch).expect("model capacity");
+        let served = client.create_transfers(&batch, TIMEOUT).expect("served");
+        assert_eq!(statuses(&served), statuses(&expected), "batch {batch_index}");
+    }
+    let ids: Vec<u128> = (1..=13).collect();
+    let served = client.lookup_accounts(&ids, TIMEOUT).expect("lookup");
+    let expected = model.lookup_accounts(&ids);
+    assert_eq!(served.len(), expected.len());
+    for (served, expected) in served.iter().zip(&expected) {
+        let balances = |a: &Account| {
+            (a.id, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, a.flags)
+        };
+        assert_eq!(balances(served), balances(expected));
+    }
+    for account in 1..=12u128 {
+        let filter = AccountFilter {
+            account_id: account,
+            limit: 8189,
+            flags: AccountFilterFlags::DEBITS.with(AccountFilterFlags::CREDITS),
+            ..AccountFilter::default()
+        };
+        let served: Vec<u128> =
+            client.get_account_transfers(filter, TIMEOUT).expect("query").iter().map(|t| t.id).collect();
+        let expected: Vec<u128> = model.get_account_transfers(&filter).iter().map(|t| t.id).collect();
+        assert_eq!(served, expected, "transfers of account {account}");
+    }
+    drop(client);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_least_recently_active_session_is_evicted_when_clients_max_register() {
+    let server = Server::start("evict", &[]);
+    let first = Client::new(CLUSTER, &[server.address]).expect("client");
+    first.create_accounts(&accounts(1..=1), TIMEOUT).expect("first client works");
+    // The development data file keeps 64 sessions: 64 more clients push the first one out.
+    let others: Vec<Client> = (0..64)
+        .map(|index| {
+            let client = Client::new(CLUSTER, &[server.address]).expect("client");
+            client.lookup_accounts(&[1], TIMEOUT).unwrap_or_else(|error| panic!("client {index}: {error}"));
+            client
+        })
+        .collect();
+    match first.lookup_accounts(&[1], TIMEOUT) {
+        Err(ClientError::Evicted { .. }) => {}
+        other => panic!("the oldest session must be evicted, got {other:?}"),
+    }
+    // The evicted client registers a new session and carries on.
+    assert_eq!(first.lookup_accounts(&[1], TIMEOUT).expect("new session").len(), 1);
+    drop(others);
+    drop(first);
+    assert!(server.stop().success());
+}

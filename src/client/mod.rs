@@ -129,28 +129,7 @@ use self::io::{Call, IoThread, LimitWaiter, Submission};
 pub const CALLS_QUEUED_MAX: usize = 1024;
 
 /// A table of the cluster that can be full ([`ClientError::TableFull`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Table {
-    /// The accounts table.
-    Accounts,
-    /// The transfers table.
-    Transfers,
-    /// The queue of pending transfers waiting to expire.
-    Expiries,
-    /// The balance history of accounts with the `history` flag.
-    History,
-}
-
-impl std::fmt::Display for Table {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Table::Accounts => "accounts",
-            Table::Transfers => "transfers",
-            Table::Expiries => "expiries",
-            Table::History => "history",
-        })
-    }
-}
+pub use crate::state_machine::Table;
 
 /// Why a call failed.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -10,7 +10,6 @@
 //! order the protocol gives: header checksum first (no other field is trusted before it), then
 //! cluster, release, command, reserved bytes, size, and finally the body checksum.
 
-use bytemuck::Zeroable;
 
 use crate::constants::{HEADER_SIZE, MESSAGE_SIZE_MAX};
 use crate::operation::Operation;
@@ -398,24 +397,8 @@ pub fn eviction_header(request: &Header, reason: EvictionReason) -> Header {
     header
 }
 
-/// The body of the reply to `register`: `{batch_size_limit: u32, reserved: [u8; 12]}`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct RegisterResult {
-    /// The largest request body the cluster accepts, in bytes.
-    pub batch_size_limit: u32,
-    /// Must be zero.
-    pub reserved: [u8; 12],
-}
-
-const _: () = assert!(size_of::<RegisterResult>() == 16);
-
-impl RegisterResult {
-    /// A result announcing `batch_size_limit`.
-    pub fn new(batch_size_limit: u32) -> RegisterResult {
-        RegisterResult { batch_size_limit, ..RegisterResult::zeroed() }
-    }
-}
+/// The body of the reply to `register` (defined with the header, where the replica builds it).
+pub use crate::vsr::header::RegisterResult;
 
 #[cfg(test)]
 mod tests {

@@ -82,11 +82,22 @@ pub enum Table {
     History,
 }
 
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Table::Accounts => "accounts",
+            Table::Transfers => "transfers",
+            Table::Expiries => "expiries",
+            Table::History => "history",
+        })
+    }
+}
+
 /// Why a request was not executed. Nothing of a rejected request is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ExecuteError {
     /// Applying the request could overflow a table: it is rejected as a whole.
-    #[error("the {table:?} table cannot hold this batch (capacity is set at format time)")]
+    #[error("the {table} table cannot hold this batch (capacity is set at format time)")]
     TableFull {
         /// The table that is full.
         table: Table,

@@ -90,6 +90,25 @@ pub struct Header {
     pub reserved: [u8; 116],
 }
 
+/// The body of the reply to `register`: `{batch_size_limit: u32, reserved: [u8; 12]}`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct RegisterResult {
+    /// The largest request body the cluster accepts, in bytes.
+    pub batch_size_limit: u32,
+    /// Must be zero.
+    pub reserved: [u8; 12],
+}
+
+const _: () = assert!(core::mem::size_of::<RegisterResult>() == 16);
+
+impl RegisterResult {
+    /// A result announcing `batch_size_limit`.
+    pub fn new(batch_size_limit: u32) -> RegisterResult {
+        RegisterResult { batch_size_limit, ..RegisterResult::zeroed() }
+    }
+}
+
 /// Whether a committed request produced results (`Reply.status`).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 use super::checkpoint::CheckpointError;
 use super::client_table::{ClientSession, ClientTable, CLIENT_SESSION_SIZE};
 use super::data_file::{DataFile, DataFileError};
-use super::header::{Command, Header, ReplyStatus};
+use super::header::{Command, Header, RegisterResult, ReplyStatus};
 use super::journal::Recovered;
 use crate::constants::{HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, PULSE_EXPIRIES_MAX, SECTOR_SIZE};
 use crate::multi_batch::MultiBatch;
@@ -20,16 +20,6 @@ use crate::storage::{AlignedBuffer, Storage, StorageError};
 
 /// The most prepares made durable together with one `fdatasync`.
 pub const PIPELINE_PREPARE_MAX: usize = 8;
-
-/// The body of a `register` reply: the largest request body the replica accepts.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct RegisterResult {
-    /// The largest request body, in bytes.
-    pub batch_size_limit: u32,
-    /// Must be zero.
-    pub reserved: [u8; 12],
-}
 
 /// Why a request could not be committed. Storage errors are fatal: the caller must stop.
 #[derive(Debug, thiserror::Error)]
@@ -314,8 +304,7 @@ impl Core {
         let (results, output) = self.reply.split_at_mut(HEADER_SIZE);
         let result = match operation {
             Operation::Register => {
-                let register =
-                    RegisterResult { batch_size_limit: MESSAGE_BODY_SIZE_MAX as u32, reserved: [0; 12] };
+                let register = RegisterResult::new(MESSAGE_BODY_SIZE_MAX as u32);
                 output[..16].copy_from_slice(bytemuck::bytes_of(&register));
                 Ok(16)
             }
