@@ -388,3 +388,21 @@ fn a_wrong_cluster_and_a_foreign_file_are_refused() {
     let error = Ledger::open(foreign, None).err().expect("not a data file");
     assert!(error.to_string().contains("not a ledger data file"), "{error}");
 }
+
+#[test]
+fn a_corrupted_client_reply_ends_the_session_instead_of_being_sent() {
+    let (mut ledger, _) = full_run();
+    // Checkpoint, so the session's latest reply must come from the client-replies zone rather
+    // than from replaying the WAL.
+    ledger.checkpoint().expect("checkpoint");
+    let layout = ledger.data_file().superblock().layout();
+    let (slot, _) = ledger.clients().get(CLIENT).expect("the workload's client has a session");
+    let storage = ledger.into_storage();
+    let reopened = Ledger::open(storage, Some(CLUSTER)).expect("reopen");
+    assert!(reopened.clients().get(CLIENT).is_some(), "an intact reply keeps its session");
+    let mut storage = reopened.into_storage();
+    // Zeroed: a random bit flip could land in the sector padding after the reply.
+    storage.zero(layout.client_reply_offset(slot as u64), 4096);
+    let recovered = Ledger::open(storage, Some(CLUSTER)).expect("a damaged reply does not stop the replica");
+    assert!(recovered.clients().get(CLIENT).is_none(), "the session with a damaged reply was ended");
+}
