@@ -10,7 +10,6 @@
 //! order the protocol gives: header checksum first (no other field is trusted before it), then
 //! cluster, release, command, reserved bytes, size, and finally the body checksum.
 
-
 use crate::constants::{HEADER_SIZE, MESSAGE_SIZE_MAX};
 use crate::operation::Operation;
 use crate::vsr::header::{Command, EvictionReason, Header, ReplyStatus, RELEASE};

@@ -27,7 +27,7 @@ use crate::operation::Operation;
 use crate::state_machine::{InvalidRequest, StateMachine};
 use crate::storage::Storage;
 use crate::vsr::header::{Command, EvictionReason, Header};
-use crate::vsr::ledger::{Ledger, LedgerError, Request};
+use crate::vsr::ledger::{Ledger, LedgerError, Request, PIPELINE_PREPARE_MAX};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -352,41 +352,43 @@ impl<S: Storage> Server<S> {
     fn commit_queued(&mut self) -> Result<(), ServerError> {
         while !self.queue.is_empty() {
             let count = self.queue.len().min(self.ledger.pipeline_max());
-            let batch: Vec<Queued> = self.queue.drain(..count).collect();
-            let requests: Vec<Request<'_>> = batch
-                .iter()
-                .map(|queued| Request {
+            // Replies go straight from the ledger's reply buffer to the connections' send
+            // buffers: nothing is allocated per request.
+            let Server { ledger, queue, connections, .. } = self;
+            let queue: &[Queued] = queue;
+            let placeholder =
+                Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
+            let mut requests = [placeholder; PIPELINE_PREPARE_MAX];
+            for (request, queued) in requests.iter_mut().zip(&queue[..count]) {
+                *request = Request {
                     operation: Operation::from_u8(queued.header.operation).expect("validated operation"),
                     body: &queued.body.as_bytes()[..queued.body_size],
                     client: queued.header.client,
                     request: queued.header.request,
                     checksum: queued.header.checksum,
-                })
-                .collect();
-            let mut replies: Vec<(usize, u64, Vec<u8>, Option<u128>)> = Vec::new();
+                };
+            }
+            let mut evicted = [0u128; PIPELINE_PREPARE_MAX];
             let mut position = 0;
-            self.ledger.submit(&requests, realtime_ns(), |committed, reply| {
-                let queued = &batch[position];
+            ledger.submit(&requests[..count], realtime_ns(), |committed, reply| {
+                let queued = &queue[position];
+                if let Some(client) = committed.evicted {
+                    evicted[position] = client;
+                }
                 position += 1;
-                if committed.client != 0 {
-                    replies.push((queued.connection, queued.generation, reply.to_vec(), committed.evicted));
+                let connection = queued.connection;
+                if committed.client != 0 && connections[connection].generation == queued.generation {
+                    connections[connection].send(reply);
                 }
             })?;
-            drop(requests);
-            for queued in batch {
+            for queued in self.queue.drain(..count) {
                 if queued.header.client == 0 {
                     self.pulse_queued = false;
                 }
                 self.queue_free.push(queued.body);
             }
-            for (index, generation, reply, evicted) in replies {
-                if let Some(client) = evicted {
-                    self.notify_evicted(client);
-                }
-                let connection = &mut self.connections[index];
-                if connection.generation == generation {
-                    connection.send(&reply);
-                }
+            for client in evicted.into_iter().filter(|client| *client != 0) {
+                self.notify_evicted(client);
             }
         }
         Ok(())

@@ -78,6 +78,12 @@ pub enum SlotRead {
     Damaged,
 }
 
+/// The most prepares one append writes (the replica's pipeline).
+pub const APPEND_PREPARES_MAX: usize = 8;
+
+/// The most redundant-header sectors one append writes along with its prepares.
+const APPEND_HEADER_SECTORS_MAX: usize = 8;
+
 /// Headers per sector of the headers ring.
 const HEADERS_PER_SECTOR: u64 = (SECTOR_SIZE / HEADER_SIZE) as u64;
 
@@ -122,8 +128,10 @@ impl Journal {
     /// every one of them is durable. Each buffer holds a sealed prepare message (header and
     /// body), sector-padded. Redundant headers of earlier groups ride along in the same write.
     pub fn append(&mut self, storage: &mut dyn Storage, prepares: &[&[u8]]) -> Result<(), StorageError> {
-        assert!(!prepares.is_empty());
-        let mut writes: Vec<Write<'_>> = Vec::with_capacity(prepares.len() + self.headers_ready.len());
+        assert!(!prepares.is_empty() && prepares.len() <= APPEND_PREPARES_MAX);
+        // A fixed array, not a vector: appending is on the hot path and allocates nothing.
+        let mut writes = [Write { offset: 0, data: &[] }; APPEND_PREPARES_MAX + APPEND_HEADER_SECTORS_MAX];
+        let mut count = 0;
         for prepare in prepares {
             let header: Header = bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]);
             assert!(header.valid_checksum());
@@ -132,12 +140,27 @@ impl Journal {
             let size = (header.size as usize).next_multiple_of(SECTOR_SIZE);
             assert!(size <= prepare.len() && size as u64 <= self.layout.message_size_max);
             let slot = header.op % self.layout.journal_slot_count;
-            writes.push(Write { offset: self.layout.wal_prepare_offset(slot), data: &prepare[..size] });
+            writes[count] = Write { offset: self.layout.wal_prepare_offset(slot), data: &prepare[..size] };
+            count += 1;
         }
-        self.ready_header_writes(&mut writes);
-        storage.write_and_sync(&writes)?;
-        drop(writes);
-        self.headers_ready.iter_mut().for_each(|ready| *ready = false);
+        // Sectors whose prepares were synced by an earlier append ride along, a few at a time
+        // (after recovery many may be ready; the rest follow with later appends or a flush).
+        let mut sectors_written = [usize::MAX; APPEND_HEADER_SECTORS_MAX];
+        let ready =
+            self.headers_ready.iter().enumerate().filter(|(_, ready)| **ready).map(|(sector, _)| sector);
+        for (written, sector) in sectors_written.iter_mut().zip(ready) {
+            let offset = sector * SECTOR_SIZE;
+            writes[count] = Write {
+                offset: self.layout.wal_headers_offset() + offset as u64,
+                data: &self.headers[offset..offset + SECTOR_SIZE],
+            };
+            count += 1;
+            *written = sector;
+        }
+        storage.write_and_sync(&writes[..count])?;
+        for sector in sectors_written.into_iter().filter(|sector| *sector != usize::MAX) {
+            self.headers_ready[sector] = false;
+        }
         // Now that the group is durable, its headers may be written (with the next group).
         for prepare in prepares {
             self.set_header(&bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]));

@@ -19,7 +19,7 @@ use crate::state_machine::{ExecuteError, StateMachine, Table};
 use crate::storage::{AlignedBuffer, Storage, StorageError};
 
 /// The most prepares made durable together with one `fdatasync`.
-pub const PIPELINE_PREPARE_MAX: usize = 8;
+pub const PIPELINE_PREPARE_MAX: usize = super::journal::APPEND_PREPARES_MAX;
 
 /// Why a request could not be committed. Storage errors are fatal: the caller must stop.
 #[derive(Debug, thiserror::Error)]
@@ -236,8 +236,11 @@ impl<S: Storage> Ledger<S> {
         }
         let prepares = std::mem::take(&mut self.prepares);
         let appended = {
-            let messages: Vec<&[u8]> = prepares[..requests.len()].iter().map(|buffer| &buffer[..]).collect();
-            self.data_file.append(&messages)
+            let mut messages: [&[u8]; PIPELINE_PREPARE_MAX] = [&[]; PIPELINE_PREPARE_MAX];
+            for (message, buffer) in messages.iter_mut().zip(&prepares[..requests.len()]) {
+                *message = buffer;
+            }
+            self.data_file.append(&messages[..requests.len()])
         };
         if let Err(error) = appended {
             self.prepares = prepares;
