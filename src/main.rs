@@ -257,7 +257,7 @@ fn start(args: &StartArgs) -> Result<(), String> {
         server.memory_size(),
     );
     let stop = stop_on_signals();
-    server.run(&stop).map_err(|error| format!("stopping: {error}"))?;
+    server.run(stop).map_err(|error| format!("stopping: {error}"))?;
     eprintln!("info: stopped cleanly");
     Ok(())
 }

@@ -15,7 +15,6 @@ mod connection;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connection::{Connection, ConnectionState};
@@ -471,8 +470,9 @@ pub fn realtime_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|duration| duration.as_nanos() as u64).unwrap_or(1)
 }
 
-/// Installs SIGTERM and SIGINT handlers that set the returned flag.
-pub fn stop_on_signals() -> Arc<AtomicBool> {
+/// Installs SIGTERM and SIGINT handlers that set the returned flag. The server's loop wakes at
+/// least every `pulse_interval`, so it sees the flag promptly.
+pub fn stop_on_signals() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);
     extern "C" fn handle(_: libc::c_int) {
         STOP.store(true, Ordering::Relaxed);
@@ -482,14 +482,5 @@ pub fn stop_on_signals() -> Arc<AtomicBool> {
         libc::signal(libc::SIGTERM, handle as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, handle as *const () as libc::sighandler_t);
     }
-    let flag = Arc::new(AtomicBool::new(false));
-    let watcher = Arc::clone(&flag);
-    std::thread::spawn(move || loop {
-        if STOP.load(Ordering::Relaxed) {
-            watcher.store(true, Ordering::Relaxed);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    });
-    flag
+    &STOP
 }
