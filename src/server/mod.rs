@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connection::{Connection, ConnectionState};
 
-use crate::constants::{HEADER_SIZE, MESSAGE_BODY_SIZE_MAX};
+use crate::constants::HEADER_SIZE;
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::net::codec::{eviction_header, MessageBuffer};
 use crate::operation::Operation;
@@ -135,7 +135,7 @@ fn decide<S: Storage>(
         if header.request != session.request + 1 {
             return Action::None; // Older than the latest, or skipping ahead: nothing to execute.
         }
-        let valid = StateMachine::input_valid(operation, body, MESSAGE_BODY_SIZE_MAX);
+        let valid = StateMachine::input_valid(operation, body, ledger.batch_size_limit());
         if let Err(error) = valid {
             return Action::Evict(match error {
                 InvalidRequest::BodySize { .. } => EvictionReason::InvalidRequestBodySize,

@@ -2,7 +2,7 @@
 //! WAL headers ring, the WAL prepares ring, the client replies, and the grid. Every offset and
 //! size is a multiple of the sector size; the grid starts at a multiple of the block size.
 
-use crate::constants::{HEADER_SIZE, SECTOR_SIZE};
+use crate::constants::{HEADER_SIZE, MESSAGE_SIZE_MAX, SECTOR_SIZE};
 
 /// The number of superblock copies (written one by one, so a torn write spares the others).
 pub const SUPERBLOCK_COPIES: u64 = 4;
@@ -10,13 +10,18 @@ pub const SUPERBLOCK_COPIES: u64 = 4;
 /// The space of one superblock copy.
 pub const SUPERBLOCK_COPY_SIZE: u64 = 8 * 1024;
 
+/// The size of a client reply slot. Replies are not limited by the request size (a lookup of
+/// 8,189 ids in a 128 KiB request returns 1 MiB of accounts), so every slot holds the largest
+/// message.
+pub const REPLY_SIZE_MAX: u64 = MESSAGE_SIZE_MAX as u64;
+
 /// The sizes that determine a data file's zones; fixed at format time and stored in the
 /// superblock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// WAL slots (one prepare each).
     pub journal_slot_count: u64,
-    /// The size of a WAL slot and of a client reply slot: the largest message.
+    /// The size of a WAL slot: the largest request (prepare) this data file takes.
     pub message_size_max: u64,
     /// Client reply slots.
     pub clients_max: u64,
@@ -32,6 +37,7 @@ impl Layout {
         assert!(self.journal_slot_count >= 4);
         assert!(self.message_size_max >= (HEADER_SIZE + SECTOR_SIZE) as u64);
         assert!(self.message_size_max.is_multiple_of(SECTOR_SIZE as u64));
+        assert!(self.message_size_max <= MESSAGE_SIZE_MAX as u64);
         assert!(self.block_size >= SECTOR_SIZE as u64 && self.block_size.is_power_of_two());
         assert!(self.clients_max >= 1);
     }
@@ -71,13 +77,12 @@ impl Layout {
     /// The offset of client reply slot `slot`.
     pub fn client_reply_offset(&self, slot: u64) -> u64 {
         assert!(slot < self.clients_max);
-        self.client_replies_offset() + slot * self.message_size_max
+        self.client_replies_offset() + slot * REPLY_SIZE_MAX
     }
 
     /// The offset of the grid (block address 1 is the grid's first block).
     pub fn grid_offset(&self) -> u64 {
-        (self.client_replies_offset() + self.clients_max * self.message_size_max)
-            .next_multiple_of(self.block_size)
+        (self.client_replies_offset() + self.clients_max * REPLY_SIZE_MAX).next_multiple_of(self.block_size)
     }
 
     /// The offset of grid block `address` (1-based: 0 means "no block").

@@ -51,12 +51,12 @@ pub struct SessionUpdate {
 }
 
 impl ClientTable {
-    /// An empty table of `clients_max` entries with reply buffers of `message_size_max` bytes.
-    pub fn new(clients_max: usize, message_size_max: usize) -> ClientTable {
+    /// An empty table of `clients_max` entries with reply buffers of `reply_size_max` bytes.
+    pub fn new(clients_max: usize, reply_size_max: usize) -> ClientTable {
         assert!(clients_max >= 1);
         ClientTable {
             sessions: vec![ClientSession::default(); clients_max],
-            replies: (0..clients_max).map(|_| AlignedBuffer::new(message_size_max)).collect(),
+            replies: (0..clients_max).map(|_| AlignedBuffer::new(reply_size_max)).collect(),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::constants::{HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, PULSE_EXPIRIES_MAX, S
 use crate::multi_batch::MultiBatch;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, StateMachine, Table};
+use crate::storage::layout::REPLY_SIZE_MAX;
 use crate::storage::{AlignedBuffer, Storage, StorageError};
 
 /// The most prepares made durable together with one `fdatasync`.
@@ -80,6 +81,8 @@ struct Core {
     timestamp_head: u64,
     /// The reply message being built: header, then the state machine's results.
     reply: AlignedBuffer,
+    /// The largest request body: a WAL slot less the header.
+    batch_size_limit: usize,
 }
 
 impl<S: Storage> Ledger<S> {
@@ -97,7 +100,7 @@ impl<S: Storage> Ledger<S> {
         };
         let state =
             StateMachine::restore(superblock.config(), [bytes(0), bytes(1), bytes(2), bytes(3), bytes(4)])?;
-        let mut clients = ClientTable::new(layout.clients_max as usize, layout.message_size_max as usize);
+        let mut clients = ClientTable::new(layout.clients_max as usize, REPLY_SIZE_MAX as usize);
         if lengths[5] != 0 {
             clients.restore(bytemuck::cast_slice(
                 &bytes(5)[..layout.clients_max as usize * CLIENT_SESSION_SIZE],
@@ -116,6 +119,7 @@ impl<S: Storage> Ledger<S> {
                 reply: AlignedBuffer::new(
                     (HEADER_SIZE + MESSAGE_BODY_SIZE_MAX).next_multiple_of(SECTOR_SIZE),
                 ),
+                batch_size_limit: layout.message_size_max as usize - HEADER_SIZE,
             },
             checkpoint_interval: layout.journal_slot_count - pipeline,
             prepares: (0..pipeline).map(|_| AlignedBuffer::new(layout.message_size_max as usize)).collect(),
@@ -162,6 +166,11 @@ impl<S: Storage> Ledger<S> {
             }
         }
         Ok(())
+    }
+
+    /// The largest request body this data file takes (its WAL slot less the header).
+    pub fn batch_size_limit(&self) -> usize {
+        self.core.batch_size_limit
     }
 
     /// Commits the state machine's memory now, so the process does not grow under load.
@@ -307,7 +316,7 @@ impl Core {
         let (results, output) = self.reply.split_at_mut(HEADER_SIZE);
         let result = match operation {
             Operation::Register => {
-                let register = RegisterResult::new(MESSAGE_BODY_SIZE_MAX as u32);
+                let register = RegisterResult::new(self.batch_size_limit as u32);
                 output[..16].copy_from_slice(bytemuck::bytes_of(&register));
                 Ok(16)
             }
