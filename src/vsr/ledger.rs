@@ -240,7 +240,8 @@ impl<S: Storage> Ledger<S> {
         for (request, buffer) in requests.iter().zip(self.prepares.iter_mut()) {
             op += 1;
             timestamp = timestamp.max(realtime.saturating_sub(1)) + 1 + timestamp_delta(request);
-            let header = prepare(buffer, self.data_file.superblock().cluster, request, op, parent, timestamp);
+            let header =
+                seal_prepare(buffer, self.data_file.superblock().cluster, request, op, parent, timestamp);
             parent = header.checksum;
         }
         let prepares = std::mem::take(&mut self.prepares);
@@ -403,8 +404,10 @@ fn timestamp_delta(request: &Request<'_>) -> u64 {
     }
 }
 
-/// Writes a sealed prepare of `request` into `buffer`; returns its header.
-fn prepare(
+/// Writes a sealed prepare of `request` (op `op`, chained to `parent`, stamped `timestamp`) into
+/// `buffer`, sector-padded with zeros; returns its header. Public for benches and tools that
+/// build WAL entries directly.
+pub fn seal_prepare(
     buffer: &mut [u8],
     cluster: u128,
     request: &Request<'_>,
