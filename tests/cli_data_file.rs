@@ -100,3 +100,19 @@ fn format_on_a_full_disk_fails_clearly_and_leaves_no_file() {
     assert!(stderr(&output).contains("no space left"), "{}", stderr(&output));
     assert!(!path.exists(), "the partial data file was removed");
 }
+
+#[test]
+fn a_data_file_in_use_by_one_process_is_refused_to_another() {
+    let path = path("in-use");
+    assert!(format(&path).status.success());
+    let held =
+        ledger::storage::FileStorage::open(&path, ledger::storage::IoMode::Direct).expect("first open");
+    // A second process (here: `ledger inspect`) is refused while the first holds the file.
+    let inspect = ledger().arg("inspect").arg(&path).output().expect("run ledger inspect");
+    assert!(!inspect.status.success());
+    assert!(stderr(&inspect).contains("in use by another process"), "{}", stderr(&inspect));
+    drop(held);
+    let inspect = ledger().arg("inspect").arg(&path).output().expect("run ledger inspect");
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let _ = std::fs::remove_file(&path);
+}

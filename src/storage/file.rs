@@ -86,6 +86,12 @@ pub enum OpenError {
         /// The error from `open` (EINVAL).
         source: io::Error,
     },
+    /// Another process has the data file open (a running replica, or `inspect`).
+    #[error("data file {path} is in use by another process (is a replica running on it?)")]
+    InUse {
+        /// The data file.
+        path: PathBuf,
+    },
     /// The path names a directory, device or other non-regular file.
     #[error("{path} is not a regular file")]
     NotAFile {
@@ -119,6 +125,14 @@ pub enum OpenError {
         /// The error.
         source: io::Error,
     },
+}
+
+impl Drop for FileStorage {
+    /// Releases the lock now: the ring's teardown may keep the file referenced a while longer.
+    fn drop(&mut self) {
+        // SAFETY: `flock` on the descriptor this storage owns; no memory is involved.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 /// A data file of fixed size, read and written through io_uring.
@@ -447,7 +461,27 @@ fn open_file(path: &Path, mode: IoMode, create: bool) -> Result<File, OpenError>
     if mode == IoMode::Direct {
         options.custom_flags(libc::O_DIRECT);
     }
-    options.open(path).map_err(|source| open_error(path, mode, create, source))
+    let file = options.open(path).map_err(|source| open_error(path, mode, create, source))?;
+    // Two processes writing one data file would corrupt it: the first holds an exclusive lock
+    // for as long as it has the file open (the kernel drops it when the process dies).
+    // A process that just exited may still hold the lock for a moment while the kernel tears
+    // down its io_uring (which keeps file references until then): retry briefly. A live
+    // holder keeps it far longer and is reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1000);
+    loop {
+        // SAFETY: `flock` on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(OpenError::Io { path: path.to_path_buf(), operation: "lock", source });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(OpenError::InUse { path: path.to_path_buf() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn open_error(path: &Path, mode: IoMode, create: bool, source: io::Error) -> OpenError {
