@@ -96,7 +96,7 @@ struct StartArgs {
     path: PathBuf,
 }
 
-/// The capacities of a production data file: ~3.5 GiB of memory when served.
+/// The capacities of a production data file: about 3.5 GiB of memory when served.
 const CONFIG_DEFAULT: Config =
     Config { accounts_max: 1 << 20, transfers_max: 12 << 20, expiries_max: 1 << 20, history_max: 1 << 20 };
 

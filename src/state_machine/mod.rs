@@ -60,10 +60,15 @@ impl Config {
         let accounts = u64::from(self.accounts_max);
         let transfers = u64::from(self.transfers_max);
         let id_table = |count: u64| (count * 2).max(16).next_power_of_two() * 32;
-        accounts * (128 + 8 + 64)
+        // Per account: the record and its list ends; per transfer: the record, its history index,
+        // its pending status and room for a burned id; the list chunks (64 bytes per 13 entries,
+        // two entries per transfer, plus each account's partly filled tail).
+        let chunks = (2 * transfers).div_ceil(13) + accounts;
+        accounts * (128 + 8)
             + id_table(accounts)
-            + transfers * (128 + 5 + 10)
+            + transfers * (128 + 4 + 1 + 16)
             + id_table(transfers)
+            + chunks * 64
             + u64::from(self.expiries_max) * 24
             + u64::from(self.history_max) * 128
     }
