@@ -20,11 +20,16 @@ use ledger::vsr::ledger::{Ledger, Request};
 const CLUSTER: u128 = 0xC1;
 
 fn options() -> FormatOptions {
+    options_with_slots(8)
+}
+
+/// The test layout with `journal_slot_count` WAL slots.
+fn options_with_slots(journal_slot_count: u64) -> FormatOptions {
     FormatOptions {
         cluster: CLUSTER,
         replica: 0,
         replica_count: 1,
-        journal_slot_count: 8,
+        journal_slot_count,
         message_size_max: 16 * 1024,
         clients_max: 1,
         block_size: 4096,
@@ -33,9 +38,13 @@ fn options() -> FormatOptions {
 }
 
 fn formatted() -> SimStorage {
-    let layout = options().layout();
+    formatted_with(options())
+}
+
+fn formatted_with(options: FormatOptions) -> SimStorage {
+    let layout = options.layout();
     let storage = SimStorage::new(layout.file_size(), 1, SimFaults::default());
-    DataFile::format(storage, &options()).expect("format").into_storage()
+    DataFile::format(storage, &options).expect("format").into_storage()
 }
 
 /// One request of the workload, with its body bytes (16-byte aligned storage).
@@ -328,7 +337,12 @@ fn full_run() -> (Ledger<SimStorage>, Vec<Op>) {
 
 #[test]
 fn a_corrupted_committed_prepare_is_reported_with_its_op_and_offset() {
-    let (ledger, _) = full_run();
+    // A longer WAL, so that committed ops sit between the durable checkpoint and the head.
+    let mut ledger = Ledger::open(formatted_with(options_with_slots(32)), Some(CLUSTER)).expect("open");
+    let groups = workload(3);
+    let mut ops = Vec::new();
+    run(&mut ledger, &groups[..6], &mut ops);
+    ledger.flush().expect("flush");
     let layout = ledger.data_file().superblock().layout();
     let checkpoint_op = ledger.data_file().checkpoint_op();
     let head = ledger.op_head();
@@ -336,7 +350,8 @@ fn a_corrupted_committed_prepare_is_reported_with_its_op_and_offset() {
     let op = checkpoint_op + 1;
     let slot = op % layout.journal_slot_count;
     let mut storage = ledger.into_storage();
-    storage.corrupt(layout.wal_prepare_offset(slot) + SECTOR_SIZE as u64 - 4096, 4096);
+    // Zeroed rather than a random bit flip, which could land in the sector's padding.
+    storage.zero(layout.wal_prepare_offset(slot), SECTOR_SIZE as u64);
     match Ledger::open(storage, Some(CLUSTER)) {
         Err(DataFileError::Journal(JournalError::Corrupt { op: bad, slot: bad_slot, offset })) => {
             assert_eq!(bad, op);

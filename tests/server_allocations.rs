@@ -156,7 +156,7 @@ fn serving_requests_allocates_nothing_on_the_server_thread() {
     stop.store(true, Ordering::Relaxed);
     let op_head = thread.join().expect("server thread");
     assert!(op_head > 50, "the server committed the requests ({op_head} ops)");
-    assert!(op_head < 248, "no checkpoint ran during the test");
+    assert!(op_head < 124, "no checkpoint started during the test (they start every 124 ops here)");
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     assert_eq!(allocations, 0, "the server thread allocated {allocations} times while serving");
     let _ = std::fs::remove_file(&path);

@@ -97,12 +97,50 @@ pub struct Grid {
     manifest: Vec<BlockReference>,
     /// Where the next free-block search starts (keeps allocation O(1) amortised).
     search_start: u64,
+    /// The checkpoint being written, if any.
+    pending: Option<Pending>,
+    /// Copies of the pages that may change before the checkpoint in progress writes them.
+    copies: Vec<u8>,
+    /// Blocks on their way to the disk, written `STAGING_BLOCKS` at a time.
+    staging: Staging,
 }
 
 /// A sector-aligned staging area for blocks on their way to the disk.
 struct Staging {
     buffer: AlignedBuffer,
     addresses: Vec<u64>,
+}
+
+impl Staging {
+    /// A stand-in while the grid's staging is borrowed out.
+    fn empty() -> Staging {
+        Staging { buffer: AlignedBuffer::new(crate::constants::SECTOR_SIZE), addresses: Vec::new() }
+    }
+}
+
+/// A checkpoint whose pages are being written.
+struct Pending {
+    op: u64,
+    prepare_checksum: u128,
+    timestamp: u64,
+    lengths: [u64; CHECKPOINT_ARRAYS],
+    /// The new checkpoint's page references, per array.
+    pages: [Vec<BlockReference>; CHECKPOINT_ARRAYS],
+    /// The pages to write, in order; `written` of them are.
+    writes: Vec<PageWrite>,
+    written: usize,
+    /// Blocks of the durable checkpoint this one replaces: freed once it is durable.
+    released: Vec<u64>,
+    stats: CheckpointStats,
+}
+
+/// One page to write: to `address`, from `copies[copy..]` or, if none, from the live array.
+#[derive(Clone, Copy, Debug)]
+struct PageWrite {
+    address: u64,
+    array: usize,
+    page: usize,
+    copy: Option<usize>,
 }
 
 impl Grid {
@@ -114,6 +152,12 @@ impl Grid {
             pages: Default::default(),
             manifest: Vec::new(),
             search_start: 0,
+            pending: None,
+            copies: Vec::new(),
+            staging: Staging {
+                buffer: AlignedBuffer::new(layout.block_size as usize * STAGING_BLOCKS),
+                addresses: Vec::with_capacity(STAGING_BLOCKS),
+            },
         }
     }
 
@@ -181,8 +225,9 @@ impl Grid {
         Ok(())
     }
 
-    /// Writes a checkpoint of `arrays` (the state after op `op`) and makes it the superblock's.
-    /// On return the new checkpoint is durable and the old one's unneeded blocks are free.
+    /// Writes a checkpoint of `arrays` (the state after op `op`) and makes it the superblock's,
+    /// all at once. On return the new checkpoint is durable and the old one's unneeded blocks
+    /// are free.
     pub fn checkpoint(
         &mut self,
         storage: &mut dyn Storage,
@@ -192,71 +237,186 @@ impl Grid {
         prepare_checksum: u128,
         timestamp: u64,
     ) -> Result<CheckpointStats, CheckpointError> {
+        self.begin(superblock, arrays, op, prepare_checksum, timestamp)?;
+        while !self.advance(storage, arrays, usize::MAX)? {}
+        self.finish(storage, superblock)
+    }
+
+    /// Starts a checkpoint of `arrays` (the state after op `op`) without writing anything: finds
+    /// the changed pages, takes a block for each, and copies the pages that may still change (of
+    /// the mutable arrays, and the partial last page of the others). Full pages of append-only
+    /// arrays never change again, so they are written later straight from `arrays`. Write them
+    /// with [`Grid::advance`], a slice at a time, then make it durable with [`Grid::finish`].
+    pub fn begin(
+        &mut self,
+        superblock: &SuperBlock,
+        arrays: [&[u8]; CHECKPOINT_ARRAYS],
+        op: u64,
+        prepare_checksum: u128,
+        timestamp: u64,
+    ) -> Result<(), CheckpointError> {
+        assert!(self.pending.is_none(), "one checkpoint at a time");
         assert!(op >= superblock.checkpoint.op);
         let block_size = self.layout.block_size as usize;
-        let mut stats = CheckpointStats::default();
-        let mut released = Vec::new();
-        let mut staging =
-            Staging { buffer: AlignedBuffer::new(block_size * STAGING_BLOCKS), addresses: Vec::new() };
-        let mut pages_new: [Vec<BlockReference>; CHECKPOINT_ARRAYS] = Default::default();
+        let mut pending = Pending {
+            op,
+            prepare_checksum,
+            timestamp,
+            lengths: [0; CHECKPOINT_ARRAYS],
+            pages: Default::default(),
+            writes: Vec::new(),
+            written: 0,
+            released: Vec::new(),
+            stats: CheckpointStats::default(),
+        };
+        self.copies.clear();
         for (array, bytes) in arrays.iter().enumerate() {
+            pending.lengths[array] = (bytes.len() / RECORD_SIZES[array]) as u64;
             let old = std::mem::take(&mut self.pages[array]);
             let old_size = superblock.checkpoint.array_lengths[array] as usize * RECORD_SIZES[array];
             assert!(bytes.len() >= old_size || !APPEND_ONLY[array]);
             let mut references = Vec::with_capacity(bytes.len().div_ceil(block_size));
-            for (page, content) in bytes.chunks(block_size).enumerate() {
-                let unchanged_by_construction = APPEND_ONLY[array] && (page + 1) * block_size <= old_size;
-                if unchanged_by_construction {
-                    references.push(old[page]);
-                    stats.pages_kept += 1;
-                    continue;
-                }
-                let checksum = page_checksum(content, block_size);
-                if old.get(page).is_some_and(|reference| reference.checksum == checksum) {
-                    references.push(old[page]);
-                    stats.pages_kept += 1;
-                    continue;
-                }
-                if let Some(reference) = old.get(page) {
-                    released.push(reference.address);
-                }
-                let address = self.acquire()?;
-                self.stage(storage, &mut staging, address, content)?;
-                references.push(BlockReference { checksum, address, reserved: 0 });
-                stats.pages_written += 1;
-            }
-            // Arrays never shrink, so every old page is either kept or replaced above.
-            assert!(references.len() >= old.len());
-            pages_new[array] = references;
+            let outcome = self.begin_array(array, bytes, &old, old_size, &mut references, &mut pending);
+            // Arrays never shrink, so every old page is either kept or replaced.
+            assert!(outcome.is_err() || references.len() >= old.len());
             self.pages[array] = old;
+            outcome?;
+            pending.pages[array] = references;
         }
+        self.pending = Some(pending);
+        Ok(())
+    }
+
+    /// Plans the pages of one array for [`Grid::begin`].
+    fn begin_array(
+        &mut self,
+        array: usize,
+        bytes: &[u8],
+        old: &[BlockReference],
+        old_size: usize,
+        references: &mut Vec<BlockReference>,
+        pending: &mut Pending,
+    ) -> Result<(), CheckpointError> {
+        let block_size = self.layout.block_size as usize;
+        for (page, content) in bytes.chunks(block_size).enumerate() {
+            let unchanged_by_construction = APPEND_ONLY[array] && (page + 1) * block_size <= old_size;
+            if unchanged_by_construction {
+                references.push(old[page]);
+                pending.stats.pages_kept += 1;
+                continue;
+            }
+            let checksum = page_checksum(content, block_size);
+            if old.get(page).is_some_and(|reference| reference.checksum == checksum) {
+                references.push(old[page]);
+                pending.stats.pages_kept += 1;
+                continue;
+            }
+            if let Some(reference) = old.get(page) {
+                pending.released.push(reference.address);
+            }
+            let address = self.acquire()?;
+            let immutable = APPEND_ONLY[array] && content.len() == block_size;
+            let copy = if immutable {
+                None
+            } else {
+                let at = self.copies.len();
+                self.copies.extend_from_slice(content);
+                self.copies.resize(at + block_size, 0);
+                Some(at)
+            };
+            pending.writes.push(PageWrite { address, array, page, copy });
+            references.push(BlockReference { checksum, address, reserved: 0 });
+            pending.stats.pages_written += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes up to `budget` more pages of the checkpoint in progress (not synced); `arrays`
+    /// must be the live arrays (their full append-only pages are the checkpoint's). Returns true
+    /// once every page is written.
+    pub fn advance(
+        &mut self,
+        storage: &mut dyn Storage,
+        arrays: [&[u8]; CHECKPOINT_ARRAYS],
+        budget: usize,
+    ) -> Result<bool, CheckpointError> {
+        let block_size = self.layout.block_size as usize;
+        let Some(mut pending) = self.pending.take() else { return Ok(true) };
+        let end = pending.writes.len().min(pending.written.saturating_add(budget));
+        let mut staging = std::mem::replace(&mut self.staging, Staging::empty());
+        let mut outcome = Ok(());
+        for write in &pending.writes[pending.written..end] {
+            let content = match write.copy {
+                Some(at) => &self.copies[at..at + block_size],
+                None => &arrays[write.array][write.page * block_size..][..block_size],
+            };
+            outcome = self.stage(storage, &mut staging, write.address, content);
+            if outcome.is_err() {
+                break;
+            }
+        }
+        let outcome = outcome.and_then(|()| self.flush(storage, &mut staging));
+        self.staging = staging;
+        pending.written = end;
+        let done = pending.written == pending.writes.len();
+        self.pending = Some(pending);
+        outcome.map(|()| done)
+    }
+
+    /// The op of the checkpoint in progress and the pages it has left to write, if any.
+    pub fn in_progress(&self) -> Option<(u64, usize)> {
+        self.pending.as_ref().map(|pending| (pending.op, pending.writes.len() - pending.written))
+    }
+
+    /// Completes the checkpoint in progress, whose pages must all be written: writes its
+    /// manifest, syncs, and flips the superblock. On return it is durable and the old
+    /// checkpoint's unneeded blocks are free.
+    pub fn finish(
+        &mut self,
+        storage: &mut dyn Storage,
+        superblock: &mut SuperBlock,
+    ) -> Result<CheckpointStats, CheckpointError> {
+        let block_size = self.layout.block_size as usize;
+        let mut pending = self.pending.take().expect("a checkpoint in progress");
+        assert_eq!(pending.written, pending.writes.len(), "every page is written before the manifest");
         let manifest_bytes: Vec<u8> =
-            pages_new.iter().flatten().flat_map(|r| bytemuck::bytes_of(r).to_vec()).collect();
+            pending.pages.iter().flatten().flat_map(|r| bytemuck::bytes_of(r).to_vec()).collect();
         let manifest_block_count = manifest_bytes.len().div_ceil(block_size);
         if manifest_block_count > MANIFEST_BLOCKS_MAX {
             return Err(CheckpointError::ManifestFull { needed: manifest_block_count });
         }
+        let mut staging = std::mem::replace(&mut self.staging, Staging::empty());
         let mut manifest_new = Vec::with_capacity(manifest_block_count);
+        let mut outcome = Ok(());
         for content in manifest_bytes.chunks(block_size) {
-            let address = self.acquire()?;
-            self.stage(storage, &mut staging, address, content)?;
+            let address = match self.acquire() {
+                Ok(address) => address,
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            };
+            outcome = self.stage(storage, &mut staging, address, content);
+            if outcome.is_err() {
+                break;
+            }
             manifest_new.push(BlockReference {
                 checksum: page_checksum(content, block_size),
                 address,
                 reserved: 0,
             });
-            stats.manifest_blocks += 1;
+            pending.stats.manifest_blocks += 1;
         }
-        self.flush(storage, &mut staging)?;
+        let outcome = outcome.and_then(|()| self.flush(storage, &mut staging));
+        self.staging = staging;
+        outcome?;
         storage.sync()?;
 
         let checkpoint = &mut superblock.checkpoint;
-        checkpoint.op = op;
-        checkpoint.prepare_checksum = prepare_checksum;
-        checkpoint.timestamp = timestamp;
-        for (array, bytes) in arrays.iter().enumerate() {
-            checkpoint.array_lengths[array] = (bytes.len() / RECORD_SIZES[array]) as u64;
-        }
+        checkpoint.op = pending.op;
+        checkpoint.prepare_checksum = pending.prepare_checksum;
+        checkpoint.timestamp = pending.timestamp;
+        checkpoint.array_lengths = pending.lengths;
         checkpoint.manifest_size = manifest_bytes.len() as u64;
         checkpoint.manifest_block_count = manifest_block_count as u32;
         checkpoint.manifest = [BlockReference::default(); MANIFEST_BLOCKS_MAX];
@@ -264,14 +424,14 @@ impl Grid {
         superblock.write_next(storage)?;
 
         // The new checkpoint is durable: the old one's replaced blocks are free again.
-        released.extend(self.manifest.iter().map(|reference| reference.address));
-        for address in released {
-            assert!(self.acquired[address as usize - 1]);
-            self.acquired[address as usize - 1] = false;
+        pending.released.extend(self.manifest.iter().map(|reference| reference.address));
+        for address in &pending.released {
+            assert!(self.acquired[*address as usize - 1]);
+            self.acquired[*address as usize - 1] = false;
         }
-        self.pages = pages_new;
+        self.pages = pending.pages;
         self.manifest = manifest_new;
-        Ok(stats)
+        Ok(pending.stats)
     }
 
     /// The number of blocks in use (referenced by the durable checkpoint).
@@ -295,7 +455,7 @@ impl Grid {
 
     /// Copies `content` (zero-padded to a block) into the staging area, flushing it when full.
     fn stage(
-        &mut self,
+        &self,
         storage: &mut dyn Storage,
         staging: &mut Staging,
         address: u64,

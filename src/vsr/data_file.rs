@@ -235,9 +235,43 @@ impl<S: Storage> DataFile<S> {
         // Redundant headers of ops the new checkpoint covers must reach the disk first: after
         // the checkpoint their slots may be reused, and recovery reads proof from them.
         self.journal.flush_headers(&mut self.storage)?;
-        let [accounts, transfers, pending, history, burned] = state.persisted();
-        let arrays = [accounts, transfers, pending, history, burned, sessions];
+        let arrays = checkpoint_arrays(state, sessions);
         self.grid.checkpoint(&mut self.storage, &mut self.superblock, arrays, op, prepare_checksum, timestamp)
+    }
+
+    /// Starts a checkpoint of `state` and `sessions` after op `op` (see [`Grid::begin`]): nothing
+    /// is written yet. Continue with [`DataFile::checkpoint_advance`].
+    pub fn checkpoint_begin(
+        &mut self,
+        state: &StateMachine,
+        sessions: &[u8],
+        op: u64,
+        prepare_checksum: u128,
+        timestamp: u64,
+    ) -> Result<(), CheckpointError> {
+        self.grid.begin(&self.superblock, checkpoint_arrays(state, sessions), op, prepare_checksum, timestamp)
+    }
+
+    /// Writes up to `budget` more pages of the checkpoint in progress (`state` and `sessions`
+    /// are the live ones); once all are written, makes it durable and returns its stats.
+    pub fn checkpoint_advance(
+        &mut self,
+        state: &StateMachine,
+        sessions: &[u8],
+        budget: usize,
+    ) -> Result<Option<CheckpointStats>, CheckpointError> {
+        if !self.grid.advance(&mut self.storage, checkpoint_arrays(state, sessions), budget)? {
+            return Ok(None);
+        }
+        // Redundant headers of ops the new checkpoint covers must reach the disk first: after
+        // the checkpoint their slots may be reused, and recovery reads proof from them.
+        self.journal.flush_headers(&mut self.storage)?;
+        Ok(Some(self.grid.finish(&mut self.storage, &mut self.superblock)?))
+    }
+
+    /// The op of the checkpoint being written, and its pages left to write, if any.
+    pub fn checkpoint_in_progress(&self) -> Option<(u64, usize)> {
+        self.grid.in_progress()
     }
 
     /// The superblock in force.
@@ -269,6 +303,12 @@ impl<S: Storage> DataFile<S> {
     pub fn into_storage(self) -> S {
         self.storage
     }
+}
+
+/// The arrays a checkpoint stores: the state machine's, then the client sessions.
+fn checkpoint_arrays<'a>(state: &'a StateMachine, sessions: &'a [u8]) -> [&'a [u8]; CHECKPOINT_ARRAYS] {
+    let [accounts, transfers, pending, history, burned] = state.persisted();
+    [accounts, transfers, pending, history, burned, sessions]
 }
 
 /// The parent of op 1: a checksum derived from the cluster, so logs of different clusters never

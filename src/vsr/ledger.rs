@@ -22,6 +22,9 @@ use crate::storage::{AlignedBuffer, Storage, StorageError};
 /// The most prepares made durable together with one `fdatasync`.
 pub const PIPELINE_PREPARE_MAX: usize = super::journal::APPEND_PREPARES_MAX;
 
+/// The fewest checkpoint pages written per commit while a checkpoint is in progress.
+const CHECKPOINT_PAGES_PER_COMMIT_MIN: usize = 8;
+
 /// Why a request could not be committed. Storage errors are fatal: the caller must stop.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -121,7 +124,8 @@ impl<S: Storage> Ledger<S> {
                 ),
                 batch_size_limit: layout.message_size_max as usize - HEADER_SIZE,
             },
-            checkpoint_interval: layout.journal_slot_count - pipeline,
+            // Half the WAL's room: a checkpoint starts there and has the other half to be written.
+            checkpoint_interval: (layout.journal_slot_count - pipeline) / 2,
             prepares: (0..pipeline).map(|_| AlignedBuffer::new(layout.message_size_max as usize)).collect(),
             recovered: Recovered::default(),
         };
@@ -229,7 +233,8 @@ impl<S: Storage> Ledger<S> {
         mut reply: impl FnMut(&Committed, &[u8]),
     ) -> Result<(), LedgerError> {
         assert!(!requests.is_empty() && requests.len() <= self.prepares.len());
-        // A slot is reused only once a durable checkpoint covers its previous op.
+        // A slot is reused only once a durable checkpoint covers its previous op: if the
+        // checkpoint in progress has not made it yet, it finishes now.
         let op_last = self.core.op_head + requests.len() as u64;
         if op_last > self.data_file.checkpoint_op() + self.data_file.journal().slot_count() {
             self.checkpoint()?;
@@ -266,8 +271,32 @@ impl<S: Storage> Ledger<S> {
             reply(&committed, &self.core.reply[..size]);
         }
         self.prepares = prepares;
-        if self.core.op_head - self.data_file.checkpoint_op() >= self.checkpoint_interval {
-            self.checkpoint()?;
+        self.checkpoint_step()?;
+        Ok(())
+    }
+
+    /// Moves checkpointing along after a commit: starts a checkpoint once `checkpoint_interval`
+    /// ops have passed since the durable one, then writes its pages a slice per commit, sized so
+    /// that it is durable well before the WAL needs its slots back. The replica never stops for
+    /// a whole checkpoint (only for its final manifest and superblock syncs).
+    fn checkpoint_step(&mut self) -> Result<(), LedgerError> {
+        let core = &self.core;
+        let durable = self.data_file.checkpoint_op();
+        let sessions = core.clients.persisted();
+        match self.data_file.checkpoint_in_progress() {
+            Some((_, remaining)) => {
+                let slot_count = self.data_file.journal().slot_count();
+                let deadline = durable + slot_count - self.prepares.len() as u64;
+                let ops_left = deadline.saturating_sub(core.op_head).max(1) as usize;
+                let budget = remaining.div_ceil(ops_left).max(CHECKPOINT_PAGES_PER_COMMIT_MIN);
+                self.data_file.checkpoint_advance(&core.state, sessions, budget)?;
+            }
+            None if core.op_head - durable >= self.checkpoint_interval => {
+                let (op, checksum, timestamp) = (core.op_head, core.head_checksum, core.timestamp_head);
+                self.data_file.checkpoint_begin(&core.state, sessions, op, checksum, timestamp)?;
+                self.data_file.checkpoint_advance(&core.state, sessions, CHECKPOINT_PAGES_PER_COMMIT_MIN)?;
+            }
+            None => {}
         }
         Ok(())
     }
@@ -279,9 +308,15 @@ impl<S: Storage> Ledger<S> {
         self.data_file.write_reply(slot as u64, &clients.reply_buffer(slot)[..size])
     }
 
-    /// Checkpoints the state and sessions after the head op now.
+    /// Finishes any checkpoint in progress, then checkpoints the state and sessions after the
+    /// head op, all before returning.
     pub fn checkpoint(&mut self) -> Result<(), LedgerError> {
         let core = &self.core;
+        // A checkpoint in progress is finished first: it is the older state, and one checkpoint
+        // is written at a time.
+        while self.data_file.checkpoint_in_progress().is_some() {
+            self.data_file.checkpoint_advance(&core.state, core.clients.persisted(), usize::MAX)?;
+        }
         if core.op_head > self.data_file.checkpoint_op() {
             self.data_file.checkpoint(
                 &core.state,
