@@ -1,0 +1,63 @@
+//! `ledger benchmark` end to end at a small size: it formats, starts a replica process, pushes
+//! transfers through the client library, verifies the ledger, reports, and cleans up.
+
+use std::process::Command;
+
+#[test]
+fn a_small_benchmark_runs_verifies_and_reports_every_figure() {
+    let directory =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("directory");
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args([
+            "benchmark",
+            "--account-count",
+            "200",
+            "--transfer-count",
+            "30000",
+            "--transfer-batch-size",
+            "1000",
+        ])
+        .args([
+            "--clients",
+            "3",
+            "--account-distribution",
+            "zipf",
+            "--transfer-pending",
+            "20",
+            "--read-count",
+            "3",
+        ])
+        .current_dir(&directory)
+        .output()
+        .expect("run ledger benchmark");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("verified: debits = credits"), "{stderr}");
+    for line in [
+        "transfers/s",
+        "transfer batch latency: p1",
+        "lookup_accounts batch latency",
+        "lookup_transfers batch latency",
+        "get_account_transfers latency",
+        "data file:",
+        "replica memory:",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // The temporary data file is gone.
+    let left: Vec<_> = std::fs::read_dir(&directory).expect("read dir").collect();
+    assert!(left.is_empty(), "the benchmark left files behind: {left:?}");
+    let _ = std::fs::remove_dir(&directory);
+}
+
+#[test]
+fn benchmark_options_out_of_range_are_refused_clearly() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["benchmark", "--transfer-batch-size", "9000"])
+        .output()
+        .expect("run ledger benchmark");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--transfer-batch-size must be 1..=8189"));
+}
