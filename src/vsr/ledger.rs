@@ -349,7 +349,8 @@ impl Core {
         assert!(header.timestamp > self.timestamp_head || header.op == 1);
         // Only operations the primary validated reach the log.
         let operation = Operation::from_u8(header.operation).expect("a prepare carries a known operation");
-        let (results, output) = self.reply.split_at_mut(HEADER_SIZE);
+        // The results go after the reply header, which `seal_reply` writes once they are known.
+        let output = &mut self.reply[HEADER_SIZE..];
         let result = match operation {
             Operation::Register => {
                 let register = RegisterResult::new(self.batch_size_limit as u32);
@@ -358,7 +359,6 @@ impl Core {
             }
             _ => self.state.execute(operation, header.timestamp, body, &mut output[..MESSAGE_BODY_SIZE_MAX]),
         };
-        let _ = results;
         self.op_head = header.op;
         self.head_checksum = header.checksum;
         self.timestamp_head = header.timestamp;
