@@ -49,3 +49,23 @@ const _: () = assert!(BATCH_EVENTS_MAX * CREATE_RESULT_SIZE < MESSAGE_BODY_SIZE_
 const _: () = assert!(QUERY_RESULTS_MAX * RECORD_SIZE < MESSAGE_BODY_SIZE_MAX);
 const _: () = assert!(PULSE_EXPIRIES_MAX == BATCH_EVENTS_MAX + 1);
 const _: () = assert!(BATCH_EVENTS_MAX < u16::MAX as usize); // Batch counts are u16 on the wire.
+
+/// A wall-clock step larger than this between two readings (beyond what the monotonic clock
+/// measured) is logged as a clock jump. NTP slews at most 0.05 % and steps only offsets above
+/// 128 ms, so anything above this is a step of the clock, not drift.
+pub const CLOCK_JUMP_TOLERANCE_NS: u64 = 100_000_000;
+
+/// The most client connections one replica serves: each holds two message buffers (2 MiB), and
+/// the io_uring ring has room for a receive and a send of every connection (at most 32,768
+/// entries).
+pub const CONNECTIONS_MAX: usize = 4096;
+
+/// File descriptors a replica needs besides its connections: the data file, the listener, the
+/// io_uring rings, standard streams, and room for what the runtime opens.
+pub const FILE_DESCRIPTORS_RESERVED: usize = 64;
+
+/// A recurring server warning (accept failures, full tables, a clock out of range) is logged at
+/// most once per this interval, with the count of occurrences since the last line.
+pub const WARNING_INTERVAL_NS: u64 = 10 * NS_PER_S;
+
+const _: () = assert!((CONNECTIONS_MAX * 2 + 2).next_power_of_two() <= 32768);

@@ -86,10 +86,12 @@ struct StartArgs {
     /// Development mode: buffered I/O where the filesystem lacks O_DIRECT.
     #[arg(long)]
     development: bool,
-    /// The most simultaneous client connections.
+    /// The most simultaneous client connections, 1 to 4,096 (each holds 2 MiB of message
+    /// buffers; the file-descriptor limit is raised to fit, up to its hard limit).
     #[arg(long, default_value_t = 128)]
     connections_max: usize,
-    /// Seconds after which a silent connection, or one holding a partial message, is closed.
+    /// Seconds (at least 1) after which a silent connection, or one holding a partial message,
+    /// is closed.
     #[arg(long, default_value_t = 60)]
     idle_timeout_s: u64,
     /// The data file.
@@ -212,6 +214,14 @@ fn open_storage(path: &Path, development: bool) -> Result<FileStorage, String> {
 }
 
 fn start(args: &StartArgs) -> Result<(), String> {
+    // Bad options are refused before the data file is even opened.
+    let options = ServerOptions {
+        address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        connections_max: args.connections_max,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
+        pulse_interval: std::time::Duration::from_millis(100),
+    };
+    options.validate().map_err(|error| error.to_string())?;
     let storage = open_storage(&args.path, args.development)?;
     let started = std::time::Instant::now();
     let mut ledger =
@@ -238,12 +248,7 @@ fn start(args: &StartArgs) -> Result<(), String> {
         return Err(format!("--addresses has no address for replica {}", superblock.replica));
     };
     let address = resolve(address)?;
-    let options = ServerOptions {
-        address,
-        connections_max: args.connections_max,
-        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
-        pulse_interval: std::time::Duration::from_millis(100),
-    };
+    let options = ServerOptions { address, ..options };
     let config = superblock.config();
     let mut server = Server::new(ledger, options).map_err(|error| error.to_string())?;
     eprintln!(

@@ -438,3 +438,76 @@ fn a_corrupted_client_reply_ends_the_session_instead_of_being_sent() {
     let recovered = Ledger::open(storage, Some(CLUSTER)).expect("a damaged reply does not stop the replica");
     assert!(recovered.clients().get(CLIENT).is_none(), "the session with a damaged reply was ended");
 }
+
+#[test]
+fn a_clock_beyond_the_timestamp_range_prepares_and_writes_nothing() {
+    use ledger::constants::TIMESTAMP_MAX;
+    use ledger::vsr::ledger::LedgerError;
+    let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+    let register = Job { operation: Operation::Register, body: vec![0], size: 0 };
+    let accounts =
+        job(Operation::CreateAccounts, &[Account { id: 1, ledger: 1, code: 1, ..Account::default() }]);
+    ledger.submit(&[register.request(0)], realtime(0), |_, _| {}).expect("register");
+    let steps = ledger.data_file_mut().storage_mut().steps();
+    // Past the year 2262, and at the very edge: the create's event timestamp would be beyond it.
+    for clock in [u64::MAX, TIMESTAMP_MAX + 1, TIMESTAMP_MAX] {
+        match ledger.submit(&[accounts.request(1)], clock, |_, _| panic!("nothing commits")) {
+            Err(error @ LedgerError::ClockOutOfRange { .. }) => {
+                assert!(error.to_string().contains("fix the system clock"), "{error}");
+            }
+            other => panic!("a clock of {clock} must be refused, got {other:?}"),
+        }
+        assert_eq!(ledger.op_head(), 1, "nothing was prepared");
+        assert_eq!(ledger.data_file_mut().storage_mut().steps(), steps, "nothing was written");
+    }
+    // Once the clock is right the same request is served, and the log replays.
+    let mut committed = None;
+    ledger.submit(&[accounts.request(1)], realtime(1), |done, _| committed = Some(done.op)).expect("create");
+    assert_eq!(committed, Some(2));
+    let reopened = Ledger::open(ledger.into_storage(), Some(CLUSTER)).expect("reopen");
+    assert_eq!(reopened.op_head(), 2);
+}
+
+#[test]
+fn an_intact_prepare_the_state_machine_cannot_apply_is_refused_at_start_instead_of_panicking() {
+    use ledger::constants::TIMESTAMP_MAX;
+    use ledger::vsr::data_file::root_checksum;
+    use ledger::vsr::ledger::{seal_prepare, PrepareInvalid};
+    let accounts =
+        job(Operation::CreateAccounts, &[Account { id: 1, ledger: 1, code: 1, ..Account::default() }]);
+    let mut bad_body = job(Operation::LookupAccounts, &[1u128]);
+    bad_body.size -= 16; // The multi-batch trailer no longer fits the body.
+                         // What an older build with a clock past 2262 (or a faulty primary) could have logged.
+    let cases: [(Request<'_>, u64, &str); 4] = [
+        (accounts.request(1), TIMESTAMP_MAX + 1, "beyond the largest timestamp"),
+        (accounts.request(1), 0, "does not follow"),
+        (bad_body.request(1), 1_000, "invalid body"),
+        (Request { operation: Operation::Register, ..accounts.request(0) }, 1_000, "invalid body"),
+    ];
+    for (request, timestamp, reason) in cases {
+        let options = options();
+        let mut data_file = DataFile::open(formatted(), Some(CLUSTER)).expect("open").0;
+        data_file.recover(|_, _| {}).expect("an empty log");
+        let mut prepare = ledger::storage::AlignedBuffer::new(options.message_size_max as usize);
+        seal_prepare(&mut prepare, CLUSTER, &request, 1, root_checksum(CLUSTER), timestamp);
+        data_file.append(&[&prepare]).expect("append");
+        let layout = options.layout();
+        match Ledger::open(data_file.into_storage(), Some(CLUSTER)) {
+            Err(error @ DataFileError::PrepareInvalid { op: 1, slot: 1, offset, reason: _ }) => {
+                assert_eq!(offset, layout.wal_prepare_offset(1));
+                let message = error.to_string();
+                assert!(message.contains(reason) && message.contains("op 1 (slot 1"), "{message}");
+                assert!(matches!(
+                    error,
+                    DataFileError::PrepareInvalid {
+                        reason: PrepareInvalid::TimestampRange(_)
+                            | PrepareInvalid::TimestampOrder { .. }
+                            | PrepareInvalid::Body(_),
+                        ..
+                    }
+                ));
+            }
+            other => panic!("{reason}: expected a refusal, got {:?}", other.map(|ledger| ledger.op_head())),
+        }
+    }
+}

@@ -233,10 +233,90 @@ fn connect(address: SocketAddr) -> TcpStream {
     stream
 }
 
-/// True if the server closed the connection (reads end of file or a reset).
+/// True if the server closed the connection (reads end of file or a reset) without sending
+/// anything first.
 fn closed_by_server(mut stream: TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+/// The number of open file descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count()
+}
+
+/// Every kind of message the server rejects, each as the bytes a hostile peer sends, and
+/// whether the server closes the connection (true) or evicts the client and keeps serving it.
+fn rejected_messages() -> Vec<(&'static str, Vec<u8>, bool)> {
+    let mut client_0 = request_header(CLUSTER, 7, 0, 0, Operation::Register);
+    client_0.client = 0;
+    let mut bad_body = sealed(request_header(CLUSTER, 7, 0, 0, Operation::Register), &[1; 16]);
+    let last = bad_body.len() - 1;
+    bad_body[last] ^= 1;
+    let mut oversize = request_header(CLUSTER, 7, 0, 0, Operation::Register);
+    oversize.size = 2 << 20;
+    oversize.set_checksum();
+    let mut unknown_command = request_header(CLUSTER, 7, 0, 0, Operation::Register);
+    unknown_command.command = 200;
+    unknown_command.set_checksum();
+    let mut reply_command = request_header(CLUSTER, 7, 0, 0, Operation::Register);
+    reply_command.command = MessageCommand::Reply as u8;
+    let mut reserved = request_header(CLUSTER, 7, 0, 0, Operation::Register);
+    reserved.reserved[3] = 1;
+    reserved.set_checksum();
+    let mut unknown_operation = request_header(CLUSTER, 9, 0, 1, Operation::LookupAccounts);
+    unknown_operation.operation = 200;
+    vec![
+        ("garbage header", vec![0xAB; 256], true),
+        ("wrong cluster", sealed(request_header(CLUSTER + 1, 7, 0, 0, Operation::Register), &[]), true),
+        ("bad body checksum", bad_body, true),
+        ("oversize", bytemuck::bytes_of(&oversize).to_vec(), true),
+        ("unknown command", bytemuck::bytes_of(&unknown_command).to_vec(), true),
+        ("unexpected command", sealed(reply_command, &[]), true),
+        ("reserved byte set", bytemuck::bytes_of(&reserved).to_vec(), true),
+        ("client 0", sealed(client_0, &[]), true),
+        (
+            "register with a body",
+            sealed(request_header(CLUSTER, 8, 0, 0, Operation::Register), &[0; 16]),
+            false,
+        ),
+        ("request without a session", sealed(unknown_operation, &[]), false),
+    ]
+}
+
+#[test]
+fn rejected_messages_of_every_kind_leak_no_connection_slot_or_descriptor() {
+    // Few connection slots: a single leaked slot per rejection would lock clients out at once.
+    let server = Server::start("leak", &["--connections-max", "8"]);
+    let pid = server.child.id();
+    let baseline = fd_count(pid);
+    let kinds = rejected_messages();
+    for round in 0..1000 {
+        let (kind, bytes, closes) = &kinds[round % kinds.len()];
+        let mut stream = connect(server.address);
+        stream.write_all(bytes).expect("send");
+        if *closes {
+            // The server closes without a word, or says why first (a wrong cluster is named).
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        } else {
+            let mut eviction = [0u8; 256];
+            stream.read_exact(&mut eviction).unwrap_or_else(|error| panic!("{kind}: eviction: {error}"));
+            let header: Header = bytemuck::pod_read_unaligned(&eviction);
+            assert_eq!(header.command(), Some(MessageCommand::Eviction), "{kind}");
+        }
+    }
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    let results = client.create_accounts(&accounts(1..=2), TIMEOUT).expect("a good client is served");
+    assert!(results.iter().all(|result| result.status == CreateAccountStatus::Created as u32));
+    drop(client);
+    // Every rejected connection's descriptor is closed (the good client's once it hangs up).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fd_count(pid) > baseline && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fd_count(pid), baseline, "open descriptors back to the baseline");
+    assert!(server.stop().success());
 }
 
 fn sealed(header: Header, body: &[u8]) -> Vec<u8> {
@@ -438,4 +518,154 @@ fn the_least_recently_active_session_is_evicted_when_clients_max_register() {
     drop(others);
     drop(first);
     assert!(server.stop().success());
+}
+
+/// The op, slot and file offset of the newest prepare in the WAL of the data file at `path`.
+fn wal_head(path: &std::path::Path) -> (u64, u64, u64) {
+    use ledger::storage::{FileStorage, IoMode, Storage};
+    let mut storage = FileStorage::open(path, IoMode::Buffered).expect("open the data file");
+    let (_, superblock) = ledger::vsr::superblock::SuperBlock::read(&mut storage).expect("superblock");
+    let layout = superblock.layout();
+    let mut sector = ledger::storage::AlignedBuffer::new(4096);
+    let mut head = None;
+    for slot in 0..layout.journal_slot_count {
+        storage.read(layout.wal_prepare_offset(slot), &mut sector).expect("read a WAL slot");
+        let header: Header = bytemuck::pod_read_unaligned(&sector[..256]);
+        let prepare = header.valid_checksum() && header.command() == Some(MessageCommand::Prepare);
+        if prepare && head.is_none_or(|(op, _, _)| header.op > op) {
+            head = Some((header.op, slot, layout.wal_prepare_offset(slot)));
+        }
+    }
+    head.expect("a prepare in the WAL")
+}
+
+#[test]
+fn an_acknowledged_head_prepare_damaged_after_sigkill_is_refused_not_cut() {
+    let mut server = Server::start("head", &[]);
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    let results = client.create_accounts(&accounts(1..=3), TIMEOUT).expect("accounts");
+    assert!(results.iter().all(|result| result.status == CreateAccountStatus::Created as u32));
+    // The reply has arrived: the prepare and its redundant header must both be durable now.
+    server.kill();
+    drop(client);
+    let (op, slot, offset) = wal_head(&server.path);
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&server.path).expect("open");
+    use std::io::{Seek, SeekFrom};
+    let body = offset + 256 + 17; // Inside the first account of the batch.
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(body)).expect("seek");
+    file.read_exact(&mut byte).expect("read");
+    file.seek(SeekFrom::Start(body)).expect("seek");
+    file.write_all(&[byte[0] ^ 0x40]).expect("damage the head prepare");
+    file.sync_all().expect("sync");
+    drop(file);
+    let mut start = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["start", "--development", "--addresses", "127.0.0.1:0"])
+        .arg(&server.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ledger start");
+    // Bounded: a build that cuts the acknowledged op as a torn write starts serving instead.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = start.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = start.kill();
+            let _ = start.wait();
+            panic!("start served a log whose acknowledged head prepare is damaged");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    start.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+    assert!(!status.success(), "start must refuse a damaged acknowledged prepare: {stderr}");
+    let named = format!("op {op} (slot {slot}, file offset {offset})");
+    assert!(stderr.contains(&named), "the error names {named}: {stderr}");
+    assert!(!stderr.contains("torn write"), "{stderr}");
+    let _ = std::fs::remove_file(&server.path);
+}
+
+#[test]
+fn start_refuses_size_options_out_of_range_naming_the_bound() {
+    for (option, value, bound) in [
+        ("--connections-max", "16384", "1..=4096"),
+        ("--connections-max", "0", "1..=4096"),
+        ("--idle-timeout-s", "0", "at least 1"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["start", "--development", "--addresses", "127.0.0.1:0", option, value])
+            .arg(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-data-file"))
+            .output()
+            .expect("ledger start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{option} {value}: {stderr}");
+        assert!(stderr.contains(&format!("{option} {value} is out of range")), "{stderr}");
+        assert!(stderr.contains(bound), "{option} {value} names its bound: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// The CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The command name may hold spaces; the fields after it are space-separated.
+    let fields: Vec<&str> = stat.rsplit(')').next().expect("fields").split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Sets the soft limit of open files of process `pid` (keeping its hard limit); returns the
+/// soft limit it had.
+fn set_file_limit(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `old` is valid for writes; a null new limit only reads; the pid is our child's.
+    let ok = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(ok, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft, rlim_max: old.rlim_max };
+    // SAFETY: as above; the new limit is valid for reads.
+    let ok = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(ok, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+#[test]
+fn accept_at_the_file_descriptor_limit_rests_and_logs_once_instead_of_spinning() {
+    let server = Server::start("emfile", &["--connections-max", "8"]);
+    let pid = server.child.id();
+    // Leave the replica no descriptor to spare: every accept now fails with EMFILE.
+    let open = fd_count(pid) as u64;
+    let original = set_file_limit(pid, open);
+    let waiting: Vec<TcpStream> = (0..16).map(|_| connect(server.address)).collect();
+    let ticks = cpu_ticks(pid);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (cpu_ticks(pid) - ticks) as f64 / 100.0; // Clock ticks are 1/100 s on Linux.
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(used < 0.3 * elapsed, "the replica used {used:.2}s of CPU in {elapsed:.2}s at the fd limit");
+    let lines = server.log.lock().expect("log").iter().filter(|line| line.contains("accept failed")).count();
+    assert!((1..=2).contains(&lines), "{lines} accept warnings logged in 3 s");
+    // Once descriptors are available again, the replica accepts and serves.
+    drop(waiting);
+    set_file_limit(pid, original);
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    client.create_accounts(&accounts(1..=1), TIMEOUT).expect("served after the limit is lifted");
+    drop(client);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn sighup_is_logged_and_ignored() {
+    let server = Server::start("sighup", &[]);
+    // SAFETY: `kill` on our child's pid has no memory effects.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGHUP) };
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    client.create_accounts(&accounts(1..=1), TIMEOUT).expect("still serving after SIGHUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log_contains("SIGHUP received") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.log_contains("SIGHUP received and ignored"));
+    drop(client);
+    assert!(server.stop().success(), "stops cleanly on SIGTERM afterwards");
 }

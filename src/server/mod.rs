@@ -10,20 +10,26 @@
 //! (one log line); an invalid request from a registered client evicts it, as the protocol says;
 //! a connection that sends nothing, or leaves a message half-sent, for `idle_timeout` is closed.
 
+pub mod clock;
 mod connection;
+mod signals;
+mod warning;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use clock::Clock;
 use connection::{Connection, ConnectionState};
+pub use signals::stop_on_signals;
+use warning::Warning;
 
-use crate::constants::HEADER_SIZE;
+use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, WARNING_INTERVAL_NS};
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::net::codec::{eviction_header, MessageBuffer};
 use crate::operation::Operation;
-use crate::state_machine::{InvalidRequest, StateMachine};
+use crate::state_machine::{ExecuteError, InvalidRequest, StateMachine};
 use crate::storage::Storage;
 use crate::vsr::header::{Command, EvictionReason, Header};
 use crate::vsr::ledger::{Ledger, LedgerError, Request, PIPELINE_PREPARE_MAX};
@@ -37,8 +43,30 @@ pub struct ServerOptions {
     pub connections_max: usize,
     /// A connection idle (or holding a partial message) this long is closed.
     pub idle_timeout: Duration,
-    /// How often the replica checks for pending transfers to expire.
+    /// How often the replica checks for pending transfers to expire (and the timer's tick).
     pub pulse_interval: Duration,
+}
+
+impl ServerOptions {
+    /// Checks every option against its bound, before anything is allocated or served.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if !(1..=CONNECTIONS_MAX).contains(&self.connections_max) {
+            return Err(ServerError::Option {
+                name: "connections-max",
+                value: self.connections_max as u64,
+                range: format!("1..={CONNECTIONS_MAX} (each connection holds 2 MiB of message buffers)"),
+            });
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(ServerError::Option {
+                name: "idle-timeout-s",
+                value: self.idle_timeout.as_secs(),
+                range: "at least 1".to_string(),
+            });
+        }
+        assert!(!self.pulse_interval.is_zero());
+        Ok(())
+    }
 }
 
 /// Why the server stopped with an error.
@@ -55,6 +83,31 @@ pub enum ServerError {
     /// io_uring failed.
     #[error("io_uring: {0}")]
     Io(String),
+    /// An option is out of its range.
+    #[error("--{name} {value} is out of range: it must be {range}")]
+    Option {
+        /// The option's name.
+        name: &'static str,
+        /// The value given.
+        value: u64,
+        /// The range it must be in, and why.
+        range: String,
+    },
+    /// The process may not open enough file descriptors for its connections.
+    #[error(
+        "--connections-max {connections_max} needs {needed} file descriptors, but this process may open \
+         only {limit} (ulimit -n; hard limit {limit_hard}): raise the limit or lower --connections-max"
+    )]
+    FileDescriptors {
+        /// The connections asked for.
+        connections_max: usize,
+        /// The descriptors they need.
+        needed: u64,
+        /// The soft limit after trying to raise it.
+        limit: u64,
+        /// The hard limit.
+        limit_hard: u64,
+    },
     /// The data file failed (fatal: a failed fsync may have lost writes).
     #[error("{0}")]
     Ledger(#[from] LedgerError),
@@ -163,13 +216,27 @@ pub struct Server<S: Storage> {
     queue_free: Vec<MessageBuffer>,
     pulse_queued: bool,
     cluster: u128,
+    clock: Clock,
+    /// `accept` failed and rests until the next tick, instead of spinning on the error.
+    accept_resting: bool,
+    warnings: Warnings,
     /// Bytes of memory allocated at start, for the log.
     memory_size: u64,
+}
+
+/// The server's recurring warnings, each rate-limited.
+struct Warnings {
+    accept_failed: Warning,
+    connection_refused: Warning,
+    clock_out_of_range: Warning,
+    table_full: Warning,
 }
 
 impl<S: Storage> Server<S> {
     /// Binds the listener and allocates every buffer.
     pub fn new(ledger: Ledger<S>, options: ServerOptions) -> Result<Server<S>, ServerError> {
+        options.validate()?;
+        raise_file_descriptor_limit(options.connections_max)?;
         let listener = TcpListener::bind(options.address)
             .map_err(|source| ServerError::Listen { address: options.address, source })?;
         let cluster = ledger.data_file().superblock().cluster;
@@ -194,6 +261,14 @@ impl<S: Storage> Server<S> {
             queue_free,
             pulse_queued: false,
             cluster,
+            clock: Clock::new(),
+            accept_resting: false,
+            warnings: Warnings {
+                accept_failed: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
+                connection_refused: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
+                clock_out_of_range: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
+                table_full: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
+            },
             memory_size,
         })
     }
@@ -213,6 +288,9 @@ impl<S: Storage> Server<S> {
         self.queue_accept()?;
         self.queue_timeout()?;
         while !stop.load(Ordering::Relaxed) {
+            if signals::hangup_received() {
+                eprintln!("info: SIGHUP received and ignored (stop the replica with SIGTERM or SIGINT)");
+            }
             self.ring.submit_and_wait(1).map_err(|error| ServerError::Io(error.to_string()))?;
             while let Some(completion) = self.ring.pop_completion() {
                 let index = (completion.tag & !TAG_KIND) as usize;
@@ -248,16 +326,33 @@ impl<S: Storage> Server<S> {
     }
 
     fn on_accept(&mut self, result: i32) -> Result<(), ServerError> {
-        self.queue_accept()?;
         if result < 0 {
-            eprintln!("warning: accept failed: {}", std::io::Error::from_raw_os_error(-result));
+            // Out of file descriptors (EMFILE, ENFILE) or memory: accepting again at once would
+            // fail again at once. Rest until the next tick; pending connections wait in the
+            // listen backlog.
+            self.accept_resting = true;
+            if let Some(count) = self.warnings.accept_failed.due(Instant::now()) {
+                eprintln!(
+                    "warning: accept failed {count} time(s) in the last {}s: {}; accepting again every {:?}",
+                    WARNING_INTERVAL_NS / crate::constants::NS_PER_S,
+                    std::io::Error::from_raw_os_error(-result),
+                    self.options.pulse_interval,
+                );
+            }
             return Ok(());
         }
+        self.queue_accept()?;
         let fd = result;
         let Some(index) =
             self.connections.iter().position(|connection| connection.state == ConnectionState::Free)
         else {
-            eprintln!("warning: connection refused: all {} connections are in use", self.connections.len());
+            if let Some(count) = self.warnings.connection_refused.due(Instant::now()) {
+                eprintln!(
+                    "warning: {count} connection(s) refused in the last {}s: all {} connections are in use (--connections-max)",
+                    WARNING_INTERVAL_NS / crate::constants::NS_PER_S,
+                    self.connections.len()
+                );
+            }
             // SAFETY: `fd` was just accepted and is owned by nobody else.
             unsafe { libc::close(fd) };
             return Ok(());
@@ -308,7 +403,10 @@ impl<S: Storage> Server<S> {
                 Action::None => {}
                 Action::Close(reason) => {
                     eprintln!("warning: closing connection {index} ({}): {reason}", connection.peer());
+                    // The receive that brought this message has completed; a send may still be
+                    // in flight. Free the slot now if nothing is, or else on that completion.
                     connection.shutdown();
+                    connection.close_if_idle();
                     return;
                 }
                 Action::Reply(slot) => {
@@ -322,11 +420,30 @@ impl<S: Storage> Server<S> {
 
     fn on_tick(&mut self) -> Result<(), ServerError> {
         self.queue_timeout()?;
+        if self.accept_resting {
+            self.accept_resting = false;
+            self.queue_accept()?;
+        }
+        if let Some(jump) = self.clock.jump() {
+            eprintln!(
+                "warning: the system clock stepped {} by {:.3}s; timestamps stay monotonic, but pending \
+                 transfers' timeouts are measured on this clock (docs/operating.md, \"The clock\")",
+                if jump > 0 { "forward" } else { "backward" },
+                jump.unsigned_abs() as f64 / 1e9,
+            );
+        }
         let now = Instant::now();
         for connection in &mut self.connections {
             connection.close_if_stale(now, self.options.idle_timeout);
+            // A slot stays `Closing` only while an operation on it is in flight: otherwise no
+            // completion would ever free it, leaking it and its socket until a restart.
+            assert!(
+                connection.state != ConnectionState::Closing
+                    || connection.recv_in_flight
+                    || connection.send_in_flight
+            );
         }
-        let realtime = realtime_ns();
+        let realtime = self.clock.realtime();
         let due = self.ledger.state().expiry_next().is_some_and(|expires_at| expires_at <= realtime);
         if due && !self.pulse_queued {
             if let Some(buffer) = self.queue_free.pop() {
@@ -353,7 +470,7 @@ impl<S: Storage> Server<S> {
             let count = self.queue.len().min(self.ledger.pipeline_max());
             // Replies go straight from the ledger's reply buffer to the connections' send
             // buffers: nothing is allocated per request.
-            let Server { ledger, queue, connections, .. } = self;
+            let Server { ledger, queue, connections, clock, warnings, .. } = self;
             let queue: &[Queued] = queue;
             let placeholder =
                 Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
@@ -369,17 +486,37 @@ impl<S: Storage> Server<S> {
             }
             let mut evicted = [0u128; PIPELINE_PREPARE_MAX];
             let mut position = 0;
-            ledger.submit(&requests[..count], realtime_ns(), |committed, reply| {
+            let submitted = ledger.submit(&requests[..count], clock.realtime(), |committed, reply| {
                 let queued = &queue[position];
                 if let Some(client) = committed.evicted {
                     evicted[position] = client;
                 }
                 position += 1;
+                if let Err(ExecuteError::TableFull { table }) = committed.result {
+                    if let Some(count) = warnings.table_full.due(Instant::now()) {
+                        eprintln!(
+                            "warning: the {table:?} table is full: {count} request(s) rejected whole in the last {}s \
+                             (docs/operating.md, \"Capacity\")",
+                            WARNING_INTERVAL_NS / crate::constants::NS_PER_S
+                        );
+                    }
+                }
                 let connection = queued.connection;
                 if committed.client != 0 && connections[connection].generation == queued.generation {
                     connections[connection].send(reply);
                 }
-            })?;
+            });
+            match submitted {
+                Ok(()) => {}
+                // Nothing was prepared: drop the requests (their clients retry, and are served
+                // once the clock is right) and keep serving.
+                Err(error @ LedgerError::ClockOutOfRange { .. }) => {
+                    if let Some(count) = self.warnings.clock_out_of_range.due(Instant::now()) {
+                        eprintln!("error: {error} ({count} request(s) refused in the last interval)");
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
             for queued in self.queue.drain(..count) {
                 if queued.header.client == 0 {
                     self.pulse_queued = false;
@@ -465,22 +602,31 @@ impl<S: Storage> Server<S> {
     }
 }
 
-/// The cluster clock: this machine's real time in nanoseconds.
-pub fn realtime_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|duration| duration.as_nanos() as u64).unwrap_or(1)
-}
-
-/// Installs SIGTERM and SIGINT handlers that set the returned flag. The server's loop wakes at
-/// least every `pulse_interval`, so it sees the flag promptly.
-pub fn stop_on_signals() -> &'static AtomicBool {
-    static STOP: AtomicBool = AtomicBool::new(false);
-    extern "C" fn handle(_: libc::c_int) {
-        STOP.store(true, Ordering::Relaxed);
+/// Raises this process's soft limit of open file descriptors (up to its hard limit) so that
+/// every connection slot can be used; refuses the options if even the hard limit is too low.
+/// Without this, accepting fails with EMFILE long before `connections_max` is reached.
+fn raise_file_descriptor_limit(connections_max: usize) -> Result<(), ServerError> {
+    let needed = (connections_max + FILE_DESCRIPTORS_RESERVED) as u64;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid out-parameter.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(ServerError::Io(format!("getrlimit: {}", std::io::Error::last_os_error())));
     }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, handle as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, handle as *const () as libc::sighandler_t);
+    if limit.rlim_cur >= needed {
+        return Ok(());
     }
-    &STOP
+    let raised = libc::rlimit { rlim_cur: needed.min(limit.rlim_max), rlim_max: limit.rlim_max };
+    // SAFETY: `raised` is a valid limit no higher than the hard limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        limit = raised;
+    }
+    if limit.rlim_cur < needed {
+        return Err(ServerError::FileDescriptors {
+            connections_max,
+            needed,
+            limit: limit.rlim_cur,
+            limit_hard: limit.rlim_max,
+        });
+    }
+    Ok(())
 }

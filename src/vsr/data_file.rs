@@ -103,6 +103,21 @@ pub enum DataFileError {
         /// The size the layout needs.
         needed: u64,
     },
+    /// An intact prepare in the WAL cannot be applied (written by a faulty build or clock).
+    #[error(
+        "WAL entry for op {op} (slot {slot}, file offset {offset}) is intact but cannot be applied: \
+         {reason}; refusing to start rather than apply it"
+    )]
+    PrepareInvalid {
+        /// The op.
+        op: u64,
+        /// Its slot.
+        slot: u64,
+        /// The file offset of the slot.
+        offset: u64,
+        /// What is wrong with it.
+        reason: super::ledger::PrepareInvalid,
+    },
     /// The capacities cannot be checkpointed with this block size.
     #[error("these capacities need {needed} manifest blocks, more than {MANIFEST_BLOCKS_MAX}: use a larger block size")]
     TooLarge {

@@ -2,12 +2,12 @@
 //! `n % journal_slot_count`), plus a ring of redundant copies of their headers.
 //!
 //! Durability protocol. Prepares are appended in groups; each group is written and made durable
-//! with one `fdatasync`. The redundant headers of a group are written only *after* that sync, in
-//! the next group's write (or by [`Journal::flush_headers`] when idle). So a valid redundant
-//! header for op `n` proves that prepare `n` was once durable: if the prepare is then found
-//! damaged, that is corruption, never a torn append, and recovery refuses to guess. A damaged
-//! prepare whose redundant header was never written is a torn append at the head: every op from
-//! it on was never acknowledged, and recovery cuts the log there.
+//! with one `fdatasync`, and only *after* that sync are the group's redundant headers written
+//! and synced — both before the group is acknowledged. So a valid redundant header for op `n`
+//! proves that prepare `n` was once durable, and every acknowledged prepare has one: if the
+//! prepare is then found damaged, that is corruption, never a torn append, and recovery refuses
+//! to guess. A damaged prepare whose redundant header was never written is a torn append at the
+//! head: it was never acknowledged, and recovery cuts the log there.
 //!
 //! Empty slots hold a *reserved* header (valid checksum, command `Reserved`, op = slot index),
 //! written at format, so "never written" is told apart from "damaged".
@@ -124,36 +124,37 @@ impl Journal {
         bytemuck::pod_read_unaligned(&self.headers[slot as usize * HEADER_SIZE..][..HEADER_SIZE])
     }
 
-    /// Appends a group of prepares with one write submission and one `fdatasync`; on return
-    /// every one of them is durable. Each buffer holds a sealed prepare message (header and
-    /// body), sector-padded. Redundant headers of earlier groups ride along in the same write.
+    /// Appends a group of prepares; on return every one of them *and its redundant header* is
+    /// durable, so the group may be acknowledged. Two write submissions, each followed by an
+    /// `fdatasync`: first the prepares (sector-padded sealed messages), then the headers-ring
+    /// sectors holding their headers. A header is never written before its prepare is durable,
+    /// so a valid redundant header proves a durable prepare. Header sectors left ready by
+    /// recovery ride along with the first write, a few at a time.
     pub fn append(&mut self, storage: &mut dyn Storage, prepares: &[&[u8]]) -> Result<(), StorageError> {
         assert!(!prepares.is_empty() && prepares.len() <= APPEND_PREPARES_MAX);
-        // A fixed array, not a vector: appending is on the hot path and allocates nothing.
+        // Fixed arrays, not vectors: appending is on the hot path and allocates nothing.
         let mut writes = [Write { offset: 0, data: &[] }; APPEND_PREPARES_MAX + APPEND_HEADER_SECTORS_MAX];
         let mut count = 0;
+        let mut op_previous = None;
         for prepare in prepares {
             let header: Header = bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]);
             assert!(header.valid_checksum());
             assert_eq!(header.command(), Some(Command::Prepare));
             assert_eq!(header.cluster, self.cluster);
+            // A group is consecutive ops: its headers then span few sectors of the ring.
+            assert!(op_previous.is_none_or(|previous: u64| header.op == previous + 1));
+            op_previous = Some(header.op);
             let size = (header.size as usize).next_multiple_of(SECTOR_SIZE);
             assert!(size <= prepare.len() && size as u64 <= self.layout.message_size_max);
             let slot = header.op % self.layout.journal_slot_count;
             writes[count] = Write { offset: self.layout.wal_prepare_offset(slot), data: &prepare[..size] };
             count += 1;
         }
-        // Sectors whose prepares were synced by an earlier append ride along, a few at a time
-        // (after recovery many may be ready; the rest follow with later appends or a flush).
         let mut sectors_written = [usize::MAX; APPEND_HEADER_SECTORS_MAX];
         let ready =
             self.headers_ready.iter().enumerate().filter(|(_, ready)| **ready).map(|(sector, _)| sector);
         for (written, sector) in sectors_written.iter_mut().zip(ready) {
-            let offset = sector * SECTOR_SIZE;
-            writes[count] = Write {
-                offset: self.layout.wal_headers_offset() + offset as u64,
-                data: &self.headers[offset..offset + SECTOR_SIZE],
-            };
+            writes[count] = self.header_sector_write(sector);
             count += 1;
             *written = sector;
         }
@@ -161,22 +162,43 @@ impl Journal {
         for sector in sectors_written.into_iter().filter(|sector| *sector != usize::MAX) {
             self.headers_ready[sector] = false;
         }
-        // Now that the group is durable, its headers may be written (with the next group).
+        // The prepares are durable: now their headers, before anyone is told.
+        let mut sectors = [usize::MAX; APPEND_PREPARES_MAX];
+        let mut sector_count = 0;
         for prepare in prepares {
-            self.set_header(&bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]));
+            let header: Header = bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]);
+            self.set_header(&header);
+            let sector = ((header.op % self.layout.journal_slot_count) / HEADERS_PER_SECTOR) as usize;
+            if !sectors[..sector_count].contains(&sector) {
+                sectors[sector_count] = sector;
+                sector_count += 1;
+            }
+        }
+        let mut header_writes = [Write { offset: 0, data: &[] }; APPEND_PREPARES_MAX];
+        for (write, sector) in header_writes.iter_mut().zip(&sectors[..sector_count]) {
+            *write = self.header_sector_write(*sector);
+        }
+        storage.write_and_sync(&header_writes[..sector_count])?;
+        for sector in &sectors[..sector_count] {
+            self.headers_ready[*sector] = false;
         }
         Ok(())
+    }
+
+    /// The write of headers-ring sector `sector` as held in memory.
+    fn header_sector_write(&self, sector: usize) -> Write<'_> {
+        let offset = sector * SECTOR_SIZE;
+        Write {
+            offset: self.layout.wal_headers_offset() + offset as u64,
+            data: &self.headers[offset..offset + SECTOR_SIZE],
+        }
     }
 
     /// Adds a write for each headers-ring sector whose prepares are durable.
     fn ready_header_writes<'a>(&'a self, writes: &mut Vec<Write<'a>>) {
         for (sector, ready) in self.headers_ready.iter().enumerate() {
             if *ready {
-                let offset = sector * SECTOR_SIZE;
-                writes.push(Write {
-                    offset: self.layout.wal_headers_offset() + offset as u64,
-                    data: &self.headers[offset..offset + SECTOR_SIZE],
-                });
+                writes.push(self.header_sector_write(sector));
             }
         }
     }
