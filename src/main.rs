@@ -222,6 +222,9 @@ fn start(args: &StartArgs) -> Result<(), String> {
         pulse_interval: std::time::Duration::from_millis(100),
     };
     options.validate().map_err(|error| error.to_string())?;
+    // Handlers first: a signal during recovery stops the replica as soon as it is served (and
+    // SIGHUP never kills it), and tests may signal as soon as it says it listens.
+    let stop = stop_on_signals();
     let storage = open_storage(&args.path, args.development)?;
     let started = std::time::Instant::now();
     let mut ledger =
@@ -261,7 +264,6 @@ fn start(args: &StartArgs) -> Result<(), String> {
         config.memory_size(),
         server.memory_size(),
     );
-    let stop = stop_on_signals();
     server.run(stop).map_err(|error| format!("stopping: {error}"))?;
     eprintln!("info: stopped cleanly");
     Ok(())

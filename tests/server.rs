@@ -264,6 +264,8 @@ fn rejected_messages() -> Vec<(&'static str, Vec<u8>, bool)> {
     let mut reserved = request_header(CLUSTER, 7, 0, 0, Operation::Register);
     reserved.reserved[3] = 1;
     reserved.set_checksum();
+    let mut view_set = request_header(CLUSTER, 7, 0, 0, Operation::Register);
+    view_set.view = 3;
     let mut unknown_operation = request_header(CLUSTER, 9, 0, 1, Operation::LookupAccounts);
     unknown_operation.operation = 200;
     vec![
@@ -275,6 +277,7 @@ fn rejected_messages() -> Vec<(&'static str, Vec<u8>, bool)> {
         ("unexpected command", sealed(reply_command, &[]), true),
         ("reserved byte set", bytemuck::bytes_of(&reserved).to_vec(), true),
         ("client 0", sealed(client_0, &[]), true),
+        ("a field that must be 0", sealed(view_set, &[]), true),
         (
             "register with a body",
             sealed(request_header(CLUSTER, 8, 0, 0, Operation::Register), &[0; 16]),

@@ -158,6 +158,21 @@ fn decide<S: Storage>(
     if header.client == 0 {
         return Action::Close("request from client 0".to_string());
     }
+    // Fields a request does not use must be 0 (docs/protocol.md): a client that sets them is
+    // broken or speaks another protocol, and nothing it sends can be trusted to mean what it
+    // says.
+    let unused = [
+        ("parent", header.parent != 0),
+        ("op", header.op != 0),
+        ("commit", header.commit != 0),
+        ("timestamp", header.timestamp != 0),
+        ("view", header.view != 0),
+        ("replica", header.replica != 0),
+        ("status", header.status != 0),
+    ];
+    if let Some((field, _)) = unused.iter().find(|(_, set)| *set) {
+        return Action::Close(format!("request field `{field}` must be 0"));
+    }
     if queue.iter().any(|queued| queued.header.client == header.client) {
         return Action::None; // Already being prepared: the reply will come.
     }
