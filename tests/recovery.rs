@@ -266,6 +266,9 @@ fn recovery_after_crashes_in_other_seeded_workloads_keeps_every_acknowledged_bat
 
 /// Crashes the workload of `seed` at every `stride`-th storage step, under every crash mode,
 /// and checks each recovery.
+/// The checkpoint interval of the 8-slot test WAL: (slots − pipeline of 4) / 2.
+const CHECKPOINT_INTERVAL_8_SLOTS: u64 = 2;
+
 fn crash_at_steps(seed: u64, stride: u64) {
     let groups = workload(seed);
     // The reference run: no crash. Ops are deterministic, so every crashed run prepares the
@@ -304,6 +307,15 @@ fn crash_at_steps(seed: u64, stride: u64) {
             assert!(head <= ops_total, "{context}: recovered a phantom op {head}");
             torn_heads += u32::from(recovered.recovered().torn_head);
             assert_same_state(recovered.state(), &replayed(&reference_ops, head), &context);
+            // Replay writes every checkpoint it passes, at the same fixed ops as a run without a
+            // crash: the durable one is the newest checkpoint op at or below the head.
+            let interval = CHECKPOINT_INTERVAL_8_SLOTS;
+            let checkpoint_op = recovered.data_file().checkpoint_op();
+            assert_eq!(
+                checkpoint_op,
+                head / interval * interval,
+                "{context}: checkpoint at op {checkpoint_op}"
+            );
 
             // The log continues where recovery left off, and a clean reopen agrees.
             assert_session(&recovered, &reference_ops, head, &context);
@@ -510,4 +522,45 @@ fn an_intact_prepare_the_state_machine_cannot_apply_is_refused_at_start_instead_
             other => panic!("{reason}: expected a refusal, got {:?}", other.map(|ledger| ledger.op_head())),
         }
     }
+}
+
+#[test]
+fn checkpoints_happen_at_fixed_ops_whatever_the_grouping_of_requests() {
+    // The same requests, one per WAL write on one replica and in groups of 1..=8 on another,
+    // with a clock that never leads (timestamps then depend on the ops alone): both must
+    // checkpoint the same states at the same ops, down to the grid blocks the manifest names.
+    let options = options_with_slots(32);
+    let jobs: Vec<Job> = workload(5).into_iter().flatten().collect();
+    let mut numbers = Vec::new();
+    let mut number = 0;
+    for job in &jobs {
+        numbers.push(number);
+        number += u32::from(job.operation != Operation::Pulse);
+    }
+    let requests: Vec<Request<'_>> = jobs.iter().zip(&numbers).map(|(job, n)| job.request(*n)).collect();
+    let mut prng = Prng::new(9);
+    let mut checkpoints = Vec::new();
+    for grouped in [false, true] {
+        let mut ledger = Ledger::open(formatted_with(options), Some(CLUSTER)).expect("open");
+        let mut done = 0;
+        let mut seen = Vec::new();
+        while done < requests.len() {
+            let size =
+                if grouped { prng.range_inclusive(1, ledger.pipeline_max() as u64) as usize } else { 1 };
+            let end = (done + size).min(requests.len());
+            ledger.submit(&requests[done..end], 0, |_, _| {}).expect("submit");
+            done = end;
+            let checkpoint = ledger.data_file().superblock().checkpoint;
+            if seen.last() != Some(&checkpoint) {
+                seen.push(checkpoint);
+            }
+        }
+        assert!(seen.len() >= 4, "the run passes several checkpoints");
+        checkpoints.push(seen);
+    }
+    let interval = (options.journal_slot_count - 8) / 2;
+    for checkpoint in &checkpoints[0] {
+        assert!(checkpoint.op.is_multiple_of(interval), "checkpoint op {} is on the schedule", checkpoint.op);
+    }
+    assert_eq!(checkpoints[0], checkpoints[1], "the same checkpoints, byte for byte");
 }

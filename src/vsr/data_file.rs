@@ -4,7 +4,7 @@
 use super::checkpoint::{CheckpointError, CheckpointStats, Grid, CHECKPOINT_ARRAYS};
 use super::client_table::CLIENT_SESSION_SIZE;
 use super::header::Header;
-use super::journal::{Journal, JournalError, Recovered};
+use super::journal::{Journal, JournalError, Recovered, Replay};
 use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
 use crate::constants::HEADER_SIZE;
 use crate::state_machine::{Config, RestoreError, StateMachine, PERSISTED_RECORD_SIZES};
@@ -192,6 +192,26 @@ impl<S: Storage> DataFile<S> {
         let (grid, arrays) = Grid::open(&mut storage, &superblock)?;
         let journal = Journal::new(layout, superblock.cluster);
         Ok((DataFile { storage, superblock, journal, grid }, arrays))
+    }
+
+    /// Starts replaying the WAL after the checkpoint; continue with [`DataFile::replay_next`].
+    pub fn replay_start(&mut self) -> Result<Replay, DataFileError> {
+        let checkpoint = self.superblock.checkpoint;
+        Ok(self.journal.replay_start(
+            &mut self.storage,
+            checkpoint.op,
+            checkpoint.prepare_checksum,
+            checkpoint.timestamp,
+        )?)
+    }
+
+    /// The next intact prepare of the WAL's hash chain (header and message), or `None` where it
+    /// ends.
+    pub fn replay_next<'r>(
+        &mut self,
+        replay: &'r mut Replay,
+    ) -> Result<Option<(Header, &'r [u8])>, DataFileError> {
+        Ok(self.journal.replay_next(&mut self.storage, replay)?)
     }
 
     /// Replays the WAL after the checkpoint: calls `replay(header, message)` for each intact

@@ -54,6 +54,23 @@ pub struct Recovered {
     pub torn_head: bool,
 }
 
+/// A recovery of the log in progress ([`Journal::replay_start`]).
+pub struct Replay {
+    recovered: Recovered,
+    /// The last op the log can hold above the checkpoint.
+    op_max: u64,
+    ended: bool,
+    /// The message of the op just replayed.
+    buffer: AlignedBuffer,
+}
+
+impl Replay {
+    /// What has been recovered so far (all of it, once the replay has ended).
+    pub fn recovered(&self) -> Recovered {
+        self.recovered
+    }
+}
+
 /// The write-ahead log of one replica.
 pub struct Journal {
     layout: Layout,
@@ -261,41 +278,75 @@ impl Journal {
         checkpoint_timestamp: u64,
         mut replay: impl FnMut(&Header, &[u8]),
     ) -> Result<Recovered, JournalError> {
+        let mut replaying =
+            self.replay_start(storage, checkpoint_op, checkpoint_checksum, checkpoint_timestamp)?;
+        while let Some((header, message)) = self.replay_next(storage, &mut replaying)? {
+            replay(&header, message);
+        }
+        Ok(replaying.recovered)
+    }
+
+    /// Starts recovering the log after a checkpoint at `checkpoint_op` (whose prepare has
+    /// checksum `checkpoint_checksum`): loads the redundant headers. Continue with
+    /// [`Journal::replay_next`], which lets the caller act between ops (commit, checkpoint).
+    pub fn replay_start(
+        &mut self,
+        storage: &mut dyn Storage,
+        checkpoint_op: u64,
+        checkpoint_checksum: u128,
+        checkpoint_timestamp: u64,
+    ) -> Result<Replay, JournalError> {
         storage.read(self.layout.wal_headers_offset(), &mut self.headers)?;
         self.headers_ready.iter_mut().for_each(|ready| *ready = false);
-        let mut buffer = AlignedBuffer::new(self.layout.message_size_max as usize);
-        let mut recovered = Recovered {
-            op_min: checkpoint_op + 1,
-            op_head: checkpoint_op,
-            head_checksum: checkpoint_checksum,
-            head_timestamp: checkpoint_timestamp,
-            torn_head: false,
-        };
-        let slot_count = self.layout.journal_slot_count;
-        for op in checkpoint_op + 1..=checkpoint_op + slot_count {
-            let read = self.read_prepare(storage, op, &mut buffer)?;
-            if let SlotRead::Intact(header) = read {
-                if header.parent == recovered.head_checksum {
-                    replay(&header, &buffer[..header.size as usize]);
-                    recovered.op_head = op;
-                    recovered.head_checksum = header.checksum;
-                    recovered.head_timestamp = header.timestamp;
-                    // Read back intact, so durable: its redundant header may be (re)written.
-                    self.set_header(&header);
-                    continue;
-                }
-            }
-            // The chain ends here. Prepares become durable in op order (a group is synced
-            // before the next is written), so a redundant header of this op or of any later op
-            // proves this op was durable: then it is damaged, not torn, and cannot be cut.
-            if self.durable_at_or_after(op).is_some() {
-                let slot = op % slot_count;
-                return Err(JournalError::Corrupt { op, slot, offset: self.layout.wal_prepare_offset(slot) });
-            }
-            recovered.torn_head = read != SlotRead::Empty;
-            break;
+        Ok(Replay {
+            recovered: Recovered {
+                op_min: checkpoint_op + 1,
+                op_head: checkpoint_op,
+                head_checksum: checkpoint_checksum,
+                head_timestamp: checkpoint_timestamp,
+                torn_head: false,
+            },
+            op_max: checkpoint_op + self.layout.journal_slot_count,
+            ended: false,
+            buffer: AlignedBuffer::new(self.layout.message_size_max as usize),
+        })
+    }
+
+    /// The next intact op of the hash chain (its header and whole message), or `None` where the
+    /// chain ends; then [`Replay::recovered`] says where and why. An op that the redundant
+    /// headers prove durable but that is damaged is an error: it cannot be cut.
+    pub fn replay_next<'r>(
+        &mut self,
+        storage: &mut dyn Storage,
+        replay: &'r mut Replay,
+    ) -> Result<Option<(Header, &'r [u8])>, JournalError> {
+        let recovered = &mut replay.recovered;
+        let op = recovered.op_head + 1;
+        if replay.ended || op > replay.op_max {
+            replay.ended = true;
+            return Ok(None);
         }
-        Ok(recovered)
+        let read = self.read_prepare(storage, op, &mut replay.buffer)?;
+        if let SlotRead::Intact(header) = read {
+            if header.parent == recovered.head_checksum {
+                recovered.op_head = op;
+                recovered.head_checksum = header.checksum;
+                recovered.head_timestamp = header.timestamp;
+                // Read back intact, so durable: its redundant header may be (re)written.
+                self.set_header(&header);
+                return Ok(Some((header, &replay.buffer[..header.size as usize])));
+            }
+        }
+        // The chain ends here. Prepares become durable in op order (a group is synced before
+        // the next is written), so a redundant header of this op or of any later op proves
+        // this op was durable: then it is damaged, not torn, and cannot be cut.
+        replay.ended = true;
+        if self.durable_at_or_after(op).is_some() {
+            let slot = op % self.layout.journal_slot_count;
+            return Err(JournalError::Corrupt { op, slot, offset: self.layout.wal_prepare_offset(slot) });
+        }
+        recovered.torn_head = read != SlotRead::Empty;
+        Ok(None)
     }
 
     /// The lowest op `≥ op` whose redundant header (exactly that op, not an older wrap's)
