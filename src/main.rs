@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ledger::constants::MESSAGE_SIZE_MAX;
 use ledger::server::{stop_on_signals, Server, ServerOptions};
 use ledger::state_machine::Config;
-use ledger::storage::{FileStorage, IoMode, OpenError};
+use ledger::storage::{FileStorage, IoMode, OpenError, Storage};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::ledger::Ledger;
 
@@ -197,9 +197,10 @@ fn create_storage(path: &Path, size: u64, development: bool) -> Result<FileStora
     }
 }
 
-/// Opens the data file with O_DIRECT, falling back to buffered I/O only in development.
+/// Opens the data file with O_DIRECT, falling back to buffered I/O only in development, and
+/// warns if the file is sparse.
 fn open_storage(path: &Path, development: bool) -> Result<FileStorage, String> {
-    match FileStorage::open(path, IoMode::Direct) {
+    let storage = match FileStorage::open(path, IoMode::Direct) {
         Err(OpenError::DirectIoUnsupported { .. }) if development => {
             eprintln!(
                 "warning: {}: O_DIRECT is not supported here; --development uses buffered I/O",
@@ -208,7 +209,23 @@ fn open_storage(path: &Path, development: bool) -> Result<FileStorage, String> {
             FileStorage::open(path, IoMode::Buffered).map_err(|error| error.to_string())
         }
         result => result.map_err(|error| error.to_string()),
+    }?;
+    // A warning, not a refusal: compressing or deduplicating filesystems (ZFS, btrfs) store
+    // the zeros of a healthy data file in almost no blocks too, and refusing would make them
+    // unusable; a sparse file is correct, only at risk of ENOSPC.
+    if storage.is_sparse() {
+        eprintln!(
+            "warning: {} is sparse: only {} of its {} bytes are allocated on disk (a copy that lost \
+             its preallocation?), so a later write may fail for lack of space and stop the replica \
+             mid-write; allocate it with `fallocate -l {} {}`, or re-copy it with `cp --sparse=never`",
+            path.display(),
+            storage.allocated_size(),
+            storage.size(),
+            storage.size(),
+            path.display(),
+        );
     }
+    Ok(storage)
 }
 
 fn start(args: &StartArgs) -> Result<(), String> {

@@ -116,3 +116,86 @@ fn a_data_file_in_use_by_one_process_is_refused_to_another() {
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_device_a_fifo_or_a_directory_is_not_a_regular_file() {
+    let fifo = path("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let cases = [
+        (PathBuf::from("/dev/null"), "a character device"),
+        (fifo.clone(), "a FIFO"),
+        (directory, "a directory"),
+    ];
+    for (path, kind) in cases {
+        for development in [false, true] {
+            let mut command = ledger();
+            command.arg("inspect").arg(&path);
+            if development {
+                command.arg("--development");
+            }
+            let output = command.output().expect("run ledger inspect");
+            assert!(!output.status.success());
+            let message = stderr(&output);
+            assert!(message.contains("is not a regular file") && message.contains(kind), "{message}");
+            assert!(!message.contains("O_DIRECT"), "{message}");
+        }
+    }
+    let _ = std::fs::remove_file(&fifo);
+}
+
+#[test]
+fn a_foreign_file_is_named_by_its_magic_bytes_as_text() {
+    let foreign = path("zip");
+    let mut bytes = b"PK\x03\x04\x14\x00\x08\x00".to_vec();
+    bytes.resize(1 << 20, 7);
+    std::fs::write(&foreign, bytes).expect("write a foreign file");
+    let inspect = ledger().arg("inspect").arg(&foreign).output().expect("run ledger inspect");
+    assert!(!inspect.status.success());
+    assert!(
+        stderr(&inspect).contains(r#"found magic "PK\x03\x04\x14\x00\x08\x00...""#),
+        "{}",
+        stderr(&inspect)
+    );
+
+    std::fs::write(&foreign, vec![0u8; 1 << 20]).expect("write zeros");
+    let inspect = ledger().arg("inspect").arg(&foreign).output().expect("run ledger inspect");
+    assert!(stderr(&inspect).contains("starts with zero bytes"), "{}", stderr(&inspect));
+    let _ = std::fs::remove_file(&foreign);
+}
+
+#[test]
+fn a_sparse_copy_of_a_data_file_is_warned_about_at_start_and_by_inspect() {
+    let original = path("preallocated");
+    assert!(format(&original).status.success());
+    let copy = path("sparse");
+    let status =
+        Command::new("cp").arg("--sparse=always").arg(&original).arg(&copy).status().expect("run cp");
+    assert!(status.success());
+    let _ = std::fs::remove_file(&original);
+    let metadata = std::fs::metadata(&copy).expect("the copy");
+    if std::os::unix::fs::MetadataExt::blocks(&metadata) * 512 >= metadata.len() / 2 {
+        eprintln!("this filesystem did not make the copy sparse; nothing to test");
+        let _ = std::fs::remove_file(&copy);
+        return;
+    }
+    let inspect = ledger().arg("inspect").arg(&copy).output().expect("run ledger inspect");
+    assert!(inspect.status.success(), "a sparse file is at risk, not damaged: {}", stderr(&inspect));
+    let warning = stderr(&inspect);
+    assert!(
+        warning.contains("is sparse") && warning.contains(&format!("of its {} bytes", metadata.len())),
+        "{warning}"
+    );
+    assert!(warning.contains("fallocate") && warning.contains("--sparse=never"), "{warning}");
+    // 192.0.2.1 (TEST-NET-1) is never a local address: `start` opens and recovers the file,
+    // then fails to listen and exits.
+    let start = ledger()
+        .args(["start", "--development", "--addresses", "192.0.2.1:1"])
+        .arg(&copy)
+        .output()
+        .expect("run ledger start");
+    assert!(stderr(&start).contains("is sparse"), "{}", stderr(&start));
+    let _ = std::fs::remove_file(&copy);
+}
