@@ -123,7 +123,8 @@ fn main() -> ExitCode {
 }
 
 fn format(args: &FormatArgs) -> Result<(), String> {
-    if args.replica_count == 0 || args.replica >= args.replica_count {
+    // Everything is validated before anything is printed or created.
+    if args.replica_count == 1 && args.replica != 0 {
         return Err(format!(
             "--replica {} must be below --replica-count {}",
             args.replica, args.replica_count
@@ -133,10 +134,12 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         return Err("--cluster must not be 0".to_string());
     }
     let base = if args.development { Config::DEVELOPMENT } else { CONFIG_DEFAULT };
+    let transfers_max = args.transfers_max.unwrap_or(base.transfers_max);
     let config = Config {
         accounts_max: args.accounts_max.unwrap_or(base.accounts_max),
-        transfers_max: args.transfers_max.unwrap_or(base.transfers_max),
-        expiries_max: args.expiries_max.unwrap_or(base.expiries_max),
+        transfers_max,
+        // Each expiry is a pending transfer: the default never exceeds the transfers.
+        expiries_max: args.expiries_max.unwrap_or(base.expiries_max.min(transfers_max)),
         history_max: args.history_max.unwrap_or(base.history_max),
     };
     let options = FormatOptions {
@@ -149,26 +152,29 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         block_size: 64 * 1024,
         config,
     };
+    options.validate().map_err(|error| error.to_string())?;
     let layout = options.layout();
-    eprintln!(
-        "info: formatting {}: {} bytes (WAL {} slots of {} bytes, {} client reply slots, grid {} blocks of {} bytes)",
-        args.path.display(),
-        layout.file_size(),
-        layout.journal_slot_count,
-        layout.message_size_max,
-        layout.clients_max,
-        layout.grid_block_count,
-        layout.block_size,
-    );
-    eprintln!(
-        "info: capacity {} accounts, {} transfers, {} expiries, {} history snapshots; {} bytes of memory when served",
-        config.accounts_max,
-        config.transfers_max,
-        config.expiries_max,
-        config.history_max,
-        config.memory_size()
-    );
-    let storage = create_storage(&args.path, layout.file_size(), args.development)?;
+    let announce = || {
+        eprintln!(
+            "info: formatting {}: {} bytes (WAL {} slots of {} bytes, {} client reply slots, grid {} blocks of {} bytes)",
+            args.path.display(),
+            layout.file_size(),
+            layout.journal_slot_count,
+            layout.message_size_max,
+            layout.clients_max,
+            layout.grid_block_count,
+            layout.block_size,
+        );
+        eprintln!(
+            "info: capacity {} accounts, {} transfers, {} expiries, {} history snapshots; {} bytes of memory when served",
+            config.accounts_max,
+            config.transfers_max,
+            config.expiries_max,
+            config.history_max,
+            config.memory_size()
+        );
+    };
+    let storage = create_storage(&args.path, layout.file_size(), args.development, announce)?;
     DataFile::format(storage, &options).map_err(|error| {
         // A half-formatted file is useless and would block a retry.
         let _ = std::fs::remove_file(&args.path);
@@ -183,15 +189,25 @@ fn format(args: &FormatArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the data file with O_DIRECT, falling back to buffered I/O only in development.
-fn create_storage(path: &Path, size: u64, development: bool) -> Result<FileStorage, String> {
-    match FileStorage::create(path, size, IoMode::Direct) {
+/// Creates the data file with O_DIRECT, falling back to buffered I/O only in development;
+/// calls `announce` once the file is created, before its zeros are written.
+fn create_storage(
+    path: &Path,
+    size: u64,
+    development: bool,
+    announce: impl FnOnce(),
+) -> Result<FileStorage, String> {
+    // The fallback is only tried after a refusal of O_DIRECT, before anything was announced.
+    let mut announce = Some(announce);
+    let mut created = || announce.take().into_iter().for_each(|announce| announce());
+    match FileStorage::create_announced(path, size, IoMode::Direct, &mut created) {
         Err(OpenError::DirectIoUnsupported { .. }) if development => {
             eprintln!(
                 "warning: {}: O_DIRECT is not supported here; --development uses buffered I/O",
                 path.display()
             );
-            FileStorage::create(path, size, IoMode::Buffered).map_err(|error| error.to_string())
+            FileStorage::create_announced(path, size, IoMode::Buffered, created)
+                .map_err(|error| error.to_string())
         }
         result => result.map_err(|error| error.to_string()),
     }

@@ -118,6 +118,57 @@ fn a_data_file_in_use_by_one_process_is_refused_to_another() {
 }
 
 #[test]
+fn format_refuses_capacities_and_replica_counts_start_cannot_serve_before_creating_anything() {
+    let cases: [(&[&str], &str); 9] = [
+        (&["--accounts-max", "0"], "--accounts-max 0 is out of range: it must be from 1 to 4294967294"),
+        (&["--transfers-max", "0"], "--transfers-max 0 is out of range: it must be from 1 to 4294967294"),
+        (&["--expiries-max", "0"], "--expiries-max 0 is out of range: it must be from 1 to 4294967294"),
+        (&["--history-max", "0"], "--history-max 0 is out of range: it must be from 1 to 4294967294"),
+        (&["--history-max", "4294967295"], "--history-max 4294967295 is out of range"),
+        (&["--transfers-max", "100", "--expiries-max", "101"], "must be at most --transfers-max"),
+        (&["--accounts-max", "400000000"], "more than the 196608 a checkpoint can reference"),
+        (&["--replica-count", "3"], "single-replica clusters only (replication is not built yet)"),
+        (&["--replica-count", "0"], "use --replica-count 1"),
+    ];
+    for (arguments, expected) in cases {
+        let path = path("refused");
+        let output = ledger()
+            .args(["format", "--cluster", "42", "--development"])
+            .args(arguments)
+            .arg(&path)
+            .output()
+            .expect("run ledger format");
+        assert!(!output.status.success(), "{arguments:?} was accepted");
+        assert!(stderr(&output).contains(expected), "{arguments:?}: {}", stderr(&output));
+        assert!(!stderr(&output).contains("info: formatting"), "{arguments:?}: {}", stderr(&output));
+        assert!(!path.exists(), "{arguments:?} left a file");
+    }
+    // At the limits: the smallest capacities, and as many expiries as transfers, are served.
+    let path = path("smallest");
+    let output = ledger()
+        .args(["format", "--cluster", "42", "--development"])
+        .args(["--accounts-max", "1", "--transfers-max", "1", "--expiries-max", "1", "--history-max", "1"])
+        .arg(&path)
+        .output()
+        .expect("run ledger format");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let inspect = ledger().arg("inspect").arg(&path).output().expect("run ledger inspect");
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn format_announces_formatting_only_once_the_file_is_created() {
+    let path = path("announce");
+    let output = format(&path);
+    assert!(stderr(&output).contains("info: formatting"), "{}", stderr(&output));
+    let again = format(&path);
+    assert!(!again.status.success());
+    assert!(!stderr(&again).contains("info: formatting"), "{}", stderr(&again));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn a_device_a_fifo_or_a_directory_is_not_a_regular_file() {
     let fifo = path("fifo");
     let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
