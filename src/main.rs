@@ -305,11 +305,20 @@ fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| format!("address {address} resolves to nothing"))
 }
 
+/// Prints the report; fails (exit status 1) naming each error it found.
 fn inspect(path: &Path, development: bool) -> Result<(), String> {
     let mut storage = open_storage(path, development)?;
     let report = ledger::vsr::inspect::inspect(&mut storage)
         .map_err(|error| format!("{}: {error}", path.display()))?;
     print!("{report}");
+    let errors: Vec<String> = report.errors().map(|finding| format!("\n  {}", finding.message)).collect();
+    if !errors.is_empty() {
+        let count = match errors.len() {
+            1 => "1 error".to_string(),
+            count => format!("{count} errors"),
+        };
+        return Err(format!("{}: {count} found:{}", path.display(), errors.concat()));
+    }
     Ok(())
 }
 

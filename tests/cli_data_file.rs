@@ -250,3 +250,238 @@ fn a_sparse_copy_of_a_data_file_is_warned_about_at_start_and_by_inspect() {
     assert!(stderr(&start).contains("is sparse"), "{}", stderr(&start));
     let _ = std::fs::remove_file(&copy);
 }
+
+/// What a populated data file holds, and where.
+struct Populated {
+    path: PathBuf,
+    layout: ledger::storage::layout::Layout,
+    checkpoint_op: u64,
+    op_head: u64,
+    manifest_address: u64,
+    session_slot: u64,
+}
+
+/// The client of the populated file's requests.
+const CLIENT: u128 = 77;
+
+/// A development data file with a checkpoint (manifest, pages, `CLIENT`'s session) and, after
+/// it, a few pulses in the WAL (from the replica itself, so no session's reply changes), whose
+/// redundant headers are flushed: what a replica leaves after a clean stop.
+fn populated(name: &str) -> Populated {
+    use ledger::operation::Operation;
+    use ledger::types::{Account, Transfer};
+    use ledger::vsr::ledger::{Ledger, Request};
+    let path = path(name);
+    assert!(format(&path).status.success());
+    let storage = ledger::storage::FileStorage::open(&path, ledger::storage::IoMode::Direct).expect("open");
+    let mut ledger = Ledger::open(storage, Some(42)).expect("recover");
+    let accounts: Vec<Account> =
+        (1..=2u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+    let transfers: Vec<Transfer> = (1..=50u128)
+        .map(|id| Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 1,
+            ledger: 1,
+            code: 1,
+            ..Transfer::default()
+        })
+        .collect();
+    let bodies = [body(&[] as &[Account]), body(&accounts), body(&transfers)];
+    let operations = [Operation::Register, Operation::CreateAccounts, Operation::CreateTransfers];
+    for (number, (operation, body)) in operations.iter().zip(&bodies).enumerate() {
+        let bytes: &[u8] = bytemuck::cast_slice(&body.0);
+        let body = if *operation == Operation::Register { &[][..] } else { &bytes[..body.1] };
+        let request = Request {
+            operation: *operation,
+            body,
+            client: CLIENT,
+            request: number as u32,
+            checksum: number as u128,
+        };
+        ledger.submit(&[request], 1_000_000_000 + number as u64, |_, _| {}).expect("submit");
+    }
+    ledger.checkpoint().expect("checkpoint");
+    let pulse = Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
+    for index in 0..3 {
+        ledger.submit(&[pulse], 2_000_000_000 + index, |_, _| {}).expect("pulse");
+    }
+    ledger.flush().expect("flush");
+    let superblock = *ledger.data_file().superblock();
+    let (session_slot, _) = ledger.clients().get(CLIENT).expect("a session");
+    let populated = Populated {
+        path,
+        layout: superblock.layout(),
+        checkpoint_op: superblock.checkpoint.op,
+        op_head: ledger.op_head(),
+        manifest_address: superblock.checkpoint.manifest[0].address,
+        session_slot: session_slot as u64,
+    };
+    assert!(populated.checkpoint_op > 0 && populated.op_head == populated.checkpoint_op + 3);
+    assert!(superblock.checkpoint.manifest_block_count >= 1);
+    populated
+}
+
+/// A request body of `events`, 16-byte aligned, and its size.
+fn body<T: bytemuck::Pod>(events: &[T]) -> (Vec<u128>, usize) {
+    let mut body = vec![0u128; ledger::constants::MESSAGE_BODY_SIZE_MAX / 16];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut body);
+    bytes[..std::mem::size_of_val(events)].copy_from_slice(bytemuck::cast_slice(events));
+    let size = ledger::multi_batch::encode_single(bytes, core::mem::size_of::<T>(), events.len());
+    (body, size)
+}
+
+/// Overwrites `size` bytes at `offset` with zeros (a lost or wiped sector; a random bit flip
+/// could land in padding that no checksum covers).
+fn zero(path: &PathBuf, offset: u64, size: usize) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).expect("open to damage");
+    file.write_all_at(&vec![0; size], offset).expect("damage");
+    file.sync_all().expect("sync");
+}
+
+fn inspect(path: &PathBuf) -> (Output, String) {
+    let output = ledger().arg("inspect").arg(path).output().expect("run ledger inspect");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, report)
+}
+
+/// Runs `start` on `path` up to its failure to listen on a non-local address (TEST-NET-1):
+/// far enough to see whether it recovers the file.
+fn start_until_listen(path: &PathBuf) -> Output {
+    ledger()
+        .args(["start", "--development", "--addresses", "192.0.2.1:1"])
+        .arg(path)
+        .output()
+        .expect("run ledger start")
+}
+
+#[test]
+fn inspect_passes_an_intact_populated_file_and_names_each_damaged_grid_block_that_start_refuses() {
+    let file = populated("grid");
+    let (output, report) = inspect(&file.path);
+    assert!(output.status.success(), "{report}{}", stderr(&output));
+    assert!(report.contains("verdict: ok (0 warnings)"), "{report}");
+    assert!(report.contains("client replies: 1 of 1 live sessions intact"), "{report}");
+    assert!(!report.contains("grid blocks verified: 0"), "{report}");
+
+    // The manifest's first reference is page 0 of the accounts: {checksum u128, address u64}.
+    let manifest = std::fs::read(&file.path).expect("read");
+    let manifest_offset = file.layout.block_offset(file.manifest_address) as usize;
+    let page = &manifest[manifest_offset + 16..][..8];
+    let page_address = u64::from_le_bytes(page.try_into().expect("8 bytes"));
+    drop(manifest);
+    let page_offset = file.layout.block_offset(page_address);
+    zero(&file.path, page_offset, 4096);
+    let (output, report) = inspect(&file.path);
+    assert!(!output.status.success(), "{report}");
+    let expected = format!("page 0 of the accounts: grid block {page_address} (file offset {page_offset})");
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+    assert!(report.contains("verdict: DAMAGED (1 errors"), "{report}");
+    let start = start_until_listen(&file.path);
+    assert!(stderr(&start).contains(&format!("grid block {page_address}")), "{}", stderr(&start));
+
+    // Every damaged block is named, not just the first.
+    let manifest_offset = file.layout.block_offset(file.manifest_address);
+    zero(&file.path, manifest_offset + 4096, 4096);
+    zero(&file.path, manifest_offset, 4096);
+    let (output, _) = inspect(&file.path);
+    assert!(!output.status.success());
+    let expected =
+        format!("manifest block 0: grid block {} (file offset {manifest_offset})", file.manifest_address);
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+    let _ = std::fs::remove_file(&file.path);
+}
+
+#[test]
+fn inspect_fails_naming_a_damaged_wal_entry_whose_redundant_header_proves_it_durable() {
+    let file = populated("wal-durable");
+    let op = file.checkpoint_op + 1;
+    let slot = op % file.layout.journal_slot_count;
+    let offset = file.layout.wal_prepare_offset(slot);
+    zero(&file.path, offset, 4096);
+    let (output, report) = inspect(&file.path);
+    assert!(!output.status.success(), "{report}");
+    let expected = format!("WAL entry for op {op} (slot {slot}, file offset {offset})");
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+    assert!(stderr(&output).contains("start refuses"), "{}", stderr(&output));
+    assert!(report.contains(&format!("DAMAGED slot {slot} at offset {offset}")), "{report}");
+    let start = start_until_listen(&file.path);
+    assert!(!start.status.success());
+    assert!(stderr(&start).contains(&format!("WAL entry for op {op} (slot {slot}")), "{}", stderr(&start));
+    let _ = std::fs::remove_file(&file.path);
+}
+
+#[test]
+fn inspect_warns_about_a_torn_head_that_start_cuts_and_exits_zero() {
+    let file = populated("wal-torn");
+    // The head op's prepare torn, and its redundant header never written: nothing proves it
+    // was durable, so it was never acknowledged.
+    let slot = file.op_head % file.layout.journal_slot_count;
+    let offset = file.layout.wal_prepare_offset(slot);
+    zero(&file.path, offset, 4096);
+    zero(&file.path, file.layout.wal_headers_offset() + slot * 256, 256);
+    let (output, report) = inspect(&file.path);
+    assert!(output.status.success(), "{report}{}", stderr(&output));
+    let expected = format!("warning: WAL slot {slot} (file offset {offset}) is torn at the head of the log");
+    assert!(report.contains(&expected), "{report}");
+    assert!(report.contains(&format!("recovery cuts the log before op {}", file.op_head)), "{report}");
+    assert!(report.contains("verdict: ok"), "{report}");
+    let start = start_until_listen(&file.path);
+    assert!(stderr(&start).contains("a torn write at the head was cut"), "{}", stderr(&start));
+    let _ = std::fs::remove_file(&file.path);
+}
+
+#[test]
+fn inspect_says_when_superblock_redundancy_is_reduced() {
+    let file = populated("superblock");
+    zero(&file.path, 8192, 4096);
+    let (output, report) = inspect(&file.path);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("redundancy reduced: 3 of 4 copies intact"), "{report}");
+    zero(&file.path, 2 * 8192, 4096);
+    let (output, report) = inspect(&file.path);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("redundancy reduced: 2 of 4 copies intact"), "{report}");
+    zero(&file.path, 3 * 8192, 4096);
+    let (output, _) = inspect(&file.path);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("superblock is corrupt"), "{}", stderr(&output));
+    let _ = std::fs::remove_file(&file.path);
+}
+
+#[test]
+fn inspect_fails_naming_a_corrupted_client_reply_that_start_would_end_the_session_for() {
+    let file = populated("reply");
+    let offset = file.layout.client_reply_offset(file.session_slot);
+    zero(&file.path, offset, 4096);
+    let (output, report) = inspect(&file.path);
+    assert!(!output.status.success(), "{report}");
+    let expected = format!(
+        "client reply slot {} (file offset {offset}, client {CLIENT}) is corrupted",
+        file.session_slot
+    );
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+    assert!(report.contains("client replies: 0 of 1 live sessions intact"), "{report}");
+    let _ = std::fs::remove_file(&file.path);
+}
+
+#[test]
+fn inspect_fails_on_a_corrupted_wal_slot_of_a_checkpointed_op_although_start_does_not_need_it() {
+    let file = populated("wal-old");
+    // Op 1 is covered by the checkpoint, and its slot is far from the head: no torn append
+    // explains damage there, so the disk corrupted it.
+    let slot = 1;
+    assert!(file.checkpoint_op >= 1);
+    let offset = file.layout.wal_prepare_offset(slot);
+    zero(&file.path, offset, 4096);
+    let (output, report) = inspect(&file.path);
+    assert!(!output.status.success(), "{report}");
+    let expected =
+        format!("WAL slot {slot} (file offset {offset}) is corrupted: it is not at the head of the log");
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+    let start = start_until_listen(&file.path);
+    assert!(stderr(&start).contains("info: recovered"), "start serves it: {}", stderr(&start));
+    let _ = std::fs::remove_file(&file.path);
+}
