@@ -12,7 +12,9 @@ use ledger::storage::{FileStorage, IoMode, OpenError, Storage};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::ledger::Ledger;
 
-/// ledger: a financial ledger database of accounts and double-entry transfers.
+/// ledger: a financial ledger database of accounts and double-entry transfers, served by a single
+/// replica (replication is the next milestone). The short `--help` text is the package
+/// description in Cargo.toml.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -26,7 +28,9 @@ enum Command {
     Format(FormatArgs),
     /// Serves a data file: recovers it, then listens for clients until SIGTERM or SIGINT.
     Start(StartArgs),
-    /// Prints a data file's superblock copies, checkpoint and WAL summary, without changing it.
+    /// Verifies every checksum of a data file (superblock copies, checkpoint blocks, WAL slots and
+    /// redundant headers, client replies) without changing it, and prints what it found. Exits 1,
+    /// naming each damage, if `start` would refuse the file or anything is corrupt.
     Inspect {
         /// The data file.
         path: PathBuf,
@@ -53,7 +57,8 @@ struct FormatArgs {
     /// This replica's index, from 0 to replica-count − 1.
     #[arg(long, default_value_t = 0)]
     replica: u8,
-    /// The number of replicas in the cluster.
+    /// The number of replicas in the cluster: 1 (this build serves single-replica clusters only;
+    /// replication is not built yet).
     #[arg(long, default_value_t = 1)]
     replica_count: u8,
     /// A small data file for tests and local development (64 WAL slots, small tables), and
@@ -67,10 +72,12 @@ struct FormatArgs {
     /// --development).
     #[arg(long)]
     transfers_max: Option<u32>,
-    /// The most pending transfers with a timeout waiting to expire (default 1,048,576).
+    /// The most pending transfers with a timeout waiting to expire, at most --transfers-max
+    /// (default 1,048,576; 16,384 with --development; either capped at --transfers-max).
     #[arg(long)]
     expiries_max: Option<u32>,
-    /// The most balance snapshots of `history` accounts (default 1,048,576).
+    /// The most balance snapshots of `history` accounts (default 1,048,576; 131,072 with
+    /// --development).
     #[arg(long)]
     history_max: Option<u32>,
     /// The path of the new data file.

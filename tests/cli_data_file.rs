@@ -485,3 +485,18 @@ fn inspect_fails_on_a_corrupted_wal_slot_of_a_checkpointed_op_although_start_doe
     assert!(stderr(&start).contains("info: recovered"), "start serves it: {}", stderr(&start));
     let _ = std::fs::remove_file(&file.path);
 }
+
+#[test]
+fn help_gives_every_capacity_default_with_and_without_development_and_claims_no_replication() {
+    let help = ledger().args(["format", "--help"]).output().expect("run ledger format --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for option in ["--accounts-max", "--transfers-max", "--expiries-max", "--history-max"] {
+        let line = help.lines().find(|line| line.trim_start().starts_with(option)).expect(option);
+        assert!(line.contains("default") && line.contains("with --development"), "{line}");
+    }
+    assert!(help.contains("replication is not built yet"), "{help}");
+    let top = ledger().arg("--help").output().expect("run ledger --help");
+    let top = String::from_utf8_lossy(&top.stdout).into_owned();
+    assert!(top.contains("a single replica today, replication is the next milestone"), "{top}");
+    assert!(!top.contains("distributed") && !top.contains("and replicated"), "{top}");
+}
