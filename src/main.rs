@@ -8,11 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use ledger::constants::MESSAGE_SIZE_MAX;
 use ledger::server::{stop_on_signals, Server, ServerOptions};
 use ledger::state_machine::Config;
-use ledger::storage::{FileStorage, IoMode, OpenError};
+use ledger::storage::{FileStorage, IoMode, OpenError, Storage};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::ledger::Ledger;
 
-/// ledger: a financial ledger database of accounts and double-entry transfers.
+/// ledger: a financial ledger database of accounts and double-entry transfers, served by a single
+/// replica (replication is the next milestone). The short `--help` text is the package
+/// description in Cargo.toml.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -26,7 +28,9 @@ enum Command {
     Format(FormatArgs),
     /// Serves a data file: recovers it, then listens for clients until SIGTERM or SIGINT.
     Start(StartArgs),
-    /// Prints a data file's superblock copies, checkpoint and WAL summary, without changing it.
+    /// Verifies every checksum of a data file (superblock copies, checkpoint blocks, WAL slots and
+    /// redundant headers, client replies) without changing it, and prints what it found. Exits 1,
+    /// naming each damage, if `start` would refuse the file or anything is corrupt.
     Inspect {
         /// The data file.
         path: PathBuf,
@@ -53,7 +57,8 @@ struct FormatArgs {
     /// This replica's index, from 0 to replica-count − 1.
     #[arg(long, default_value_t = 0)]
     replica: u8,
-    /// The number of replicas in the cluster.
+    /// The number of replicas in the cluster: 1 (this build serves single-replica clusters only;
+    /// replication is not built yet).
     #[arg(long, default_value_t = 1)]
     replica_count: u8,
     /// A small data file for tests and local development (64 WAL slots, small tables), and
@@ -67,10 +72,12 @@ struct FormatArgs {
     /// --development).
     #[arg(long)]
     transfers_max: Option<u32>,
-    /// The most pending transfers with a timeout waiting to expire (default 1,048,576).
+    /// The most pending transfers with a timeout waiting to expire, at most --transfers-max
+    /// (default 1,048,576; 16,384 with --development; either capped at --transfers-max).
     #[arg(long)]
     expiries_max: Option<u32>,
-    /// The most balance snapshots of `history` accounts (default 1,048,576).
+    /// The most balance snapshots of `history` accounts (default 1,048,576; 131,072 with
+    /// --development).
     #[arg(long)]
     history_max: Option<u32>,
     /// The path of the new data file.
@@ -125,7 +132,8 @@ fn main() -> ExitCode {
 }
 
 fn format(args: &FormatArgs) -> Result<(), String> {
-    if args.replica_count == 0 || args.replica >= args.replica_count {
+    // Everything is validated before anything is printed or created.
+    if args.replica_count == 1 && args.replica != 0 {
         return Err(format!(
             "--replica {} must be below --replica-count {}",
             args.replica, args.replica_count
@@ -135,10 +143,12 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         return Err("--cluster must not be 0".to_string());
     }
     let base = if args.development { Config::DEVELOPMENT } else { CONFIG_DEFAULT };
+    let transfers_max = args.transfers_max.unwrap_or(base.transfers_max);
     let config = Config {
         accounts_max: args.accounts_max.unwrap_or(base.accounts_max),
-        transfers_max: args.transfers_max.unwrap_or(base.transfers_max),
-        expiries_max: args.expiries_max.unwrap_or(base.expiries_max),
+        transfers_max,
+        // Each expiry is a pending transfer: the default never exceeds the transfers.
+        expiries_max: args.expiries_max.unwrap_or(base.expiries_max.min(transfers_max)),
         history_max: args.history_max.unwrap_or(base.history_max),
     };
     let options = FormatOptions {
@@ -151,26 +161,29 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         block_size: 64 * 1024,
         config,
     };
+    options.validate().map_err(|error| error.to_string())?;
     let layout = options.layout();
-    eprintln!(
-        "info: formatting {}: {} bytes (WAL {} slots of {} bytes, {} client reply slots, grid {} blocks of {} bytes)",
-        args.path.display(),
-        layout.file_size(),
-        layout.journal_slot_count,
-        layout.message_size_max,
-        layout.clients_max,
-        layout.grid_block_count,
-        layout.block_size,
-    );
-    eprintln!(
-        "info: capacity {} accounts, {} transfers, {} expiries, {} history snapshots; {} bytes of memory when served",
-        config.accounts_max,
-        config.transfers_max,
-        config.expiries_max,
-        config.history_max,
-        config.memory_size()
-    );
-    let storage = create_storage(&args.path, layout.file_size(), args.development)?;
+    let announce = || {
+        eprintln!(
+            "info: formatting {}: {} bytes (WAL {} slots of {} bytes, {} client reply slots, grid {} blocks of {} bytes)",
+            args.path.display(),
+            layout.file_size(),
+            layout.journal_slot_count,
+            layout.message_size_max,
+            layout.clients_max,
+            layout.grid_block_count,
+            layout.block_size,
+        );
+        eprintln!(
+            "info: capacity {} accounts, {} transfers, {} expiries, {} history snapshots; {} bytes of memory when served",
+            config.accounts_max,
+            config.transfers_max,
+            config.expiries_max,
+            config.history_max,
+            config.memory_size()
+        );
+    };
+    let storage = create_storage(&args.path, layout.file_size(), args.development, announce)?;
     DataFile::format(storage, &options).map_err(|error| {
         // A half-formatted file is useless and would block a retry.
         let _ = std::fs::remove_file(&args.path);
@@ -185,23 +198,34 @@ fn format(args: &FormatArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the data file with O_DIRECT, falling back to buffered I/O only in development.
-fn create_storage(path: &Path, size: u64, development: bool) -> Result<FileStorage, String> {
-    match FileStorage::create(path, size, IoMode::Direct) {
+/// Creates the data file with O_DIRECT, falling back to buffered I/O only in development;
+/// calls `announce` once the file is created, before its zeros are written.
+fn create_storage(
+    path: &Path,
+    size: u64,
+    development: bool,
+    announce: impl FnOnce(),
+) -> Result<FileStorage, String> {
+    // The fallback is only tried after a refusal of O_DIRECT, before anything was announced.
+    let mut announce = Some(announce);
+    let mut created = || announce.take().into_iter().for_each(|announce| announce());
+    match FileStorage::create_announced(path, size, IoMode::Direct, &mut created) {
         Err(OpenError::DirectIoUnsupported { .. }) if development => {
             eprintln!(
                 "warning: {}: O_DIRECT is not supported here; --development uses buffered I/O",
                 path.display()
             );
-            FileStorage::create(path, size, IoMode::Buffered).map_err(|error| error.to_string())
+            FileStorage::create_announced(path, size, IoMode::Buffered, created)
+                .map_err(|error| error.to_string())
         }
         result => result.map_err(|error| error.to_string()),
     }
 }
 
-/// Opens the data file with O_DIRECT, falling back to buffered I/O only in development.
+/// Opens the data file with O_DIRECT, falling back to buffered I/O only in development, and
+/// warns if the file is sparse.
 fn open_storage(path: &Path, development: bool) -> Result<FileStorage, String> {
-    match FileStorage::open(path, IoMode::Direct) {
+    let storage = match FileStorage::open(path, IoMode::Direct) {
         Err(OpenError::DirectIoUnsupported { .. }) if development => {
             eprintln!(
                 "warning: {}: O_DIRECT is not supported here; --development uses buffered I/O",
@@ -210,7 +234,23 @@ fn open_storage(path: &Path, development: bool) -> Result<FileStorage, String> {
             FileStorage::open(path, IoMode::Buffered).map_err(|error| error.to_string())
         }
         result => result.map_err(|error| error.to_string()),
+    }?;
+    // A warning, not a refusal: compressing or deduplicating filesystems (ZFS, btrfs) store
+    // the zeros of a healthy data file in almost no blocks too, and refusing would make them
+    // unusable; a sparse file is correct, only at risk of ENOSPC.
+    if storage.is_sparse() {
+        eprintln!(
+            "warning: {} is sparse: only {} of its {} bytes are allocated on disk (a copy that lost \
+             its preallocation?), so a later write may fail for lack of space and stop the replica \
+             mid-write; allocate it with `fallocate -l {} {}`, or re-copy it with `cp --sparse=never`",
+            path.display(),
+            storage.allocated_size(),
+            storage.size(),
+            storage.size(),
+            path.display(),
+        );
     }
+    Ok(storage)
 }
 
 fn start(args: &StartArgs) -> Result<(), String> {
@@ -279,11 +319,20 @@ fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| format!("address {address} resolves to nothing"))
 }
 
+/// Prints the report; fails (exit status 1) naming each error it found.
 fn inspect(path: &Path, development: bool) -> Result<(), String> {
     let mut storage = open_storage(path, development)?;
     let report = ledger::vsr::inspect::inspect(&mut storage)
         .map_err(|error| format!("{}: {error}", path.display()))?;
     print!("{report}");
+    let errors: Vec<String> = report.errors().map(|finding| format!("\n  {}", finding.message)).collect();
+    if !errors.is_empty() {
+        let count = match errors.len() {
+            1 => "1 error".to_string(),
+            count => format!("{count} errors"),
+        };
+        return Err(format!("{}: {count} found:{}", path.display(), errors.concat()));
+    }
     Ok(())
 }
 

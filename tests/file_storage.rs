@@ -252,7 +252,14 @@ fn opening_a_missing_file_or_creating_in_a_missing_directory_says_so() {
         FileStorage::create(&nested, 64 * KIB as u64, IoMode::Direct),
         Err(OpenError::DirectoryNotFound { .. })
     ));
-    assert!(matches!(FileStorage::open(&directory.0, IoMode::Buffered), Err(OpenError::Io { .. })));
+    for mode in [IoMode::Direct, IoMode::Buffered] {
+        match FileStorage::open(&directory.0, mode) {
+            Err(error @ OpenError::NotAFile { kind: "a directory", .. }) => {
+                assert!(error.to_string().contains("is not a regular file"), "{error}")
+            }
+            other => panic!("expected NotAFile for a directory, got {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -28,6 +28,11 @@ const IO_SIZE_MAX: usize = 1 << 30;
 const FILL_WRITE_SIZE: usize = 1024 * 1024;
 const FILL_WRITES_IN_FLIGHT: usize = 8;
 
+/// A file with less than this many tenths of its size allocated is reported as sparse: a data
+/// file is written in full at creation, so anything well below its size lost its allocation
+/// (a tenth of slack covers filesystems that count blocks a little differently).
+const SPARSE_ALLOCATED_TENTHS_MIN: u64 = 9;
+
 /// The tag of the fdatasync that follows a window of writes (write tags are window indexes).
 const SYNC_TAG: u64 = u64::MAX;
 
@@ -93,10 +98,14 @@ pub enum OpenError {
         path: PathBuf,
     },
     /// The path names a directory, device or other non-regular file.
-    #[error("{path} is not a regular file")]
+    #[error(
+        "{path} is not a regular file (it is {kind}); a data file is a regular file made by `ledger format`"
+    )]
     NotAFile {
         /// The data file.
         path: PathBuf,
+        /// What it is instead: "a directory", "a character device", "a FIFO", ...
+        kind: &'static str,
     },
     /// io_uring, which all I/O goes through, cannot be used.
     #[error("cannot use data file {path}: {source}")]
@@ -143,6 +152,8 @@ pub struct FileStorage {
     file: File,
     path: PathBuf,
     size: u64,
+    /// The bytes the filesystem has allocated to the file (`st_blocks × 512`) when opened.
+    allocated_size: u64,
     mode: IoMode,
     /// Bytes written so far by each write of the current window, indexed by tag.
     window_progress: Box<[usize]>,
@@ -158,12 +169,26 @@ impl FileStorage {
     /// metadata update (measured: about twice as fast as writing into a growing or
     /// fallocated file). On failure, no file is left behind.
     pub fn create(path: impl AsRef<Path>, size: u64, mode: IoMode) -> Result<FileStorage, OpenError> {
+        FileStorage::create_announced(path, size, mode, || {})
+    }
+
+    /// [`FileStorage::create`], calling `created` once the file exists and is locked, just before
+    /// the zeros are written: so that a caller announces the (long) work only once it really
+    /// starts, and never before an error such as [`OpenError::Exists`].
+    pub fn create_announced(
+        path: impl AsRef<Path>,
+        size: u64,
+        mode: IoMode,
+        created: impl FnOnce(),
+    ) -> Result<FileStorage, OpenError> {
         let path = path.as_ref();
         assert!(size > 0 && size.is_multiple_of(SECTOR_SIZE as u64), "bad data file size {size}");
         // The ring first: without io_uring there is no point in creating the file.
         let ring = new_ring(path)?;
         let file = open_file(path, mode, true)?;
-        let mut storage = FileStorage::new(ring, file, path, size, mode);
+        created();
+        // Every byte is written below, so all of it is allocated.
+        let mut storage = FileStorage::new(ring, file, path, size, size, mode);
         if let Err(source) = storage.fill_with_zeros() {
             drop(storage);
             // Best effort: a partial data file is useless, and would make a retry fail with
@@ -178,6 +203,14 @@ impl FileStorage {
     /// Opens the existing data file at `path`; its size is the file's size.
     pub fn open(path: impl AsRef<Path>, mode: IoMode) -> Result<FileStorage, OpenError> {
         let path = path.as_ref();
+        // Checked before `open`, whose errors for these are misleading: EINVAL for O_DIRECT on
+        // /dev/null or a FIFO (not the filesystem's fault), EISDIR for a directory. Checked
+        // again on the opened file below, which is what counts.
+        if let Ok(metadata) = std::fs::metadata(path) {
+            if !metadata.is_file() {
+                return Err(OpenError::NotAFile { path: path.to_path_buf(), kind: file_kind(&metadata) });
+            }
+        }
         let ring = new_ring(path)?;
         let file = open_file(path, mode, false)?;
         let metadata = file.metadata().map_err(|source| OpenError::Io {
@@ -186,9 +219,27 @@ impl FileStorage {
             source,
         })?;
         if !metadata.is_file() {
-            return Err(OpenError::NotAFile { path: path.to_path_buf() });
+            return Err(OpenError::NotAFile { path: path.to_path_buf(), kind: file_kind(&metadata) });
         }
-        Ok(FileStorage::new(ring, file, path, metadata.len(), mode))
+        let allocated_size = std::os::unix::fs::MetadataExt::blocks(&metadata).saturating_mul(512);
+        Ok(FileStorage::new(ring, file, path, metadata.len(), allocated_size, mode))
+    }
+
+    /// The bytes the filesystem had allocated to the file when it was opened (`st_blocks ×
+    /// 512`); see [`FileStorage::is_sparse`].
+    pub fn allocated_size(&self) -> u64 {
+        self.allocated_size
+    }
+
+    /// True if far fewer bytes are allocated than the file's size: a copy that lost its
+    /// preallocation (`cp --sparse=always`, a file extended with `truncate`), whose holes are
+    /// allocated only when first written — so a later write can fail with ENOSPC and stop the
+    /// replica mid-write, although `format` had reserved the space.
+    ///
+    /// Filesystems that compress or deduplicate (ZFS, btrfs with compression) also store zeros
+    /// in almost no blocks, so this is a warning sign, not proof.
+    pub fn is_sparse(&self) -> bool {
+        self.allocated_size < self.size / 10 * SPARSE_ALLOCATED_TENTHS_MIN
     }
 
     /// The path the file was opened at.
@@ -201,12 +252,20 @@ impl FileStorage {
         self.mode
     }
 
-    fn new(ring: IoLoop, file: File, path: &Path, size: u64, mode: IoMode) -> FileStorage {
+    fn new(
+        ring: IoLoop,
+        file: File,
+        path: &Path,
+        size: u64,
+        allocated_size: u64,
+        mode: IoMode,
+    ) -> FileStorage {
         FileStorage {
             ring,
             file,
             path: path.to_path_buf(),
             size,
+            allocated_size,
             mode,
             window_progress: vec![0; WINDOW_WRITES_MAX].into_boxed_slice(),
             sync_failed: false,
@@ -484,8 +543,30 @@ fn open_file(path: &Path, mode: IoMode, create: bool) -> Result<File, OpenError>
     }
 }
 
+/// What a non-regular file is, for [`OpenError::NotAFile`].
+fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let file_type = metadata.file_type();
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
 fn open_error(path: &Path, mode: IoMode, create: bool, source: io::Error) -> OpenError {
     let path_buf = path.to_path_buf();
+    if source.raw_os_error() == Some(libc::EISDIR) {
+        return OpenError::NotAFile { path: path_buf, kind: "a directory" };
+    }
     match source.kind() {
         io::ErrorKind::AlreadyExists => OpenError::Exists { path: path_buf },
         io::ErrorKind::NotFound if create => OpenError::DirectoryNotFound { path: path_buf },

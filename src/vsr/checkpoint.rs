@@ -75,6 +75,51 @@ pub enum CheckpointError {
     },
 }
 
+/// What each checkpointed array holds, for messages.
+pub const ARRAY_NAMES: [&str; CHECKPOINT_ARRAYS] = [
+    "accounts",
+    "transfers",
+    "transfer pending statuses",
+    "history snapshots",
+    "burned transfer ids",
+    "client sessions",
+];
+
+/// Which block of a checkpoint a grid block is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockRole {
+    /// Manifest block `index` (in the superblock's order).
+    Manifest {
+        /// Its index in the superblock's list.
+        index: usize,
+    },
+    /// Page `page` of checkpointed array `array` (see [`ARRAY_NAMES`]).
+    Page {
+        /// The array.
+        array: usize,
+        /// The page within it.
+        page: usize,
+    },
+}
+
+impl std::fmt::Display for BlockRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockRole::Manifest { index } => write!(f, "manifest block {index}"),
+            BlockRole::Page { array, page } => write!(f, "page {page} of the {}", ARRAY_NAMES[*array]),
+        }
+    }
+}
+
+/// A damaged checkpoint block, found by [`Grid::verify`].
+#[derive(Debug)]
+pub struct BlockDamage {
+    /// What the block holds.
+    pub role: BlockRole,
+    /// How it is damaged: [`CheckpointError::Corrupt`] or [`CheckpointError::BadReference`].
+    pub error: CheckpointError,
+}
+
 /// What one checkpoint wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointStats {
@@ -167,23 +212,55 @@ impl Grid {
         storage: &mut dyn Storage,
         superblock: &SuperBlock,
     ) -> Result<(Grid, [Vec<u128>; CHECKPOINT_ARRAYS]), CheckpointError> {
+        Grid::load(storage, superblock, None)
+    }
+
+    /// Reads every block of the checkpoint of `superblock` and reports *each* damaged one
+    /// (where [`Grid::open`] stops at the first), for `inspect`. Read-only. The arrays returned
+    /// are as read: whole only if no block is damaged (if a manifest block is, no page is read).
+    pub(crate) fn verify(
+        storage: &mut dyn Storage,
+        superblock: &SuperBlock,
+    ) -> Result<([Vec<u128>; CHECKPOINT_ARRAYS], Vec<BlockDamage>), CheckpointError> {
+        let mut damage = Vec::new();
+        let (_, arrays) = Grid::load(storage, superblock, Some(&mut damage))?;
+        Ok((arrays, damage))
+    }
+
+    /// [`Grid::open`] if `damage` is `None`; else records damaged blocks there and goes on.
+    fn load(
+        storage: &mut dyn Storage,
+        superblock: &SuperBlock,
+        mut damage: Option<&mut Vec<BlockDamage>>,
+    ) -> Result<(Grid, [Vec<u128>; CHECKPOINT_ARRAYS]), CheckpointError> {
         let layout = superblock.layout();
         let checkpoint = &superblock.checkpoint;
         let mut grid = Grid::new(layout);
         let block_size = layout.block_size as usize;
         let mut block = AlignedBuffer::new(block_size);
         let mut manifest_bytes = Vec::with_capacity(checkpoint.manifest_size as usize);
-        for reference in &checkpoint.manifest[..checkpoint.manifest_block_count as usize] {
-            grid.read_block(storage, reference, &mut block)?;
+        let manifest = &checkpoint.manifest[..checkpoint.manifest_block_count as usize];
+        for (index, reference) in manifest.iter().enumerate() {
+            grid.read_block_or_record(
+                storage,
+                reference,
+                &mut block,
+                BlockRole::Manifest { index },
+                &mut damage,
+            )?;
             let take = (checkpoint.manifest_size as usize - manifest_bytes.len()).min(block_size);
             manifest_bytes.extend_from_slice(&block[..take]);
             grid.manifest.push(*reference);
+        }
+        let mut arrays: [Vec<u128>; CHECKPOINT_ARRAYS] = Default::default();
+        if damage.as_ref().is_some_and(|damage| !damage.is_empty()) {
+            // A damaged manifest names no pages that could be trusted.
+            return Ok((grid, arrays));
         }
         let references: Vec<BlockReference> = manifest_bytes
             .chunks_exact(core::mem::size_of::<BlockReference>())
             .map(bytemuck::pod_read_unaligned)
             .collect();
-        let mut arrays: [Vec<u128>; CHECKPOINT_ARRAYS] = Default::default();
         let mut next = 0;
         for array in 0..CHECKPOINT_ARRAYS {
             let size = checkpoint.array_lengths[array] as usize * RECORD_SIZES[array];
@@ -195,7 +272,8 @@ impl Grid {
             let mut data = vec![0u128; page_count * block_size / 16];
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
             for (page, reference) in page_references.iter().enumerate() {
-                grid.read_block(storage, reference, &mut block)?;
+                let role = BlockRole::Page { array, page };
+                grid.read_block_or_record(storage, reference, &mut block, role, &mut damage)?;
                 bytes[page * block_size..][..block_size].copy_from_slice(&block);
             }
             data.truncate(size.div_ceil(16));
@@ -203,6 +281,28 @@ impl Grid {
             arrays[array] = data;
         }
         Ok((grid, arrays))
+    }
+
+    /// [`Grid::read_block`]; with a `damage` list, a damaged block is recorded there instead of
+    /// failing (an I/O error still fails).
+    fn read_block_or_record(
+        &mut self,
+        storage: &mut dyn Storage,
+        reference: &BlockReference,
+        block: &mut AlignedBuffer,
+        role: BlockRole,
+        damage: &mut Option<&mut Vec<BlockDamage>>,
+    ) -> Result<(), CheckpointError> {
+        match (self.read_block(storage, reference, block), damage.as_deref_mut()) {
+            (
+                Err(error @ (CheckpointError::Corrupt { .. } | CheckpointError::BadReference { .. })),
+                Some(damage),
+            ) => {
+                damage.push(BlockDamage { role, error });
+                Ok(())
+            }
+            (outcome, _) => outcome,
+        }
     }
 
     /// Reads the block `reference` names into `block`, verifying it, and marks it acquired.

@@ -9,6 +9,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::header::Header;
+use crate::constants::HEADER_SIZE;
 use crate::storage::AlignedBuffer;
 
 /// One session, as persisted in checkpoints (64 bytes).
@@ -29,6 +31,21 @@ pub struct ClientSession {
     pub reply_size: u32,
     /// Must be zero.
     pub reserved: u64,
+}
+
+impl ClientSession {
+    /// True if `reply` (at least `reply_size` bytes, as read from the session's reply slot) is
+    /// the session's latest reply: intact, and the one whose checksum the session keeps.
+    pub(crate) fn reply_intact(&self, reply: &[u8]) -> bool {
+        let size = self.reply_size as usize;
+        if size < HEADER_SIZE || size > reply.len() {
+            return false;
+        }
+        let header: Header = bytemuck::pod_read_unaligned(&reply[..HEADER_SIZE]);
+        header.valid_checksum()
+            && header.checksum == self.reply_checksum
+            && header.valid_checksum_body(&reply[HEADER_SIZE..size])
+    }
 }
 
 /// The size of a persisted session record.

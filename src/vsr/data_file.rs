@@ -48,6 +48,103 @@ impl FormatOptions {
     }
 }
 
+impl FormatOptions {
+    /// Checks, before anything is written, that these options make a data file that `start`
+    /// serves and the state machine can work with. The relations checked here are otherwise
+    /// assertions (`StateMachine::new`, `AccountTransfers::new`) or refusals at `start`.
+    pub fn validate(&self) -> Result<(), FormatOptionsError> {
+        if self.replica_count != 1 {
+            return Err(FormatOptionsError::ReplicaCount { replica_count: self.replica_count });
+        }
+        let config = &self.config;
+        let capacities = [
+            ("accounts-max", config.accounts_max),
+            ("transfers-max", config.transfers_max),
+            ("expiries-max", config.expiries_max),
+            ("history-max", config.history_max),
+        ];
+        for (option, value) in capacities {
+            // u32::MAX is the state machine's "no index" marker, so it is no capacity.
+            if value == 0 || value == u32::MAX {
+                let (value, max) = (u64::from(value), u64::from(CAPACITY_MAX));
+                return Err(FormatOptionsError::Capacity { option, value, max });
+            }
+        }
+        // A pending transfer waiting to expire is a transfer.
+        if config.expiries_max > config.transfers_max {
+            return Err(FormatOptionsError::ExpiriesAboveTransfers {
+                expiries_max: config.expiries_max,
+                transfers_max: config.transfers_max,
+            });
+        }
+        // Each account's transfer list is built of chunks numbered by u32 (see
+        // `AccountTransfers::new`).
+        let chunks = (2 * u64::from(config.transfers_max)).div_ceil(13) + u64::from(config.accounts_max);
+        let pages = state_pages_max(config, self.clients_max, self.block_size);
+        let needed = manifest_blocks(pages, self.block_size);
+        if chunks >= u64::from(u32::MAX) || needed > MANIFEST_BLOCKS_MAX as u64 {
+            return Err(FormatOptionsError::TooLarge { pages, pages_max: self.pages_max() });
+        }
+        Ok(())
+    }
+
+    /// The most grid pages a checkpoint's manifest can reference with this block size.
+    fn pages_max(&self) -> u64 {
+        MANIFEST_BLOCKS_MAX as u64 * self.block_size
+            / core::mem::size_of::<super::superblock::BlockReference>() as u64
+    }
+}
+
+/// The largest value of a capacity option (`u32::MAX` marks "none" in the state machine).
+pub const CAPACITY_MAX: u32 = u32::MAX - 1;
+
+/// Why [`FormatOptions`] cannot make a working data file. Messages name the `ledger format`
+/// options.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatOptionsError {
+    /// Only single-replica clusters are served.
+    #[error(
+        "--replica-count {replica_count}: this build serves single-replica clusters only \
+         (replication is not built yet); use --replica-count 1"
+    )]
+    ReplicaCount {
+        /// The replica count asked for.
+        replica_count: u8,
+    },
+    /// A capacity is out of range.
+    #[error("--{option} {value} is out of range: it must be from 1 to {max}")]
+    Capacity {
+        /// The option, as `ledger format` spells it.
+        option: &'static str,
+        /// Its value.
+        value: u64,
+        /// Its largest value.
+        max: u64,
+    },
+    /// More expiries than transfers could never be used.
+    #[error(
+        "--expiries-max {expiries_max} is above --transfers-max {transfers_max}: each expiry is a \
+         pending transfer, so it must be at most --transfers-max"
+    )]
+    ExpiriesAboveTransfers {
+        /// The expiries asked for.
+        expiries_max: u32,
+        /// The transfers asked for.
+        transfers_max: u32,
+    },
+    /// The state at full capacity is too large to checkpoint.
+    #[error(
+        "these capacities need {pages} grid pages at full capacity, more than the {pages_max} a \
+         checkpoint can reference: lower --accounts-max, --transfers-max or --history-max"
+    )]
+    TooLarge {
+        /// The pages needed.
+        pages: u64,
+        /// The most pages a checkpoint can reference.
+        pages_max: u64,
+    },
+}
+
 /// The grid pages the persisted arrays take at full capacity.
 fn state_pages_max(config: &Config, clients_max: u64, block_size: u64) -> u64 {
     let counts = [

@@ -353,13 +353,18 @@ impl Journal {
     /// proves a durable prepare.
     fn durable_at_or_after(&self, op: u64) -> Option<u64> {
         let slot_count = self.layout.journal_slot_count;
-        (op..op + slot_count).find(|candidate| {
-            let header = self.header(candidate % slot_count);
-            header.valid_checksum()
-                && header.command() == Some(Command::Prepare)
-                && header.cluster == self.cluster
-                && header.op == *candidate
-        })
+        (op..op + slot_count)
+            .find(|candidate| self.proves_durable(&self.header(candidate % slot_count), *candidate))
+    }
+
+    /// True if `header`, a redundant header, proves that the prepare of `op` was durable: it
+    /// is exactly that op's prepare header (not an older wrap's), intact. Read-only; also used
+    /// by `inspect` on the ring as read from disk.
+    pub(crate) fn proves_durable(&self, header: &Header, op: u64) -> bool {
+        header.valid_checksum()
+            && header.command() == Some(Command::Prepare)
+            && header.cluster == self.cluster
+            && header.op == op
     }
 
     /// Records `header` as the redundant header of its slot, to be written with the next append

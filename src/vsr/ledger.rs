@@ -229,11 +229,7 @@ impl<S: Storage> Ledger<S> {
             let size = (session.reply_size as usize).next_multiple_of(SECTOR_SIZE);
             let buffer = clients.reply_buffer_mut(slot);
             self.data_file.read_reply(slot as u64, &mut buffer[..size])?;
-            let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
-            let intact = header.valid_checksum()
-                && header.checksum == session.reply_checksum
-                && header.valid_checksum_body(&buffer[HEADER_SIZE..session.reply_size as usize]);
-            if !intact {
+            if !session.reply_intact(&buffer[..size]) {
                 clients.evict_slot(slot);
             }
         }

@@ -130,8 +130,15 @@ pub enum SuperBlockError {
     #[error("reading the superblock: {0}")]
     Storage(#[from] StorageError),
     /// No copy carries the data-file magic: not a ledger data file.
-    #[error("not a ledger data file (no superblock copy has the magic bytes {MAGIC:?})")]
-    NotADataFile,
+    #[error(
+        "not a ledger data file: no superblock copy has the magic \"LEDGERDB\" at offset {}; {}",
+        core::mem::offset_of!(SuperBlock, magic),
+        describe_start(.start)
+    )]
+    NotADataFile {
+        /// The file's first bytes, where most formats keep their own magic: to recognise it by.
+        start: [u8; 8],
+    },
     /// Copies exist but no sequence is intact in two of them.
     #[error("the superblock is corrupt: no sequence is intact in at least two of its {SUPERBLOCK_COPIES} copies ({valid} copies valid)")]
     Corrupt {
@@ -144,6 +151,15 @@ pub enum SuperBlockError {
         /// The version in the file.
         found: u32,
     },
+}
+
+/// A foreign file's first bytes as an operator can recognise them: printable ASCII as is,
+/// anything else escaped (`"PK\x03\x04..."` is a zip archive, `"SQLite f..."` a database).
+fn describe_start(start: &[u8; 8]) -> String {
+    if start.iter().all(|byte| *byte == 0) {
+        return "the file starts with zero bytes (never formatted, or its start was overwritten)".to_string();
+    }
+    format!("found magic \"{}...\" at offset 0", start.escape_ascii())
 }
 
 impl SuperBlock {
@@ -182,11 +198,15 @@ impl SuperBlock {
         let mut buffer = AlignedBuffer::new(SUPERBLOCK_COPY_SIZE as usize);
         let mut copies = Vec::with_capacity(SUPERBLOCK_COPIES as usize);
         let mut magic_seen = false;
+        let mut start = [0; 8];
         for copy in 0..SUPERBLOCK_COPIES {
             storage.read(Layout::superblock_offset(copy), &mut buffer)?;
             let superblock: SuperBlock =
                 bytemuck::pod_read_unaligned(&buffer[..core::mem::size_of::<SuperBlock>()]);
             magic_seen |= superblock.magic == MAGIC;
+            if copy == 0 {
+                start.copy_from_slice(&buffer[..8]);
+            }
             // A copy found at the wrong position was misdirected: not trusted.
             let intact = superblock.valid_checksum() && superblock.magic == MAGIC && superblock.copy == copy;
             copies.push(intact.then_some(superblock));
@@ -205,7 +225,7 @@ impl SuperBlock {
                 Err(SuperBlockError::Version { found: superblock.version })
             }
             Some(superblock) => Ok((copies, superblock)),
-            None if !magic_seen && valid == 0 => Err(SuperBlockError::NotADataFile),
+            None if !magic_seen && valid == 0 => Err(SuperBlockError::NotADataFile { start }),
             None => Err(SuperBlockError::Corrupt { valid }),
         }
     }
@@ -284,7 +304,7 @@ mod tests {
         assert!(copies[2].is_none());
 
         let mut empty = SimStorage::new(64 * 1024, 1, SimFaults::default());
-        assert!(matches!(SuperBlock::read(&mut empty), Err(SuperBlockError::NotADataFile)));
+        assert!(matches!(SuperBlock::read(&mut empty), Err(SuperBlockError::NotADataFile { .. })));
 
         for copy in 0..3 {
             storage.corrupt(Layout::superblock_offset(copy), 4096);
