@@ -1,6 +1,7 @@
 //! `ledger client` (`ledger::cli_client`): input validation before anything is sent, batching,
 //! and the printed results, against the fake replica of `tests/fake_replica`; and the real
-//! `ledger` binary, client and server, for what only the real cluster decides (linked chains).
+//! `ledger` binary, client and server, for what only the real cluster decides (linked chains, a
+//! wrong cluster id).
 
 mod fake_replica;
 
@@ -8,12 +9,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fake_replica::FakeReplica;
 use ledger::cli_client::{execute, CliError, ClientArgs};
-use ledger::client::Client;
+use ledger::client::{Client, ClientError};
 use ledger::operation::Operation;
 use ledger::types::Account;
 use serde_json::{json, Value};
@@ -382,4 +383,34 @@ fn the_real_cluster_never_sees_part_of_a_chain_longer_than_a_batch() {
     let results = lines(&String::from_utf8(output.stdout).unwrap());
     assert_eq!(results[0]["status"], "created");
     assert_eq!(results[1]["status"], "linked_event_chain_open");
+}
+
+#[test]
+fn a_wrong_cluster_id_fails_fast_naming_both_clusters() {
+    let server = Server::start("wrong-cluster");
+    let wrong = CLUSTER + 1;
+    let started = Instant::now();
+    let output = server.client(wrong, "lookup_accounts", "\"1\"\n");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}: {stderr}");
+    let expected =
+        format!("the replica at {} belongs to cluster {CLUSTER}, not cluster {wrong}", server.address);
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    // The library: a typed error at once, for the waiting call and every later one.
+    let client = Client::new(wrong, &[server.address]).unwrap();
+    let started = Instant::now();
+    for _ in 0..2 {
+        let error = client.lookup_accounts(&[1], Duration::from_secs(30)).unwrap_err();
+        assert!(
+            matches!(error, ClientError::WrongCluster { expected, found, .. } if expected == wrong && found == CLUSTER),
+            "{error}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The server is unharmed: the right cluster id still works.
+    let client = Client::new(CLUSTER, &[server.address]).unwrap();
+    assert!(client.lookup_accounts(&[1], Duration::from_secs(30)).unwrap().is_empty());
 }

@@ -352,3 +352,37 @@ fn closing_the_client_fails_waiting_and_later_calls() {
     assert!(matches!(waiting.join().unwrap(), Err(ClientError::ShuttingDown)));
     assert!(matches!(client.lookup_accounts(&[1], TIMEOUT), Err(ClientError::ShuttingDown)));
 }
+
+#[test]
+fn a_client_of_another_cluster_fails_every_call_at_once_without_retrying() {
+    let replica = FakeReplica::start(CLUSTER);
+    let wrong = CLUSTER + 1;
+    let client = Arc::new(Client::with_options(wrong, &[replica.address], fast()).unwrap());
+    let started = Instant::now();
+    // Calls waiting at the same time all fail, with the same typed error.
+    let waiting: Vec<_> = (0..4u128)
+        .map(|thread| {
+            let client = Arc::clone(&client);
+            std::thread::spawn(move || client.lookup_accounts(&[thread + 1], TIMEOUT))
+        })
+        .collect();
+    for thread in waiting {
+        let error = thread.join().unwrap().unwrap_err();
+        let expected =
+            ClientError::WrongCluster { address: replica.address, expected: wrong, found: CLUSTER };
+        assert_eq!(error.to_string(), expected.to_string());
+        assert!(
+            matches!(error, ClientError::WrongCluster { expected, found, .. } if expected == wrong && found == CLUSTER)
+        );
+    }
+    let message =
+        format!("the replica at {} belongs to cluster {CLUSTER}, not cluster {wrong}", replica.address);
+    // A later call fails at once too.
+    let error = client.create_accounts(&accounts([1]), TIMEOUT).unwrap_err();
+    assert!(error.to_string().starts_with(&message), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // No retry: one connection, one request (the register), nothing more.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!((replica.connection_count(), replica.foreign_count()), (1, 1));
+    assert!(replica.log().is_empty(), "the fake logs only requests of its own cluster");
+}
