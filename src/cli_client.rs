@@ -3,8 +3,8 @@
 //!
 //! Every line is validated before anything is sent: a single invalid line (bad JSON, an unknown
 //! field, a value out of range) is reported with its line number and field, the command exits
-//! with code 2, and the cluster sees nothing. Blank lines are skipped.
-//! Valid input is cut into batches within the
+//! with code 2, and the cluster sees nothing. Blank lines are skipped; a UTF-8 byte order mark at
+//! the start of the input is skipped with a warning. Valid input is cut into batches within the
 //! cluster's limits and sent one batch at a time. For creates, a batch only ever ends where a
 //! linked chain ends: a chain is applied all or nothing, which it can only be within one batch,
 //! so an input with a chain longer than a batch is refused (code 2) before any event is sent. A
@@ -35,6 +35,9 @@ use crate::types::{Account, AccountFilter, AccountFlags, QueryFilter, Transfer, 
 
 /// The most invalid lines reported one by one; the rest are counted.
 const INVALID_LINES_REPORTED_MAX: usize = 20;
+
+/// The UTF-8 encoding of U+FEFF, the byte order mark some editors write at the start of a file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The arguments of `ledger client`.
 #[derive(clap::Args, Clone, Debug)]
@@ -227,8 +230,22 @@ fn read_events(
         // Without the line ending, serde_json's positions refer to the line alone.
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let bom = text.starts_with(UTF8_BOM);
+        let text = if bom && line_number == 1 {
+            // Editors on some systems start every file with one: it says nothing about the events.
+            let _ = writeln!(errors, "warning: line 1: starts with a UTF-8 byte order mark; skipped it");
+            &text[UTF8_BOM.len()..]
+        } else {
+            text
+        };
         let error = match std::str::from_utf8(text) {
             Err(_) => Some("not valid UTF-8; write one JSON value per line".to_owned()),
+            // Within the input it is a sign of files joined together, not of one JSON value.
+            Ok(_) if bom && line_number > 1 => Some(
+                "starts with a UTF-8 byte order mark, which is skipped only at the start of the input; \
+                 remove it"
+                    .to_owned(),
+            ),
             Ok(text) if text.trim().is_empty() => continue,
             Ok(text) => json::parse_line(text)
                 .and_then(|value| events.records.push(&value))

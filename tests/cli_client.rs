@@ -258,6 +258,28 @@ fn arguments_parse_with_clap() {
     );
 }
 
+#[test]
+fn a_byte_order_mark_at_the_start_is_skipped_with_a_warning_and_elsewhere_refused() {
+    let replica = FakeReplica::start(CLUSTER);
+    let input =
+        "\u{FEFF}{\"id\": \"11\", \"ledger\": 1, \"code\": 1}\n{\"id\": 12, \"ledger\": 1, \"code\": 1}\n";
+    let (result, output, errors) = run(&args(Operation::CreateAccounts, replica.address), input);
+    result.unwrap();
+    assert_eq!(errors, "warning: line 1: starts with a UTF-8 byte order mark; skipped it\n");
+    assert_eq!(lines(&output).len(), 2);
+    // Only at the start of the input: further in, it is reported like any invalid line.
+    let silent = Silent::new();
+    let input = "{\"id\": 12}\n\u{FEFF}{\"id\": 13}\n";
+    let (result, _, errors) = run(&args(Operation::CreateAccounts, silent.address()), input);
+    assert!(matches!(result, Err(CliError::InvalidInput { count: 1 })), "{result:?}");
+    assert_eq!(
+        errors,
+        "line 2: starts with a UTF-8 byte order mark, which is skipped only at the start of the \
+         input; remove it\n"
+    );
+    assert!(!silent.connected());
+}
+
 /// The real `ledger start` on a fresh development data file; killed when dropped.
 struct Server {
     child: Child,
