@@ -568,6 +568,8 @@ fn encode(request: &mut MessageBuffer, operation: Operation, calls: &[Call]) -> 
     let body = &mut request.body_mut()[..MESSAGE_BODY_SIZE_MAX];
     let mut encoder = MultiBatchEncoder::new(body, operation.event_size(), calls.len());
     for call in calls {
+        // One call, one whole batch: its events are never split between requests or batches.
+        assert_eq!(call.events.len(), call.event_count * operation.event_size());
         encoder.writable()[..call.events.len()].copy_from_slice(&call.events);
         encoder.push(call.event_count);
     }
