@@ -3,9 +3,13 @@
 //!
 //! Every line is validated before anything is sent: a single invalid line (bad JSON, an unknown
 //! field, a value out of range) is reported with its line number and field, the command exits
-//! with code 2, and the cluster sees nothing. Blank lines are skipped. Valid input is cut into
-//! batches within the cluster's limits — for creates, preferably where a linked chain ends —
-//! sent one batch at a time, and the results are printed in input order:
+//! with code 2, and the cluster sees nothing. Blank lines are skipped; a UTF-8 byte order mark at
+//! the start of the input is skipped with a warning. Valid input is cut into batches within the
+//! cluster's limits and sent one batch at a time. For creates, a batch only ever ends where a
+//! linked chain ends: a chain is applied all or nothing, which it can only be within one batch,
+//! so an input with a chain longer than a batch is refused (code 2) before any event is sent. A
+//! chain left open at the end of the input is sent whole, and the cluster reports it
+//! (`linked_event_chain_open`). The results are printed in input order:
 //!
 //! * creates: `{"index":…,"status":…,"timestamp":…}` per event, `index` counting the events of
 //!   the whole input from 0 (the same as the position in the batch when the input is one batch);
@@ -17,18 +21,23 @@
 
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::client::{Client, ClientError};
+use crate::constants::MESSAGE_BODY_SIZE_MAX;
 use crate::json::{self, JsonError};
 use crate::operation::Operation;
 use crate::types::{Account, AccountFilter, AccountFlags, QueryFilter, Transfer, TransferFlags};
 
 /// The most invalid lines reported one by one; the rest are counted.
 const INVALID_LINES_REPORTED_MAX: usize = 20;
+
+/// The UTF-8 encoding of U+FEFF, the byte order mark some editors write at the start of a file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The arguments of `ledger client`.
 #[derive(clap::Args, Clone, Debug)]
@@ -57,6 +66,23 @@ pub enum CliError {
         /// The number of invalid lines.
         count: usize,
     },
+    /// A linked chain has more events than one batch holds: no event was sent, because the chain
+    /// would have been split and its parts applied independently.
+    #[error(
+        "input lines {line_first} to {line_last}: a linked chain of {count} events, but at most \
+         {max} fit in one batch; a chain is applied all or nothing, so it cannot be split across \
+         batches: end it sooner (an event without the \"linked\" flag ends a chain); no event was sent"
+    )]
+    ChainTooLong {
+        /// The input line of the chain's first event.
+        line_first: usize,
+        /// The input line of the chain's last event.
+        line_last: usize,
+        /// The events of the chain.
+        count: usize,
+        /// The most events one batch holds.
+        max: usize,
+    },
     /// Standard input could not be read.
     #[error("reading standard input: {0}")]
     Read(#[source] io::Error),
@@ -77,7 +103,7 @@ impl CliError {
     /// The process exit code for this error: 2 for invalid input, else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::InvalidInput { .. } => 2,
+            CliError::InvalidInput { .. } | CliError::ChainTooLong { .. } => 2,
             CliError::Read(_) | CliError::Write(_) | CliError::Client { .. } => 1,
         }
     }
@@ -109,6 +135,8 @@ pub fn execute(
     if events.lines.is_empty() {
         return Ok(());
     }
+    // No cluster takes a batch larger than a message: such a chain is refused without connecting.
+    events.check_chains(args.operation.event_max(MESSAGE_BODY_SIZE_MAX))?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let client = Client::new(args.cluster, &args.addresses)
         .map_err(|source| CliError::Client { line: events.lines[0], source })?;
@@ -122,6 +150,21 @@ pub fn execute(
 struct Events {
     lines: Vec<usize>,
     records: Records,
+}
+
+impl Events {
+    /// Refuses the input if a linked chain has more than `event_max` events.
+    fn check_chains(&self, event_max: usize) -> Result<(), CliError> {
+        match chain_too_long(&self.records, self.lines.len(), event_max) {
+            None => Ok(()),
+            Some(chain) => Err(CliError::ChainTooLong {
+                line_first: self.lines[chain.start],
+                line_last: self.lines[chain.end - 1],
+                count: chain.len(),
+                max: event_max,
+            }),
+        }
+    }
 }
 
 enum Records {
@@ -187,8 +230,22 @@ fn read_events(
         // Without the line ending, serde_json's positions refer to the line alone.
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let bom = text.starts_with(UTF8_BOM);
+        let text = if bom && line_number == 1 {
+            // Editors on some systems start every file with one: it says nothing about the events.
+            let _ = writeln!(errors, "warning: line 1: starts with a UTF-8 byte order mark; skipped it");
+            &text[UTF8_BOM.len()..]
+        } else {
+            text
+        };
         let error = match std::str::from_utf8(text) {
             Err(_) => Some("not valid UTF-8; write one JSON value per line".to_owned()),
+            // Within the input it is a sign of files joined together, not of one JSON value.
+            Ok(_) if bom && line_number > 1 => Some(
+                "starts with a UTF-8 byte order mark, which is skipped only at the start of the input; \
+                 remove it"
+                    .to_owned(),
+            ),
             Ok(text) if text.trim().is_empty() => continue,
             Ok(text) => json::parse_line(text)
                 .and_then(|value| events.records.push(&value))
@@ -244,6 +301,8 @@ fn submit(client: &Client, events: &Events, timeout: Duration, sink: &mut Sink<'
         return Ok(());
     }
     let event_max = client.event_max(operation, timeout).map_err(failed(0))?;
+    // This cluster's limit may be below the largest one `execute` checked against.
+    events.check_chains(event_max)?;
     let mut start = 0;
     while start < events.lines.len() {
         let end = batch_end(&events.records, events.lines.len(), start, event_max);
@@ -270,16 +329,39 @@ fn submit(client: &Client, events: &Events, timeout: Duration, sink: &mut Sink<'
     Ok(())
 }
 
-/// The end of the batch that starts at `start`: at most `event_max` events, cut after the last
-/// linked chain that ends within them (a chain cannot span batches), unless a single chain
-/// fills the whole batch — then the cluster reports it as open.
+/// The end of the batch that starts at `start` (where a chain starts): at most `event_max`
+/// events, cut after the last linked chain that ends within them, because a chain split across
+/// batches would not be applied all or nothing. The last batch takes the rest of the input,
+/// which may end with a chain left open (the cluster reports it).
+///
+/// The caller has refused chains longer than `event_max` ([`chain_too_long`]).
 fn batch_end(records: &Records, count: usize, start: usize, event_max: usize) -> usize {
     assert!(start < count && event_max > 0);
+    assert!(start == 0 || !records.linked(start - 1), "a batch starts where a chain starts");
     let end = count.min(start + event_max);
     if end == count {
         return end;
     }
-    (start..end).rev().find(|index| !records.linked(*index)).map_or(end, |index| index + 1)
+    let last = (start..end).rev().find(|index| !records.linked(*index));
+    last.expect("a linked chain longer than a batch was refused before sending") + 1
+}
+
+/// The first linked chain of more than `event_max` events, as a range of event indexes. A chain
+/// is a run of events that each have the linked flag, and the event after them, which ends it;
+/// a chain still open at the end of the input ends with the last event.
+fn chain_too_long(records: &Records, count: usize, event_max: usize) -> Option<Range<usize>> {
+    assert!(event_max > 0);
+    let mut start = 0;
+    for index in 0..count {
+        if records.linked(index) && index + 1 < count {
+            continue;
+        }
+        if index + 1 - start > event_max {
+            return Some(start..index + 1);
+        }
+        start = index + 1;
+    }
+    None
 }
 
 /// Prints results as JSON lines.
@@ -374,18 +456,70 @@ mod tests {
         )
     }
 
+    /// Cuts the whole input into batches: the event count of each.
+    fn batches(records: &Records, count: usize, event_max: usize) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut start = 0;
+        while start < count {
+            let end = batch_end(records, count, start, event_max);
+            sizes.push(end - start);
+            start = end;
+        }
+        sizes
+    }
+
     #[test]
     fn batches_end_after_a_linked_chain_when_one_ends_within_the_limit() {
         let records = transfers(&[false, true, true, false, true, false, false]);
         assert_eq!(batch_end(&records, 7, 0, 3), 1);
         assert_eq!(batch_end(&records, 7, 1, 3), 4);
         assert_eq!(batch_end(&records, 7, 4, 3), 7);
-        // One chain longer than the limit is cut at the limit.
-        let records = transfers(&[true, true, true, true, false]);
-        assert_eq!(batch_end(&records, 5, 0, 2), 2);
         let ids = Records::Ids(vec![1; 10]);
         assert_eq!(batch_end(&ids, 10, 0, 4), 4);
         assert_eq!(batch_end(&ids, 10, 8, 4), 10);
+    }
+
+    #[test]
+    fn a_chain_longer_than_a_batch_is_refused_and_one_exactly_at_the_limit_is_sent_whole() {
+        // 8,190 linked transfers (the last one ends the chain) after one unlinked transfer.
+        let mut linked = vec![false];
+        linked.extend(std::iter::repeat_n(true, 8189));
+        linked.push(false);
+        let records = transfers(&linked);
+        assert_eq!(chain_too_long(&records, linked.len(), 8189), Some(1..8191));
+        // One event fewer fits: the chain goes alone into the second batch.
+        assert_eq!(chain_too_long(&records, linked.len() - 1, 8189), None);
+        assert_eq!(batches(&records, linked.len() - 1, 8189), vec![1, 8189]);
+        // A chain still open at the end of the input counts up to its last event.
+        let records = transfers(&[false, true, true, true]);
+        assert_eq!(chain_too_long(&records, 4, 2), Some(1..4));
+        assert_eq!(chain_too_long(&records, 4, 3), None);
+        assert_eq!(batches(&records, 4, 3), vec![1, 3]);
+        // Only creates have chains.
+        assert_eq!(chain_too_long(&Records::Ids(vec![1; 10]), 10, 1), None);
+    }
+
+    #[test]
+    fn no_batch_ever_splits_a_chain() {
+        let mut prng = crate::prng::Prng::new(7);
+        for _ in 0..500 {
+            let count = 1 + prng.below(60) as usize;
+            let linked: Vec<bool> = (0..count).map(|_| prng.chance(2, 3)).collect();
+            let records = transfers(&linked);
+            let event_max = 1 + prng.below(12) as usize;
+            if chain_too_long(&records, count, event_max).is_some() {
+                continue;
+            }
+            let sizes = batches(&records, count, event_max);
+            assert_eq!(sizes.iter().sum::<usize>(), count);
+            let mut end = 0;
+            for size in &sizes[..sizes.len() - 1] {
+                assert!(*size <= event_max);
+                end += size;
+                assert!(!linked[end - 1], "{linked:?} max {event_max}: a batch ended inside a chain");
+            }
+            assert!(sizes[sizes.len() - 1] <= event_max);
+        }
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! `ledger client` (`ledger::cli_client`): input validation before anything is sent, batching,
-//! and the printed results, against the fake replica of `tests/fake_replica`.
+//! and the printed results, against the fake replica of `tests/fake_replica`; and the real
+//! `ledger` binary, client and server, for what only the real cluster decides (linked chains, a
+//! wrong cluster id).
 
 mod fake_replica;
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fake_replica::FakeReplica;
 use ledger::cli_client::{execute, CliError, ClientArgs};
+use ledger::client::{Client, ClientError};
 use ledger::operation::Operation;
+use ledger::types::Account;
 use serde_json::{json, Value};
 
 const CLUSTER: u128 = 0x5EED;
@@ -249,4 +256,183 @@ fn arguments_parse_with_clap() {
         Cli::try_parse_from(["ledger", "--cluster", "1", "create_accounts"]).is_err(),
         "addresses are required"
     );
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_is_skipped_with_a_warning_and_elsewhere_refused() {
+    let replica = FakeReplica::start(CLUSTER);
+    let input =
+        "\u{FEFF}{\"id\": \"11\", \"ledger\": 1, \"code\": 1}\n{\"id\": 12, \"ledger\": 1, \"code\": 1}\n";
+    let (result, output, errors) = run(&args(Operation::CreateAccounts, replica.address), input);
+    result.unwrap();
+    assert_eq!(errors, "warning: line 1: starts with a UTF-8 byte order mark; skipped it\n");
+    assert_eq!(lines(&output).len(), 2);
+    // Only at the start of the input: further in, it is reported like any invalid line.
+    let silent = Silent::new();
+    let input = "{\"id\": 12}\n\u{FEFF}{\"id\": 13}\n";
+    let (result, _, errors) = run(&args(Operation::CreateAccounts, silent.address()), input);
+    assert!(matches!(result, Err(CliError::InvalidInput { count: 1 })), "{result:?}");
+    assert_eq!(
+        errors,
+        "line 2: starts with a UTF-8 byte order mark, which is skipped only at the start of the \
+         input; remove it\n"
+    );
+    assert!(!silent.connected());
+}
+
+/// The real `ledger start` on a fresh development data file; killed when dropped.
+struct Server {
+    child: Child,
+    address: SocketAddr,
+    path: PathBuf,
+}
+
+impl Server {
+    fn start(name: &str) -> Server {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cli-{name}-{}.ledger", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let format = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["format", "--cluster", &CLUSTER.to_string(), "--development"])
+            .arg(&path)
+            .output()
+            .expect("ledger format");
+        assert!(format.status.success(), "{}", String::from_utf8_lossy(&format.stderr));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["start", "--development", "--addresses", "127.0.0.1:0"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ledger start");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep reading, so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = sender.send(rest.split(';').next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        let address = receiver.recv_timeout(Duration::from_secs(60)).expect("the server listens");
+        Server { child, address: address.parse().expect("address"), path }
+    }
+
+    /// Runs `ledger client --cluster <cluster>` on `input`.
+    fn client(&self, cluster: u128, operation: &str, input: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["client", "--cluster", &cluster.to_string(), "--addresses", &self.address.to_string()])
+            .arg(operation)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ledger client");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = input.to_owned();
+        // Written from another thread: the client may exit (refusing the input) before reading it all.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let output = child.wait_with_output().expect("ledger client output");
+        writer.join().expect("stdin writer");
+        output
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A transfer of `amount` 1 from account 1 to 2 as a JSON line.
+fn transfer_line(id: u128, linked: bool) -> String {
+    let flags = if linked { "[\"linked\"]" } else { "[]" };
+    format!(
+        "{{\"id\": \"{id}\", \"debit_account_id\": \"1\", \"credit_account_id\": \"2\", \"amount\": \"1\", \
+         \"ledger\": 1, \"code\": 1, \"flags\": {flags}}}\n"
+    )
+}
+
+#[test]
+fn the_real_cluster_never_sees_part_of_a_chain_longer_than_a_batch() {
+    let server = Server::start("chains");
+    let timeout = Duration::from_secs(30);
+    let client = Client::new(CLUSTER, &[server.address]).unwrap();
+    let accounts: Vec<Account> =
+        (1..=2).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+    client.create_accounts(&accounts, timeout).unwrap();
+    let event_max = client.event_max(Operation::CreateTransfers, timeout).unwrap();
+
+    // One transfer, then a chain one event longer than a batch: refused, nothing applied.
+    let chain_count = event_max as u128 + 1;
+    let mut input = transfer_line(1, false);
+    input.extend((2..=chain_count + 1).map(|id| transfer_line(id, id <= chain_count)));
+    let output = server.client(CLUSTER, "create_transfers", &input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let expected = format!("input lines 2 to {}: a linked chain of {chain_count} events", chain_count + 1);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("no event was sent"), "{stderr}");
+    let found = client.lookup_transfers(&[1, 2, chain_count, chain_count + 1], timeout).unwrap();
+    assert!(found.is_empty(), "part of the input was applied: {found:?}");
+
+    // The same chain left open at the end of the input: refused too.
+    let mut input = transfer_line(1, false);
+    input.extend((2..=chain_count + 1).map(|id| transfer_line(id, true)));
+    let output = server.client(CLUSTER, "create_transfers", &input);
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // A chain of exactly a batch after one transfer: two batches, the chain whole in the second.
+    let mut input = transfer_line(1, false);
+    input.extend((2..=chain_count).map(|id| transfer_line(id, id < chain_count)));
+    let output = server.client(CLUSTER, "create_transfers", &input);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let results = lines(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(results.len(), event_max + 1);
+    assert!(results.iter().all(|result| result["status"] == "created"), "{:?}", &results[..2]);
+    let found = client.lookup_transfers(&[1, 2, chain_count], timeout).unwrap();
+    assert_eq!(found.len(), 3);
+
+    // A short chain left open at the end of the input is sent, and the cluster reports it.
+    let input = [transfer_line(chain_count + 1, false), transfer_line(chain_count + 2, true)].concat();
+    let output = server.client(CLUSTER, "create_transfers", &input);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let results = lines(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(results[0]["status"], "created");
+    assert_eq!(results[1]["status"], "linked_event_chain_open");
+}
+
+#[test]
+fn a_wrong_cluster_id_fails_fast_naming_both_clusters() {
+    let server = Server::start("wrong-cluster");
+    let wrong = CLUSTER + 1;
+    let started = Instant::now();
+    let output = server.client(wrong, "lookup_accounts", "\"1\"\n");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}: {stderr}");
+    let expected =
+        format!("the replica at {} belongs to cluster {CLUSTER}, not cluster {wrong}", server.address);
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    // The library: a typed error at once, for the waiting call and every later one.
+    let client = Client::new(wrong, &[server.address]).unwrap();
+    let started = Instant::now();
+    for _ in 0..2 {
+        let error = client.lookup_accounts(&[1], Duration::from_secs(30)).unwrap_err();
+        assert!(
+            matches!(error, ClientError::WrongCluster { expected, found, .. } if expected == wrong && found == CLUSTER),
+            "{error}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The server is unharmed: the right cluster id still works.
+    let client = Client::new(CLUSTER, &[server.address]).unwrap();
+    assert!(client.lookup_accounts(&[1], Duration::from_secs(30)).unwrap().is_empty());
 }

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use fake_replica::{Action, FakeReplica};
 use ledger::client::{Client, ClientError, ClientOptions, Table};
 use ledger::constants::BATCH_EVENTS_MAX;
+use ledger::multi_batch::MultiBatch;
 use ledger::operation::Operation;
 use ledger::types::{
-    Account, AccountFilter, CreateAccountStatus, CreateTransferStatus, QueryFilter, Transfer,
+    Account, AccountFilter, CreateAccountStatus, CreateTransferStatus, QueryFilter, Transfer, TransferFlags,
 };
 use ledger::vsr::header::{EvictionReason, ReplyStatus};
 
@@ -351,4 +352,109 @@ fn closing_the_client_fails_waiting_and_later_calls() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(matches!(waiting.join().unwrap(), Err(ClientError::ShuttingDown)));
     assert!(matches!(client.lookup_accounts(&[1], TIMEOUT), Err(ClientError::ShuttingDown)));
+}
+
+/// The transfers of one call: a linked chain of `count` events whose ids say which call, how many
+/// events and which position each one has.
+fn chain(thread: u128, call: u128, count: u128) -> Vec<Transfer> {
+    assert!(count > 0 && count < 256);
+    (0..count)
+        .map(|index| Transfer {
+            id: thread << 32 | call << 16 | count << 8 | index,
+            flags: if index + 1 < count { TransferFlags::LINKED } else { TransferFlags::default() },
+            ..Transfer::default()
+        })
+        .collect()
+}
+
+#[test]
+fn coalescing_never_splits_a_call_and_refuses_one_too_large_for_a_request() {
+    let limit = 32 * 1024 - 256;
+    let replica = FakeReplica::with_limit(CLUSTER, limit);
+    replica.script(|_| Action::AnswerAfter(Duration::from_millis(5)));
+    let client = Arc::new(client(&replica));
+    let event_max = client.event_max(Operation::CreateTransfers, TIMEOUT).unwrap();
+    assert_eq!(event_max, 253);
+    // Calls of every size up to a whole request, from many threads, so that a request is often
+    // nearly full when the next call does not fit.
+    let threads: Vec<_> = (0..8u128)
+        .map(|thread| {
+            let client = Arc::clone(&client);
+            std::thread::spawn(move || {
+                for call in 0..12u128 {
+                    let count = 1 + (thread * 31 + call * 57) % event_max as u128;
+                    let events = chain(thread, call, count);
+                    let results = client.create_transfers(&events, TIMEOUT).unwrap();
+                    let timestamps: Vec<u64> = results.iter().map(|result| result.timestamp).collect();
+                    let ids: Vec<u64> = events.iter().map(|event| event.id as u64).collect();
+                    assert_eq!(timestamps, ids, "a call's results are its own, whole and in order");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    // Every batch of every request is one whole call: the chain from its first event to its last.
+    let mut calls = Vec::new();
+    for request in replica.requests() {
+        let batches = MultiBatch::decode(&request.bytes[256..], size_of::<Transfer>()).unwrap();
+        batches.for_each(|_, bytes| {
+            let events: &[Transfer] = bytemuck::cast_slice(bytes);
+            let count = (events[0].id >> 8 & 0xFF) as usize;
+            assert_eq!(events.len(), count, "a call was split across batches");
+            for (index, event) in events.iter().enumerate() {
+                assert_eq!((event.id & 0xFF) as usize, index);
+                assert_eq!(event.id >> 8, events[0].id >> 8, "two calls share a batch");
+                assert_eq!(event.flags.contains(TransferFlags::LINKED), index + 1 < count);
+            }
+            calls.push(events[0].id >> 16);
+        });
+    }
+    calls.sort_unstable();
+    calls.dedup();
+    assert_eq!(calls.len(), 8 * 12, "every call was sent exactly once, as one batch");
+    assert!(replica.requests().iter().any(|request| request.batch_count() > 1), "nothing was coalesced");
+
+    // One event more than a request holds: refused with a typed error, nothing sent.
+    let sent = replica.log().len();
+    let error = client.create_transfers(&chain(9, 0, event_max as u128 + 1), TIMEOUT).unwrap_err();
+    assert!(matches!(error, ClientError::InvalidBatch { count: 254, max: 253, .. }), "{error}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(replica.log().len(), sent, "nothing may be sent for a call too large for a request");
+    assert!(replica.invalid_requests().is_empty(), "{:?}", replica.invalid_requests());
+}
+
+#[test]
+fn a_client_of_another_cluster_fails_every_call_at_once_without_retrying() {
+    let replica = FakeReplica::start(CLUSTER);
+    let wrong = CLUSTER + 1;
+    let client = Arc::new(Client::with_options(wrong, &[replica.address], fast()).unwrap());
+    let started = Instant::now();
+    // Calls waiting at the same time all fail, with the same typed error.
+    let waiting: Vec<_> = (0..4u128)
+        .map(|thread| {
+            let client = Arc::clone(&client);
+            std::thread::spawn(move || client.lookup_accounts(&[thread + 1], TIMEOUT))
+        })
+        .collect();
+    for thread in waiting {
+        let error = thread.join().unwrap().unwrap_err();
+        let expected =
+            ClientError::WrongCluster { address: replica.address, expected: wrong, found: CLUSTER };
+        assert_eq!(error.to_string(), expected.to_string());
+        assert!(
+            matches!(error, ClientError::WrongCluster { expected, found, .. } if expected == wrong && found == CLUSTER)
+        );
+    }
+    let message =
+        format!("the replica at {} belongs to cluster {CLUSTER}, not cluster {wrong}", replica.address);
+    // A later call fails at once too.
+    let error = client.create_accounts(&accounts([1]), TIMEOUT).unwrap_err();
+    assert!(error.to_string().starts_with(&message), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // No retry: one connection, one request (the register), nothing more.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!((replica.connection_count(), replica.foreign_count()), (1, 1));
+    assert!(replica.log().is_empty(), "the fake logs only requests of its own cluster");
 }

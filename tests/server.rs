@@ -340,11 +340,24 @@ fn hostile_connections_are_closed_and_never_disturb_other_clients() {
     stream.write_all(&[0xAB; 256]).expect("send");
     assert!(closed_by_server(stream), "garbage header");
 
-    // A valid header of another cluster: closed.
+    // An intact request of another cluster: a wrong_cluster eviction naming the replica's
+    // cluster, then closed.
     let mut stream = connect(server.address);
     let header = request_header(CLUSTER + 1, 7, 0, 0, Operation::Register);
     stream.write_all(&sealed(header, &[])).expect("send");
+    let mut eviction_bytes = [0u8; 256];
+    stream.read_exact(&mut eviction_bytes).expect("wrong_cluster eviction");
+    let eviction: Header = bytemuck::pod_read_unaligned(&eviction_bytes);
+    assert!(eviction.valid_checksum());
+    assert_eq!(eviction.command(), Some(MessageCommand::Eviction));
+    assert_eq!((eviction.status, eviction.cluster, eviction.client), (9, CLUSTER, 7), "wrong_cluster");
     assert!(closed_by_server(stream), "wrong cluster");
+    // The same with a corrupt body: nothing to trust, so closed without a word.
+    let mut stream = connect(server.address);
+    let mut bytes = sealed(request_header(CLUSTER + 1, 7, 0, 0, Operation::Register), &[1; 16]);
+    bytes[256] ^= 1;
+    stream.write_all(&bytes).expect("send");
+    assert!(closed_by_server(stream), "wrong cluster, corrupt body");
 
     // A body whose checksum does not match: closed.
     let mut stream = connect(server.address);

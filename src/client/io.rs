@@ -5,7 +5,8 @@
 //! with every later call of that operation that fits ([`Packer`]). With a request in flight it
 //! connects if needed, sends the sealed request bytes once per connection, and reads until the
 //! matching reply or eviction arrives or the attempt's retry interval passes; then it drops the
-//! connection, moves to the next address and sends the same bytes again.
+//! connection, moves to the next address and sends the same bytes again — unless the replica
+//! answered with a `wrong_cluster` eviction, after which every call fails and nothing is sent.
 //!
 //! Blocking I/O with short timeouts (at most [`TICK`]) keeps the loop responsive to
 //! [`super::Client::close`]; callers enforce their own timeouts.
@@ -117,6 +118,9 @@ struct State {
     request: MessageBuffer,
     /// A spare list of calls, reused so that starting a request does not allocate.
     calls_spare: Vec<Call>,
+    /// Set once a replica said it belongs to another cluster: every call fails with this error
+    /// and nothing is sent again, because no retry can fix the client's configuration.
+    fatal: Option<ClientError>,
 }
 
 /// What a received message meant.
@@ -167,6 +171,7 @@ impl IoThread {
             inflight: None,
             request: MessageBuffer::new(),
             calls_spare: Vec::new(),
+            fatal: None,
         };
         IoThread { link, state }
     }
@@ -178,7 +183,10 @@ impl IoThread {
                 if !self.state.receive_submissions() {
                     break;
                 }
-                self.state.start_request();
+                match self.state.fatal.clone() {
+                    Some(error) => self.state.fail_all(|_| error.clone()),
+                    None => self.state.start_request(),
+                }
             } else {
                 self.drive();
             }
@@ -281,6 +289,10 @@ impl IoThread {
                 Ok(None) => return,
                 Ok(Some(message)) => self.state.on_message(message.header(), message.body()),
                 Err(error) => {
+                    if let Some(found) = self.link.wrong_cluster(self.state.client) {
+                        self.wrong_cluster(found);
+                        return;
+                    }
                     let error = io::Error::new(io::ErrorKind::InvalidData, error);
                     self.link_failed(Some(("receiving a message from", error)));
                     return;
@@ -296,6 +308,19 @@ impl IoThread {
                 }
             }
         }
+    }
+
+    /// The replica at the current address belongs to cluster `found`: fails every call, now and
+    /// later, and drops the connection for good.
+    fn wrong_cluster(&mut self, found: u128) {
+        let address = self.link.addresses[self.link.address_index];
+        let error = ClientError::WrongCluster { address, expected: self.state.cluster, found };
+        self.link.stream = None;
+        self.link.decoder.reset();
+        self.state.session = None;
+        self.state.fail_all(|_| error.clone());
+        assert!(self.state.inflight.is_none());
+        self.state.fatal = Some(error);
     }
 
     /// Drops the connection after a failure (`None`: no reply in time) and plans the next one.
@@ -327,6 +352,17 @@ impl IoThread {
             link.options.retry_interval_min.saturating_mul(factor).min(link.options.retry_interval_max)
         };
         link.reconnect_at = Instant::now() + delay;
+    }
+}
+
+impl Link {
+    /// After the decoder rejected a message of another cluster: that cluster, if the message is
+    /// an intact `wrong_cluster` eviction for `client` (the replica refused this client's cluster).
+    fn wrong_cluster(&self, client: u128) -> Option<u128> {
+        let header = self.decoder.foreign_header()?;
+        let eviction = header.command() == Some(Command::Eviction)
+            && EvictionReason::from_u8(header.status) == Some(EvictionReason::WrongCluster);
+        (eviction && header.client == client).then_some(header.cluster)
     }
 }
 
@@ -532,6 +568,8 @@ fn encode(request: &mut MessageBuffer, operation: Operation, calls: &[Call]) -> 
     let body = &mut request.body_mut()[..MESSAGE_BODY_SIZE_MAX];
     let mut encoder = MultiBatchEncoder::new(body, operation.event_size(), calls.len());
     for call in calls {
+        // One call, one whole batch: its events are never split between requests or batches.
+        assert_eq!(call.events.len(), call.event_count * operation.event_size());
         encoder.writable()[..call.events.len()].copy_from_slice(&call.events);
         encoder.push(call.event_count);
     }

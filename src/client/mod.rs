@@ -12,6 +12,9 @@
 //! connection, trying the addresses in turn — until the reply arrives. A call waits at most
 //! its timeout; a request whose callers all timed out is still retried until the cluster
 //! answers it, because the session cannot move on to the next request number before that.
+//! One failure is never retried: a replica that says it belongs to another cluster (a
+//! `wrong_cluster` eviction) fails every call of the client, then and later, with
+//! [`ClientError::WrongCluster`].
 //!
 //! # Examples
 //!
@@ -189,6 +192,21 @@ pub enum ClientError {
         /// The reason's code (`Eviction.status`).
         code: u8,
     },
+    /// The replica belongs to another cluster (it said so with a `wrong_cluster` eviction): the
+    /// client was created with the wrong cluster id. Every call of this client fails with this
+    /// error at once; nothing is retried.
+    #[error(
+        "the replica at {address} belongs to cluster {found}, not cluster {expected}; use the \
+         cluster id the replicas were formatted with"
+    )]
+    WrongCluster {
+        /// The replica's address.
+        address: SocketAddr,
+        /// The cluster this client was created for.
+        expected: u128,
+        /// The replica's cluster.
+        found: u128,
+    },
     /// A call carried more events than one request can hold.
     #[error(
         "{}: {count} events in one call, but at most {max} fit in one request; split them into \
@@ -248,6 +266,7 @@ fn eviction_reason_name(code: u8) -> String {
         Some(EvictionReason::InvalidRequestBodySize) => "invalid_request_body_size",
         Some(EvictionReason::SessionTooLow) => "session_too_low",
         Some(EvictionReason::SessionReleaseMismatch) => "session_release_mismatch",
+        Some(EvictionReason::WrongCluster) => "wrong_cluster",
         None => return format!("reason {code}"),
     };
     name.to_owned()

@@ -22,7 +22,7 @@ const _: () = assert!(HEADER_SIZE.is_multiple_of(align_of::<Header>())); // Bodi
 const _: () = assert!(align_of::<Header>() <= align_of::<u128>());
 
 /// Why received bytes are not a valid message. Any of these closes the connection: nothing of
-/// the message is used.
+/// the message is used (but see [`Decoder::foreign_header`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The header checksum does not verify: the header is corrupt or not a header at all.
@@ -243,6 +243,11 @@ pub struct Decoder {
     /// Whether the header at the start of the buffer passed [`validate_header`] (so its checksum
     /// is computed once per message, not once per received chunk).
     header_valid: bool,
+    /// Whether the header at the start of the buffer is of another cluster but passed every
+    /// other check: its body is awaited before the [`FrameError::Cluster`] is returned.
+    header_foreign: bool,
+    /// After a [`FrameError::Cluster`]: the message's header, if both of its checksums verified.
+    foreign_header: Option<Header>,
     error: Option<FrameError>,
 }
 
@@ -266,8 +271,15 @@ impl Decoder {
             filled: 0,
             consumed: 0,
             header_valid: false,
+            header_foreign: false,
+            foreign_header: None,
             error: None,
         }
+    }
+
+    /// The cluster whose messages this decoder accepts.
+    pub fn cluster(&self) -> u128 {
+        self.cluster
     }
 
     /// Forgets every received byte and any error: for a new connection.
@@ -275,7 +287,18 @@ impl Decoder {
         self.filled = 0;
         self.consumed = 0;
         self.header_valid = false;
+        self.header_foreign = false;
+        self.foreign_header = None;
         self.error = None;
+    }
+
+    /// After [`next_message`](Decoder::next_message) returned [`FrameError::Cluster`]: the
+    /// rejected message's header if the message is intact — both checksums verify and every
+    /// other check passes — so it comes from a peer configured with another cluster, not from
+    /// noise. Its body is not kept. The receiver may use it to explain the rejection
+    /// (`docs/protocol.md`, `wrong_cluster`), never as a message of its own cluster.
+    pub fn foreign_header(&self) -> Option<&Header> {
+        self.foreign_header.as_ref()
     }
 
     /// True while bytes of a message that is not complete yet are held (the protocol closes a
@@ -318,9 +341,17 @@ impl Decoder {
             return Ok(None);
         }
         if !self.header_valid {
-            if let Err(error) = validate_header(self.buffer.header(), self.cluster) {
-                self.error = Some(error);
-                return Err(error);
+            let header = self.buffer.header();
+            match validate_header(header, self.cluster) {
+                Ok(()) => {}
+                // Wait for the body: only a whole intact message shows a misconfigured peer.
+                Err(FrameError::Cluster { .. }) if validate_header(header, header.cluster).is_ok() => {
+                    self.header_foreign = true;
+                }
+                Err(error) => {
+                    self.error = Some(error);
+                    return Err(error);
+                }
             }
             self.header_valid = true;
         }
@@ -329,7 +360,16 @@ impl Decoder {
             return Ok(None);
         }
         let bytes = &self.buffer.as_bytes()[..size];
-        if let Err(error) = validate_body(self.buffer.header(), &bytes[HEADER_SIZE..]) {
+        let body_valid = validate_body(self.buffer.header(), &bytes[HEADER_SIZE..]);
+        if self.header_foreign {
+            // The cluster is still the first check that failed, whatever the body.
+            let header = *self.buffer.header();
+            let error = FrameError::Cluster { expected: self.cluster, cluster: header.cluster };
+            self.foreign_header = body_valid.is_ok().then_some(header);
+            self.error = Some(error);
+            return Err(error);
+        }
+        if let Err(error) = body_valid {
             self.error = Some(error);
             return Err(error);
         }
@@ -394,6 +434,15 @@ pub fn eviction_header(request: &Header, reason: EvictionReason) -> Header {
     header.request = request.request;
     header.status = reason as u8;
     header
+}
+
+/// The eviction a replica of `cluster` sends before it closes a connection that sent an intact
+/// `request` of another cluster ([`Decoder::foreign_header`]): unlike every other eviction, it
+/// carries the replica's cluster, so the client can name both (`docs/protocol.md`).
+pub fn wrong_cluster_eviction_header(request: &Header, cluster: u128) -> Header {
+    assert_eq!(request.command, Command::Request as u8);
+    assert_ne!(request.cluster, cluster);
+    Header { cluster, ..eviction_header(request, EvictionReason::WrongCluster) }
 }
 
 /// The body of the reply to `register` (defined with the header, where the replica builds it).
@@ -495,6 +544,42 @@ mod tests {
         decoder.feed(buffer.message().bytes());
         assert!(decoder.next_message().unwrap().is_some());
         assert!(decoder.next_message().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_intact_message_of_another_cluster_is_rejected_with_its_header_once_whole() {
+        let foreign = resealed(|h| h.cluster = 2);
+        let mut decoder = Decoder::new(CLUSTER);
+        // The header alone: the body is awaited before the error.
+        decoder.feed(&foreign[..HEADER_SIZE]);
+        assert!(decoder.next_message().unwrap().is_none());
+        decoder.feed(&foreign[HEADER_SIZE..]);
+        let expected = FrameError::Cluster { expected: CLUSTER, cluster: 2 };
+        assert_eq!(decoder.next_message().unwrap_err(), expected);
+        let header = decoder.foreign_header().expect("an intact message");
+        assert_eq!((header.cluster, header.client), (2, 7));
+        decoder.reset();
+        assert!(decoder.foreign_header().is_none());
+        // A corrupt body, or another failed check, gives no header to trust.
+        let mut corrupt = foreign.clone();
+        corrupt[HEADER_SIZE] ^= 1;
+        decoder.feed(&corrupt);
+        assert_eq!(decoder.next_message().unwrap_err(), expected);
+        assert!(decoder.foreign_header().is_none());
+        decoder.reset();
+        decoder.feed(&resealed(|h| (h.cluster, h.release) = (2, 9)));
+        assert_eq!(decoder.next_message().unwrap_err(), expected);
+        assert!(decoder.foreign_header().is_none());
+    }
+
+    #[test]
+    fn the_wrong_cluster_eviction_carries_the_replicas_cluster() {
+        let buffer = resealed(|h| h.cluster = 2);
+        let request: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
+        let eviction = wrong_cluster_eviction_header(&request, CLUSTER);
+        assert_eq!((eviction.cluster, eviction.client, eviction.request), (CLUSTER, 7, 1));
+        assert_eq!(eviction.status, EvictionReason::WrongCluster as u8);
+        assert_eq!(eviction.command(), Some(Command::Eviction));
     }
 
     #[test]

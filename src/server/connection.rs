@@ -4,7 +4,8 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::net::codec::{Decoder, MessageBuffer};
+use crate::net::codec::{wrong_cluster_eviction_header, Decoder, MessageBuffer};
+use crate::vsr::header::Command;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct Connection {
     send_buffer: MessageBuffer,
     send_size: usize,
     send_offset: usize,
+    /// Shut down once the send buffer is sent (after a message that ends the connection).
+    shutdown_after_send: bool,
     last_activity: Instant,
     partial_since: Option<Instant>,
 }
@@ -54,6 +57,7 @@ impl Connection {
             send_buffer: MessageBuffer::new(),
             send_size: 0,
             send_offset: 0,
+            shutdown_after_send: false,
             last_activity: Instant::now(),
             partial_since: None,
         }
@@ -70,6 +74,7 @@ impl Connection {
         self.decoder.reset();
         self.send_size = 0;
         self.send_offset = 0;
+        self.shutdown_after_send = false;
         self.last_activity = now;
         self.partial_since = None;
     }
@@ -131,6 +136,38 @@ impl Connection {
     pub fn sent(&mut self, count: usize) {
         self.send_offset += count;
         assert!(self.send_offset <= self.send_size);
+        if self.shutdown_after_send && self.send_offset == self.send_size {
+            self.shutdown();
+        }
+    }
+
+    /// After the decoder rejected a message with `FrameError::Cluster`: if the message was an
+    /// intact request, a client configured with another cluster sent it, so it is told so with
+    /// a `wrong_cluster` eviction (`docs/protocol.md`) before the connection is shut down, and
+    /// this returns true. Otherwise nothing is sent and this returns false: close as usual.
+    pub fn reject_wrong_cluster(&mut self, index: usize) -> bool {
+        let Some(request) = self.decoder.foreign_header() else { return false };
+        if request.command() != Some(Command::Request) {
+            return false;
+        }
+        if !self.shutdown_after_send {
+            // The decoder's error is sticky: a later receive on this connection lands here again.
+            let mut eviction = wrong_cluster_eviction_header(request, self.decoder.cluster());
+            eviction.set_body(&[]);
+            eviction.set_checksum();
+            eprintln!(
+                "warning: closing connection {index} ({}): a request for cluster {}, not {}; sent a \
+                 wrong_cluster eviction first",
+                self.peer(),
+                request.cluster,
+                eviction.cluster
+            );
+            // Should a reply still be going out, the eviction is dropped and the shutdown
+            // follows that reply.
+            self.send(bytemuck::bytes_of(&eviction));
+            self.shutdown_after_send = true;
+        }
+        true
     }
 
     /// Stops the connection: pending receives and sends complete, then it is closed.

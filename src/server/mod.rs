@@ -27,7 +27,7 @@ use warning::Warning;
 
 use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, WARNING_INTERVAL_NS};
 use crate::io::{IoLoop, Operation as IoOperation};
-use crate::net::codec::{eviction_header, MessageBuffer};
+use crate::net::codec::{eviction_header, FrameError, MessageBuffer};
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, InvalidRequest, StateMachine};
 use crate::storage::Storage;
@@ -410,7 +410,13 @@ impl<S: Storage> Server<S> {
                     };
                     (header, action)
                 }
-                Err(error) => (Header::new(Command::Reserved, 0), Action::Close(error.to_string())),
+                Err(error) => {
+                    // A client of another cluster is told so before the connection closes.
+                    if matches!(error, FrameError::Cluster { .. }) && connection.reject_wrong_cluster(index) {
+                        return;
+                    }
+                    (Header::new(Command::Reserved, 0), Action::Close(error.to_string()))
+                }
             };
             connection.client = header.client;
             connection.message_completed();

@@ -159,6 +159,10 @@ pub enum EvictionReason {
     SessionTooLow = 7,
     /// The client changed release mid-session.
     SessionReleaseMismatch = 8,
+    /// The request was for another cluster. Unlike every other eviction, its header carries the
+    /// replica's cluster, not the request's, so that the client can say which cluster it reached;
+    /// the replica closes the connection after sending it.
+    WrongCluster = 9,
 }
 
 impl EvictionReason {
@@ -173,6 +177,7 @@ impl EvictionReason {
             6 => EvictionReason::InvalidRequestBodySize,
             7 => EvictionReason::SessionTooLow,
             8 => EvictionReason::SessionReleaseMismatch,
+            9 => EvictionReason::WrongCluster,
             _ => return None,
         })
     }

@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use ledger::constants::{MESSAGE_BODY_SIZE_MAX, QUERY_RESULTS_MAX};
 use ledger::multi_batch::{MultiBatch, MultiBatchEncoder};
-use ledger::net::codec::{eviction_header, reply_header, Decoder, MessageBuffer, RegisterResult};
+use ledger::net::codec::{
+    eviction_header, reply_header, wrong_cluster_eviction_header, Decoder, FrameError, MessageBuffer,
+    RegisterResult,
+};
 use ledger::operation::Operation;
 use ledger::state_machine::StateMachine;
 use ledger::types::{
@@ -88,6 +91,8 @@ struct Inner {
     executed: Mutex<Vec<(u128, u32)>>,
     /// Requests whose body `StateMachine::input_valid` rejected.
     invalid: Mutex<Vec<String>>,
+    /// Intact requests of another cluster, answered with a `wrong_cluster` eviction.
+    foreign: AtomicUsize,
 }
 
 /// The fake replica; stops when dropped.
@@ -119,6 +124,7 @@ impl FakeReplica {
             op: AtomicU64::new(1),
             executed: Mutex::new(Vec::new()),
             invalid: Mutex::new(Vec::new()),
+            foreign: AtomicUsize::new(0),
         });
         let accept_inner = Arc::clone(&inner);
         let thread = std::thread::spawn(move || accept_loop(listener, accept_inner));
@@ -150,6 +156,11 @@ impl FakeReplica {
     /// `(client, request)` of every request executed.
     pub fn executed(&self) -> Vec<(u128, u32)> {
         self.inner.executed.lock().unwrap().clone()
+    }
+
+    /// How many requests of another cluster were refused with a `wrong_cluster` eviction.
+    pub fn foreign_count(&self) -> usize {
+        self.inner.foreign.load(Ordering::SeqCst)
     }
 
     /// Requests the real replica would have rejected; must stay empty.
@@ -207,7 +218,19 @@ fn serve(mut stream: TcpStream, connection: usize, inner: Arc<Inner>) {
                     Received { connection, header: *message.header(), bytes: message.bytes().to_vec() }
                 }
                 Ok(None) => break,
-                Err(error) => panic!("the client sent an invalid message: {error}"),
+                Err(error) => {
+                    // Like the replica: an intact request of another cluster gets a wrong_cluster
+                    // eviction that names this cluster, then the connection is closed.
+                    let request = match (error, decoder.foreign_header()) {
+                        (FrameError::Cluster { .. }, Some(request)) => *request,
+                        _ => panic!("the client sent an invalid message: {error}"),
+                    };
+                    inner.foreign.fetch_add(1, Ordering::SeqCst);
+                    reply.seal(wrong_cluster_eviction_header(&request, inner.cluster), 0);
+                    let _ = stream.write_all(reply.message().bytes());
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
             };
             inner.log.lock().unwrap().push(received.clone());
             let action = (inner.script.lock().unwrap())(&received);
