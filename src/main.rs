@@ -265,7 +265,25 @@ fn start(args: &StartArgs) -> Result<(), String> {
     // Handlers first: a signal during recovery stops the replica as soon as it is served (and
     // SIGHUP never kills it), and tests may signal as soon as it says it listens.
     let stop = stop_on_signals();
-    let storage = open_storage(&args.path, args.development)?;
+    let mut storage = open_storage(&args.path, args.development)?;
+    // What this replica is, and where it listens, are settled before the (possibly long)
+    // recovery: a wrong file or address list is refused at once.
+    let (_, superblock) = ledger::vsr::superblock::SuperBlock::read(&mut storage)
+        .map_err(|error| format!("{}: {error}", args.path.display()))?;
+    if superblock.replica_count != 1 {
+        return Err(format!(
+            "this data file is replica {} of a {}-replica cluster; this build serves single-replica clusters only",
+            superblock.replica, superblock.replica_count
+        ));
+    }
+    if args.addresses.len() != usize::from(superblock.replica_count) {
+        return Err(format!(
+            "--addresses lists {} address(es), but the cluster has {} replica(s): give every replica's address, in replica order",
+            args.addresses.len(),
+            superblock.replica_count
+        ));
+    }
+    let address = resolve(&args.addresses[usize::from(superblock.replica)])?;
     let started = std::time::Instant::now();
     let mut ledger =
         Ledger::open(storage, None).map_err(|error| format!("{}: {error}", args.path.display()))?;
@@ -281,16 +299,6 @@ fn start(args: &StartArgs) -> Result<(), String> {
         recovered.op_head,
         if recovered.torn_head { " (a torn write at the head was cut)" } else { "" }
     );
-    if superblock.replica_count != 1 {
-        return Err(format!(
-            "this data file is replica {} of a {}-replica cluster; this build serves single-replica clusters only",
-            superblock.replica, superblock.replica_count
-        ));
-    }
-    let Some(address) = args.addresses.get(superblock.replica as usize) else {
-        return Err(format!("--addresses has no address for replica {}", superblock.replica));
-    };
-    let address = resolve(address)?;
     let options = ServerOptions { address, ..options };
     let config = superblock.config();
     let mut server = Server::new(ledger, options).map_err(|error| error.to_string())?;

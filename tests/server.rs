@@ -685,3 +685,26 @@ fn sighup_is_logged_and_ignored() {
     drop(client);
     assert!(server.stop().success(), "stops cleanly on SIGTERM afterwards");
 }
+
+#[test]
+fn start_refuses_an_address_list_that_does_not_match_the_cluster_before_recovering() {
+    let path =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("addresses-{}.ledger", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let format = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["format", "--cluster", &CLUSTER.to_string(), "--development"])
+        .arg(&path)
+        .output()
+        .expect("ledger format");
+    assert!(format.status.success(), "{}", String::from_utf8_lossy(&format.stderr));
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["start", "--development", "--addresses", "127.0.0.1:0,127.0.0.1:0"])
+        .arg(&path)
+        .output()
+        .expect("ledger start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--addresses lists 2 address(es), but the cluster has 1 replica(s)"), "{stderr}");
+    assert!(!stderr.contains("recovered"), "refused before recovery: {stderr}");
+    let _ = std::fs::remove_file(&path);
+}
