@@ -25,12 +25,13 @@ use connection::{Connection, ConnectionState};
 pub use signals::stop_on_signals;
 use warning::Warning;
 
-use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, WARNING_INTERVAL_NS};
+use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, WARNING_INTERVAL_NS};
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::net::codec::{eviction_header, FrameError, MessageBuffer};
 use crate::operation::Operation;
-use crate::state_machine::{ExecuteError, InvalidRequest, StateMachine};
+use crate::state_machine::ExecuteError;
 use crate::storage::Storage;
+use crate::vsr::admission::{admit, Admission};
 use crate::vsr::header::{Command, EvictionReason, Header};
 use crate::vsr::ledger::{Ledger, LedgerError, Request, PIPELINE_PREPARE_MAX};
 
@@ -141,8 +142,8 @@ enum Action {
     Evict(EvictionReason),
 }
 
-/// Decides what to do with one valid request (docs/protocol.md, "Sessions"), queueing it if it
-/// is to be executed.
+/// Carries out the replica's admission decision for one valid request (`vsr::admission`),
+/// queueing it if it is to be prepared.
 fn decide<S: Storage>(
     ledger: &Ledger<S>,
     queue: &mut Vec<Queued>,
@@ -151,66 +152,17 @@ fn decide<S: Storage>(
     header: &Header,
     body: &[u8],
 ) -> Action {
-    let operation = match Operation::from_u8(header.operation) {
-        Some(Operation::Pulse) | None => return Action::Evict(EvictionReason::InvalidRequestOperation),
-        Some(operation) => operation,
-    };
-    if header.client == 0 {
-        return Action::Close("request from client 0".to_string());
+    // Already being prepared: the reply will come. (Checked first: the session has not yet
+    // committed it, so admission would take it for a new request.)
+    if header.client != 0 && queue.iter().any(|queued| queued.header.client == header.client) {
+        return Action::None;
     }
-    // Fields a request does not use must be 0 (docs/protocol.md): a client that sets them is
-    // broken or speaks another protocol, and nothing it sends can be trusted to mean what it
-    // says.
-    let unused = [
-        ("parent", header.parent != 0),
-        ("op", header.op != 0),
-        ("commit", header.commit != 0),
-        ("timestamp", header.timestamp != 0),
-        ("view", header.view != 0),
-        ("replica", header.replica != 0),
-        ("status", header.status != 0),
-    ];
-    if let Some((field, _)) = unused.iter().find(|(_, set)| *set) {
-        return Action::Close(format!("request field `{field}` must be 0"));
-    }
-    if queue.iter().any(|queued| queued.header.client == header.client) {
-        return Action::None; // Already being prepared: the reply will come.
-    }
-    let session = ledger.clients().get(header.client).map(|(slot, session)| (slot, *session));
-    if operation == Operation::Register {
-        if let Some((slot, session)) = session {
-            if header.request == 0 && session.request == 0 {
-                return Action::Reply(slot);
-            }
-        }
-        if !body.is_empty() {
-            return Action::Evict(EvictionReason::InvalidRequestBody);
-        }
-    } else {
-        let Some((slot, session)) = session else { return Action::Evict(EvictionReason::NoSession) };
-        if header.context != u128::from(session.session) {
-            return Action::Evict(if header.context < u128::from(session.session) {
-                EvictionReason::SessionTooLow
-            } else {
-                EvictionReason::NoSession
-            });
-        }
-        if header.request == session.request {
-            // A retry: the stored reply, byte for byte, if it answers this very request.
-            let reply: Header = bytemuck::pod_read_unaligned(&ledger.clients().reply(slot)[..HEADER_SIZE]);
-            return if reply.context == header.checksum { Action::Reply(slot) } else { Action::None };
-        }
-        if header.request != session.request + 1 {
-            return Action::None; // Older than the latest, or skipping ahead: nothing to execute.
-        }
-        let valid = StateMachine::input_valid(operation, body, ledger.batch_size_limit());
-        if let Err(error) = valid {
-            return Action::Evict(match error {
-                InvalidRequest::BodySize { .. } => EvictionReason::InvalidRequestBodySize,
-                InvalidRequest::Operation(_) => EvictionReason::InvalidRequestOperation,
-                _ => EvictionReason::InvalidRequestBody,
-            });
-        }
+    match admit(ledger.clients(), header, body, ledger.batch_size_limit()) {
+        Admission::Prepare(_) => {}
+        Admission::Reply(slot) => return Action::Reply(slot),
+        Admission::Drop => return Action::None,
+        Admission::Evict(reason) => return Action::Evict(reason),
+        Admission::Close(reason) => return Action::Close(reason.to_string()),
     }
     // One queue slot per client session plus the pulse: if none is free, more clients than
     // sessions are talking, and this one waits for its retry.

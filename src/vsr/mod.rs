@@ -1,6 +1,7 @@
 //! Viewstamped replication and the durable log: message headers, the superblock, the journal
 //! (WAL), checkpoints in the grid, and recovery.
 
+pub mod admission;
 pub mod checkpoint;
 pub mod client_table;
 pub mod data_file;
