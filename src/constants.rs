@@ -42,6 +42,35 @@ pub const TIMESTAMP_MAX: u64 = (1 << 63) - 1;
 /// Nanoseconds per second, for `timeout` (seconds) → `expires_at` (nanoseconds).
 pub const NS_PER_S: u64 = 1_000_000_000;
 
+/// The most prepares in flight at once: prepared (written to the WAL) but not yet committed.
+/// Today they are also the most made durable together with one group of `fdatasync`s.
+pub const PIPELINE_PREPARE_MAX: usize = 8;
+
+/// The WAL slots of a production data file: one prepare of up to `MESSAGE_SIZE_MAX` each.
+pub const JOURNAL_SLOT_COUNT: u64 = 1024;
+
+/// The WAL slots of a `--development` data file.
+pub const JOURNAL_SLOT_COUNT_DEVELOPMENT: u64 = 64;
+
+/// Client sessions (and client-reply slots) of a data file.
+pub const CLIENTS_MAX: u64 = 64;
+
+/// The grid block size of a data file: the unit of checkpoint pages.
+pub const BLOCK_SIZE: u64 = 64 * 1024;
+
+/// The largest reply (header + body), and so the size of one client-reply slot. Replies are
+/// not limited by the request size limit (a lookup of 8,189 ids returns 8,189 records).
+pub const REPLY_SIZE_MAX: u64 = MESSAGE_SIZE_MAX as u64;
+
+/// The most manifest blocks one checkpoint may have (their references live in the superblock).
+pub const MANIFEST_BLOCKS_MAX: usize = 96;
+
+/// The fewest checkpoint pages written per commit while a checkpoint is in progress.
+pub const CHECKPOINT_PAGES_PER_COMMIT_MIN: usize = 8;
+
+/// How often the replica checks for pending transfers to expire (and the server's tick).
+pub const PULSE_INTERVAL_NS: u64 = 100_000_000;
+
 const _: () = assert!(MESSAGE_SIZE_MAX.is_multiple_of(SECTOR_SIZE)); // A WAL slot is whole sectors.
 const _: () = assert!(HEADER_SIZE.is_multiple_of(16)); // Records after a header stay aligned.
 const _: () = assert!(MESSAGE_BODY_SIZE_MAX / RECORD_SIZE == BATCH_EVENTS_MAX + 1);
@@ -69,3 +98,9 @@ pub const FILE_DESCRIPTORS_RESERVED: usize = 64;
 pub const WARNING_INTERVAL_NS: u64 = 10 * NS_PER_S;
 
 const _: () = assert!((CONNECTIONS_MAX * 2 + 2).next_power_of_two() <= 32768);
+
+// Two checkpoint intervals and a pipeline fit in the WAL (the fixed checkpoint schedule).
+const _: () = assert!(JOURNAL_SLOT_COUNT_DEVELOPMENT >= 2 * PIPELINE_PREPARE_MAX as u64 + 2);
+const _: () = assert!(JOURNAL_SLOT_COUNT > JOURNAL_SLOT_COUNT_DEVELOPMENT);
+const _: () = assert!(BLOCK_SIZE.is_multiple_of(SECTOR_SIZE as u64));
+const _: () = assert!(REPLY_SIZE_MAX.is_multiple_of(SECTOR_SIZE as u64));

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use ledger::constants::MESSAGE_SIZE_MAX;
+use ledger::constants::{
+    BLOCK_SIZE, CLIENTS_MAX, JOURNAL_SLOT_COUNT, JOURNAL_SLOT_COUNT_DEVELOPMENT, MESSAGE_SIZE_MAX,
+    PULSE_INTERVAL_NS,
+};
 use ledger::server::{stop_on_signals, Server, ServerOptions};
 use ledger::state_machine::Config;
 use ledger::storage::{FileStorage, IoMode, OpenError, Storage};
@@ -155,10 +158,14 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         cluster: args.cluster,
         replica: args.replica,
         replica_count: args.replica_count,
-        journal_slot_count: if args.development { 64 } else { 1024 },
+        journal_slot_count: if args.development {
+            JOURNAL_SLOT_COUNT_DEVELOPMENT
+        } else {
+            JOURNAL_SLOT_COUNT
+        },
         message_size_max: MESSAGE_SIZE_MAX as u64,
-        clients_max: 64,
-        block_size: 64 * 1024,
+        clients_max: CLIENTS_MAX,
+        block_size: BLOCK_SIZE,
         config,
     };
     options.validate().map_err(|error| error.to_string())?;
@@ -259,7 +266,7 @@ fn start(args: &StartArgs) -> Result<(), String> {
         address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         connections_max: args.connections_max,
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
-        pulse_interval: std::time::Duration::from_millis(100),
+        pulse_interval: std::time::Duration::from_nanos(PULSE_INTERVAL_NS),
     };
     options.validate().map_err(|error| error.to_string())?;
     // Handlers first: a signal during recovery stops the replica as soon as it is served (and

@@ -13,7 +13,7 @@ pub const SUPERBLOCK_COPY_SIZE: u64 = 8 * 1024;
 /// The size of a client reply slot. Replies are not limited by the request size (a lookup of
 /// 8,189 ids in a 128 KiB request returns 1 MiB of accounts), so every slot holds the largest
 /// message.
-pub const REPLY_SIZE_MAX: u64 = MESSAGE_SIZE_MAX as u64;
+pub use crate::constants::REPLY_SIZE_MAX;
 
 /// The sizes that determine a data file's zones; fixed at format time and stored in the
 /// superblock.

@@ -96,7 +96,7 @@ pub enum SlotRead {
 }
 
 /// The most prepares one append writes (the replica's pipeline).
-pub const APPEND_PREPARES_MAX: usize = 8;
+pub const APPEND_PREPARES_MAX: usize = crate::constants::PIPELINE_PREPARE_MAX;
 
 /// The most redundant-header sectors one append writes along with its prepares.
 const APPEND_HEADER_SECTORS_MAX: usize = 8;

@@ -13,7 +13,8 @@ use super::data_file::{DataFile, DataFileError};
 use super::header::{Command, Header, RegisterResult, ReplyStatus};
 use super::journal::Recovered;
 use crate::constants::{
-    HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, NS_PER_S, PULSE_EXPIRIES_MAX, SECTOR_SIZE, TIMESTAMP_MAX,
+    CHECKPOINT_PAGES_PER_COMMIT_MIN, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, NS_PER_S, PULSE_EXPIRIES_MAX,
+    SECTOR_SIZE, TIMESTAMP_MAX,
 };
 use crate::multi_batch::MultiBatch;
 use crate::operation::Operation;
@@ -22,10 +23,7 @@ use crate::storage::layout::REPLY_SIZE_MAX;
 use crate::storage::{AlignedBuffer, Storage, StorageError};
 
 /// The most prepares made durable together with one `fdatasync`.
-pub const PIPELINE_PREPARE_MAX: usize = super::journal::APPEND_PREPARES_MAX;
-
-/// The fewest checkpoint pages written per commit while a checkpoint is in progress.
-const CHECKPOINT_PAGES_PER_COMMIT_MIN: usize = 8;
+pub use crate::constants::PIPELINE_PREPARE_MAX;
 
 /// Why a request could not be committed. Storage errors are fatal: the caller must stop.
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,7 @@ pub const MAGIC: [u8; 8] = *b"LEDGERDB";
 /// The data file format version.
 pub const VERSION: u32 = 1;
 
-/// The most manifest blocks a checkpoint may have.
-pub const MANIFEST_BLOCKS_MAX: usize = 96;
+pub use crate::constants::MANIFEST_BLOCKS_MAX;
 
 /// A reference to a grid block: where it is and what it must hash to. Kept outside the block,
 /// so a misdirected write (the right block at the wrong place) is detected.
