@@ -708,3 +708,41 @@ fn start_refuses_an_address_list_that_does_not_match_the_cluster_before_recoveri
     assert!(!stderr.contains("recovered"), "refused before recovery: {stderr}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn pipelined_messages_on_one_connection_are_each_answered_or_the_connection_is_closed() {
+    let server = Server::start("pipelined", &[]);
+    // Three retries of a committed register, written at once: each gets the stored reply (they
+    // wait for the one before to be sent instead of being dropped).
+    let mut stream = connect(server.address);
+    let register = sealed(request_header(CLUSTER, 21, 0, 0, Operation::Register), &[]);
+    stream.write_all(&register).expect("send");
+    let mut first = [0u8; 256 + 16];
+    stream.read_exact(&mut first).expect("register reply");
+    stream.write_all(&[register.clone(), register.clone(), register.clone()].concat()).expect("send");
+    for retry in 0..3 {
+        let mut reply = [0u8; 256 + 16];
+        stream.read_exact(&mut reply).unwrap_or_else(|error| panic!("retry {retry}: {error}"));
+        assert_eq!(reply, first, "retry {retry} gets the stored reply, byte for byte");
+    }
+    // Two clients' requests on one connection, committed together: the second reply finds the
+    // send buffer busy, and the connection is closed with a log line rather than the reply
+    // silently dropped.
+    let mut stream = connect(server.address);
+    let both = [
+        sealed(request_header(CLUSTER, 22, 0, 0, Operation::Register), &[]),
+        sealed(request_header(CLUSTER, 23, 0, 0, Operation::Register), &[]),
+    ]
+    .concat();
+    stream.write_all(&both).expect("send");
+    // Both answered leaves the connection open: the read then ends at this timeout.
+    stream.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    assert!(
+        received.len() == 2 * (256 + 16) || server.log_contains("a second message to send"),
+        "{} bytes",
+        received.len()
+    );
+    assert!(server.stop().success());
+}

@@ -112,10 +112,30 @@ impl Connection {
         self.partial_since = None;
     }
 
-    /// Queues `message` to be sent; dropped if a send is already pending (a client has at most
-    /// one request in flight, so this only happens to a misbehaving client, which retries).
-    pub fn send(&mut self, message: &[u8]) {
-        if self.state != ConnectionState::Open || self.send_offset < self.send_size {
+    /// True while a message is queued or being sent: the connection's messages are not handled
+    /// meanwhile (back-pressure), so each answer has the send buffer to itself.
+    pub fn sending(&self) -> bool {
+        self.send_offset < self.send_size
+    }
+
+    /// Queues `message` to be sent on connection `index`. The send buffer holds one message: a
+    /// message that finds it busy is never dropped silently — the connection is closed with a
+    /// log line instead (its client reconnects and retries, and gets its stored reply). That
+    /// happens only to a connection carrying several clients' requests at once, as the
+    /// connection's own messages wait while it sends. On a connection already closing there is
+    /// nobody to tell.
+    pub fn send(&mut self, message: &[u8], index: usize) {
+        if self.state != ConnectionState::Open {
+            return;
+        }
+        if self.sending() {
+            eprintln!(
+                "warning: closing connection {index} ({}): a second message to send while one is being \
+                 sent (one request in flight per connection)",
+                self.peer()
+            );
+            self.shutdown();
+            self.close_if_idle();
             return;
         }
         self.send_buffer.as_bytes_mut()[..message.len()].copy_from_slice(message);
@@ -162,9 +182,9 @@ impl Connection {
                 request.cluster,
                 eviction.cluster
             );
-            // Should a reply still be going out, the eviction is dropped and the shutdown
-            // follows that reply.
-            self.send(bytemuck::bytes_of(&eviction));
+            // Messages are handled only while nothing is being sent: the buffer is free.
+            assert!(!self.sending());
+            self.send(bytemuck::bytes_of(&eviction), index);
             self.shutdown_after_send = true;
         }
         true

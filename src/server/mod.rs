@@ -345,11 +345,16 @@ impl<S: Storage> Server<S> {
         self.drain_messages(index);
     }
 
-    /// Handles every complete message the connection holds.
+    /// Handles every complete message the connection holds, while nothing is being sent on it:
+    /// an answer waits for the one before it to be sent (back-pressure; the rest of the
+    /// client's messages wait in the decoder and the socket), so none is ever dropped.
     fn drain_messages(&mut self, index: usize) {
         loop {
             let Server { ledger, queue, queue_free, connections, .. } = self;
             let connection = &mut connections[index];
+            if connection.state != ConnectionState::Open || connection.sending() {
+                return;
+            }
             let generation = connection.generation;
             let (header, action) = match connection.decoder.next_message() {
                 Ok(None) => return,
@@ -384,7 +389,7 @@ impl<S: Storage> Server<S> {
                 }
                 Action::Reply(slot) => {
                     let reply = self.ledger.clients().reply(slot);
-                    self.connections[index].send(reply);
+                    self.connections[index].send(reply, index);
                 }
                 Action::Evict(reason) => self.send_eviction(index, &header, reason),
             }
@@ -476,7 +481,7 @@ impl<S: Storage> Server<S> {
                 }
                 let connection = queued.connection;
                 if committed.client != 0 && connections[connection].generation == queued.generation {
-                    connections[connection].send(reply);
+                    connections[connection].send(reply, connection);
                 }
             });
             match submitted {
@@ -519,7 +524,7 @@ impl<S: Storage> Server<S> {
         let mut header = eviction_header(request, reason);
         header.set_body(&[]);
         header.set_checksum();
-        self.connections[index].send(bytemuck::bytes_of(&header));
+        self.connections[index].send(bytemuck::bytes_of(&header), index);
     }
 
     fn on_send(&mut self, index: usize, result: i32) {
@@ -531,6 +536,8 @@ impl<S: Storage> Server<S> {
             connection.sent(result as usize);
         }
         connection.close_if_idle();
+        // Sent in full: the messages that waited behind it are handled now.
+        self.drain_messages(index);
     }
 
     /// Queues a receive for every open connection without one, and the rest of every send.
