@@ -58,6 +58,9 @@ pub const CLIENTS_MAX: u64 = 64;
 /// The grid block size of a data file: the unit of checkpoint pages.
 pub const BLOCK_SIZE: u64 = 64 * 1024;
 
+/// The largest grid block size a data file may have.
+pub const BLOCK_SIZE_MAX: u64 = 1024 * 1024;
+
 /// The largest reply (header + body), and so the size of one client-reply slot. Replies are
 /// not limited by the request size limit (a lookup of 8,189 ids returns 8,189 records).
 pub const REPLY_SIZE_MAX: u64 = MESSAGE_SIZE_MAX as u64;
@@ -102,5 +105,5 @@ const _: () = assert!((CONNECTIONS_MAX * 2 + 2).next_power_of_two() <= 32768);
 // Two checkpoint intervals and a pipeline fit in the WAL (the fixed checkpoint schedule).
 const _: () = assert!(JOURNAL_SLOT_COUNT_DEVELOPMENT >= 2 * PIPELINE_PREPARE_MAX as u64 + 2);
 const _: () = assert!(JOURNAL_SLOT_COUNT > JOURNAL_SLOT_COUNT_DEVELOPMENT);
-const _: () = assert!(BLOCK_SIZE.is_multiple_of(SECTOR_SIZE as u64));
+const _: () = assert!(BLOCK_SIZE.is_multiple_of(SECTOR_SIZE as u64) && BLOCK_SIZE <= BLOCK_SIZE_MAX);
 const _: () = assert!(REPLY_SIZE_MAX.is_multiple_of(SECTOR_SIZE as u64));

@@ -12,6 +12,9 @@
 use bytemuck::{Pod, Zeroable};
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::constants::{
+    BLOCK_SIZE_MAX, CLIENTS_MAX, HEADER_SIZE, JOURNAL_SLOT_COUNT, MESSAGE_SIZE_MAX, SECTOR_SIZE,
+};
 use crate::state_machine::Config;
 use crate::storage::layout::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use crate::storage::{AlignedBuffer, Storage, StorageError, Write};
@@ -144,6 +147,18 @@ pub enum SuperBlockError {
         /// How many copies passed their checksum.
         valid: usize,
     },
+    /// A copy verifies but its fields cannot describe a data file: written by a faulty build
+    /// (the checksum only proves the bytes are the ones written). Refused rather than let a
+    /// size or count drive an allocation, an offset or an assertion.
+    #[error("the superblock verifies but is inconsistent: {field} {value} {expected}; refusing to use it")]
+    Inconsistent {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it must be.
+        expected: String,
+    },
     /// The file was written by another format version.
     #[error("data file format version {found} is not supported (this build reads version {VERSION})")]
     Version {
@@ -181,6 +196,88 @@ impl SuperBlock {
             expiries_max: self.expiries_max,
             history_max: self.history_max,
         }
+    }
+
+    /// Checks that the fields describe a data file of at most `file_size` bytes that this build
+    /// can open: every size, count and length within the bounds that the code using them
+    /// relies on.
+    pub fn check(&self, file_size: u64) -> Result<(), SuperBlockError> {
+        let inconsistent = |field, value: u64, expected: String| {
+            Err(SuperBlockError::Inconsistent { field, value, expected })
+        };
+        let slots = self.journal_slot_count;
+        if !(4..=JOURNAL_SLOT_COUNT).contains(&slots) {
+            return inconsistent("journal_slot_count", slots, format!("must be 4..={JOURNAL_SLOT_COUNT}"));
+        }
+        let message = self.message_size_max;
+        let message_min = (HEADER_SIZE + SECTOR_SIZE) as u64;
+        if !(message_min..=MESSAGE_SIZE_MAX as u64).contains(&message)
+            || !message.is_multiple_of(SECTOR_SIZE as u64)
+        {
+            let expected =
+                format!("must be a multiple of {SECTOR_SIZE} in {message_min}..={MESSAGE_SIZE_MAX}");
+            return inconsistent("message_size_max", message, expected);
+        }
+        if !(1..=CLIENTS_MAX).contains(&self.clients_max) {
+            return inconsistent("clients_max", self.clients_max, format!("must be 1..={CLIENTS_MAX}"));
+        }
+        let block = self.block_size;
+        if !block.is_power_of_two() || !(SECTOR_SIZE as u64..=BLOCK_SIZE_MAX).contains(&block) {
+            let expected = format!("must be a power of two in {SECTOR_SIZE}..={BLOCK_SIZE_MAX}");
+            return inconsistent("block_size", block, expected);
+        }
+        // The grid must fit the file (this also keeps every offset computation from overflowing).
+        if self.grid_block_count == 0 || self.grid_block_count > file_size / block {
+            let expected = format!("must be 1..={} for a file of {file_size} bytes", file_size / block);
+            return inconsistent("grid_block_count", self.grid_block_count, expected);
+        }
+        if self.replica_count == 0 || self.replica >= self.replica_count {
+            let expected = format!("must be below replica_count {}", self.replica_count);
+            return inconsistent("replica", u64::from(self.replica), expected);
+        }
+        let config = self.config();
+        let capacities = [
+            ("accounts_max", config.accounts_max),
+            ("transfers_max", config.transfers_max),
+            ("expiries_max", config.expiries_max),
+            ("history_max", config.history_max),
+        ];
+        for (field, value) in capacities {
+            if value == 0 || value == u32::MAX {
+                return inconsistent(field, u64::from(value), format!("must be 1..={}", u32::MAX - 1));
+            }
+        }
+        let checkpoint = &self.checkpoint;
+        let blocks = checkpoint.manifest_block_count as usize;
+        if blocks > MANIFEST_BLOCKS_MAX {
+            return inconsistent(
+                "manifest_block_count",
+                blocks as u64,
+                format!("must be at most {MANIFEST_BLOCKS_MAX}"),
+            );
+        }
+        if checkpoint.manifest_size > blocks as u64 * block {
+            let expected = format!("must fit its {blocks} blocks of {block} bytes");
+            return inconsistent("manifest_size", checkpoint.manifest_size, expected);
+        }
+        // Accounts, transfers, pending statuses (one per transfer), history, burned ids (which
+        // count as transfers), client sessions.
+        let transfers = u64::from(config.transfers_max);
+        let lengths_max = [
+            u64::from(config.accounts_max),
+            transfers,
+            transfers,
+            u64::from(config.history_max),
+            transfers,
+            self.clients_max,
+        ];
+        let names = ["accounts", "transfers", "pending statuses", "history", "burned ids", "client sessions"];
+        for ((length, max), name) in checkpoint.array_lengths.iter().zip(lengths_max).zip(names) {
+            if *length > max {
+                return inconsistent(name, *length, format!("records must be at most {max}"));
+            }
+        }
+        Ok(())
     }
 
     fn checksum_compute(&self) -> u128 {
@@ -223,7 +320,10 @@ impl SuperBlock {
             Some(superblock) if superblock.version != VERSION => {
                 Err(SuperBlockError::Version { found: superblock.version })
             }
-            Some(superblock) => Ok((copies, superblock)),
+            Some(superblock) => {
+                superblock.check(storage.size())?;
+                Ok((copies, superblock))
+            }
             None if !magic_seen && valid == 0 => Err(SuperBlockError::NotADataFile { start }),
             None => Err(SuperBlockError::Corrupt { valid }),
         }
@@ -266,8 +366,47 @@ mod tests {
             block_size: 4096,
             grid_block_count: 4,
             replica_count: 1,
+            accounts_max: 1,
+            transfers_max: 1,
+            expiries_max: 1,
+            history_max: 1,
             ..Zeroable::zeroed()
         }
+    }
+
+    #[test]
+    fn a_verified_copy_with_fields_no_data_file_can_have_is_refused_not_used() {
+        type Break = fn(&mut SuperBlock);
+        let cases: [(&str, Break); 11] = [
+            ("journal_slot_count", |sb| sb.journal_slot_count = 0),
+            ("journal_slot_count", |sb| sb.journal_slot_count = u64::MAX),
+            ("message_size_max", |sb| sb.message_size_max = 8193),
+            ("clients_max", |sb| sb.clients_max = 1 << 40),
+            ("block_size", |sb| sb.block_size = 3 * 4096),
+            ("grid_block_count", |sb| sb.grid_block_count = u64::MAX / 2),
+            ("replica", |sb| sb.replica = 1),
+            ("accounts_max", |sb| sb.accounts_max = 0),
+            ("manifest_block_count", |sb| sb.checkpoint.manifest_block_count = 97),
+            ("manifest_size", |sb| sb.checkpoint.manifest_size = 4097),
+            ("transfers", |sb| sb.checkpoint.array_lengths[1] = 2),
+        ];
+        for (field, damage) in cases {
+            let mut storage = SimStorage::new(64 * 1024, 1, SimFaults::default());
+            let mut sb = superblock();
+            damage(&mut sb);
+            sb.write_next(&mut storage).unwrap();
+            match SuperBlock::read(&mut storage) {
+                Err(error @ SuperBlockError::Inconsistent { field: found, .. }) => {
+                    assert_eq!(found, field, "{error}");
+                    assert!(error.to_string().contains("inconsistent"), "{error}");
+                }
+                other => panic!("{field}: expected a refusal, got {:?}", other.map(|(_, sb)| sb.sequence)),
+            }
+        }
+        // The undamaged superblock is used.
+        let mut storage = SimStorage::new(64 * 1024, 1, SimFaults::default());
+        superblock().write_next(&mut storage).unwrap();
+        assert!(SuperBlock::read(&mut storage).is_ok());
     }
 
     #[test]
