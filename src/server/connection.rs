@@ -24,10 +24,11 @@ pub struct Connection {
     pub state: ConnectionState,
     /// The socket (valid unless `Free`).
     pub fd: RawFd,
-    /// Bumped on every open, so a reply for a previous user of the slot is not sent to a new one.
-    pub generation: u64,
-    /// The client id of the last request received.
+    /// The client this connection belongs to: the first that sent a request on it (0 before).
     pub client: u128,
+    /// When the connection last received a message, in messages received by the server: of two
+    /// connections of one client (it reconnected), the newer is where its replies go.
+    pub client_stamp: u64,
     /// Received bytes, assembled into validated messages.
     pub decoder: Decoder,
     /// A receive is in flight into the decoder.
@@ -49,8 +50,8 @@ impl Connection {
         Connection {
             state: ConnectionState::Free,
             fd: -1,
-            generation: 0,
             client: 0,
+            client_stamp: 0,
             decoder: Decoder::new(cluster),
             recv_in_flight: false,
             send_in_flight: false,
@@ -69,8 +70,8 @@ impl Connection {
         assert!(!self.recv_in_flight && !self.send_in_flight);
         self.state = ConnectionState::Open;
         self.fd = fd;
-        self.generation += 1;
         self.client = 0;
+        self.client_stamp = 0;
         self.decoder.reset();
         self.send_size = 0;
         self.send_offset = 0;

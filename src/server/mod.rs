@@ -27,13 +27,12 @@ use warning::Warning;
 
 use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, WARNING_INTERVAL_NS};
 use crate::io::{IoLoop, Operation as IoOperation};
-use crate::net::codec::{eviction_header, FrameError, MessageBuffer};
-use crate::operation::Operation;
-use crate::state_machine::ExecuteError;
+use crate::net::codec::{eviction_header, FrameError};
 use crate::storage::Storage;
-use crate::vsr::admission::{admit, Admission};
+use crate::vsr::admission::Admission;
 use crate::vsr::header::{Command, EvictionReason, Header};
-use crate::vsr::ledger::{Ledger, LedgerError, Request, PIPELINE_PREPARE_MAX};
+use crate::vsr::ledger::{Ledger, LedgerError};
+use crate::vsr::replica::{Event, Replica};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -121,15 +120,6 @@ const TAG_SEND: u64 = 3 << 56;
 const TAG_TIMEOUT: u64 = 4 << 56;
 const TAG_KIND: u64 = 0xFF << 56;
 
-/// A request waiting to be prepared.
-struct Queued {
-    connection: usize,
-    generation: u64,
-    header: Header,
-    body: MessageBuffer,
-    body_size: usize,
-}
-
 /// What to do about one received message.
 enum Action {
     /// Nothing now (queued, or a request that needs no answer).
@@ -142,46 +132,15 @@ enum Action {
     Evict(EvictionReason),
 }
 
-/// Carries out the replica's admission decision for one valid request (`vsr::admission`),
-/// queueing it if it is to be prepared.
-fn decide<S: Storage>(
-    ledger: &Ledger<S>,
-    queue: &mut Vec<Queued>,
-    queue_free: &mut Vec<MessageBuffer>,
-    (connection, generation): (usize, u64),
-    header: &Header,
-    body: &[u8],
-) -> Action {
-    // Already being prepared: the reply will come. (Checked first: the session has not yet
-    // committed it, so admission would take it for a new request.)
-    if header.client != 0 && queue.iter().any(|queued| queued.header.client == header.client) {
-        return Action::None;
-    }
-    match admit(ledger.clients(), header, body, ledger.batch_size_limit()) {
-        Admission::Prepare(_) => {}
-        Admission::Reply(slot) => return Action::Reply(slot),
-        Admission::Drop => return Action::None,
-        Admission::Evict(reason) => return Action::Evict(reason),
-        Admission::Close(reason) => return Action::Close(reason.to_string()),
-    }
-    // One queue slot per client session plus the pulse: if none is free, more clients than
-    // sessions are talking, and this one waits for its retry.
-    let Some(mut buffer) = queue_free.pop() else { return Action::None };
-    buffer.as_bytes_mut()[..body.len()].copy_from_slice(body);
-    queue.push(Queued { connection, generation, header: *header, body: buffer, body_size: body.len() });
-    Action::None
-}
-
 /// The running server.
 pub struct Server<S: Storage> {
-    ledger: Ledger<S>,
+    replica: Replica<S>,
     options: ServerOptions,
     ring: IoLoop,
     listener: TcpListener,
     connections: Vec<Connection>,
-    queue: Vec<Queued>,
-    queue_free: Vec<MessageBuffer>,
-    pulse_queued: bool,
+    /// Messages received so far: stamps which connection a client used last.
+    messages_received: u64,
     cluster: u128,
     clock: Clock,
     /// `accept` failed and rests until the next tick, instead of spinning on the error.
@@ -207,26 +166,21 @@ impl<S: Storage> Server<S> {
         let listener = TcpListener::bind(options.address)
             .map_err(|source| ServerError::Listen { address: options.address, source })?;
         let cluster = ledger.data_file().superblock().cluster;
-        let clients_max = ledger.data_file().superblock().layout().clients_max as usize;
+        let replica = Replica::new(ledger);
         // Each connection has at most a receive and a send in flight; plus accept and timer.
         let ring_entries = ((options.connections_max * 2 + 2) as u32).next_power_of_two();
         let ring = IoLoop::new(ring_entries).map_err(|error| ServerError::Io(error.to_string()))?;
         let connections: Vec<Connection> =
             (0..options.connections_max).map(|_| Connection::new(cluster)).collect();
-        // One request per client session at a time, plus the pulse.
-        let queue_max = clients_max + 1;
-        let queue_free: Vec<MessageBuffer> = (0..queue_max).map(|_| MessageBuffer::new()).collect();
-        let message_buffers = (options.connections_max * 2 + queue_max) as u64;
+        let message_buffers = (options.connections_max * 2 + replica.queue_max()) as u64;
         let memory_size = message_buffers * crate::constants::MESSAGE_SIZE_MAX as u64;
         Ok(Server {
-            ledger,
+            replica,
             options,
             ring,
             listener,
             connections,
-            queue: Vec::with_capacity(queue_max),
-            queue_free,
-            pulse_queued: false,
+            messages_received: 0,
             cluster,
             clock: Clock::new(),
             accept_resting: false,
@@ -274,7 +228,7 @@ impl<S: Storage> Server<S> {
         }
         // Everything committed is durable (each submit synced before replying); flush the
         // redundant WAL headers so the log carries proof of every durable entry.
-        self.ledger.flush()?;
+        self.replica.ledger_mut().flush()?;
         Ok(())
     }
 
@@ -350,21 +304,36 @@ impl<S: Storage> Server<S> {
     /// client's messages wait in the decoder and the socket), so none is ever dropped.
     fn drain_messages(&mut self, index: usize) {
         loop {
-            let Server { ledger, queue, queue_free, connections, .. } = self;
+            let Server { replica, connections, .. } = self;
             let connection = &mut connections[index];
             if connection.state != ConnectionState::Open || connection.sending() {
                 return;
             }
-            let generation = connection.generation;
             let (header, action) = match connection.decoder.next_message() {
                 Ok(None) => return,
                 Ok(Some(message)) => {
                     let header = *message.header();
-                    let action = if header.command() == Some(Command::Request) {
-                        decide(ledger, queue, queue_free, (index, generation), &header, message.body())
-                    } else {
+                    let other_client = connection.client != 0 && header.client != connection.client;
+                    let action = if header.command() != Some(Command::Request) {
                         Action::Close(format!("unexpected {:?} message", header.command()))
+                    } else if other_client {
+                        // Replies are routed by client id: a connection belongs to the first
+                        // client that sends on it (as TigerBeetle's message bus requires).
+                        Action::Close(format!(
+                            "a request of client {:#x} on client {:#x}'s connection",
+                            header.client, connection.client
+                        ))
+                    } else {
+                        match replica.on_request(&header, message.body()) {
+                            Admission::Prepare(_) | Admission::Drop => Action::None,
+                            Admission::Reply(slot) => Action::Reply(slot),
+                            Admission::Evict(reason) => Action::Evict(reason),
+                            Admission::Close(reason) => Action::Close(reason.to_string()),
+                        }
                     };
+                    if connection.client == 0 {
+                        connection.client = header.client;
+                    }
                     (header, action)
                 }
                 Err(error) => {
@@ -375,7 +344,8 @@ impl<S: Storage> Server<S> {
                     (Header::new(Command::Reserved, 0), Action::Close(error.to_string()))
                 }
             };
-            connection.client = header.client;
+            self.messages_received += 1;
+            connection.client_stamp = self.messages_received;
             connection.message_completed();
             match action {
                 Action::None => {}
@@ -388,10 +358,10 @@ impl<S: Storage> Server<S> {
                     return;
                 }
                 Action::Reply(slot) => {
-                    let reply = self.ledger.clients().reply(slot);
+                    let reply = self.replica.ledger().clients().reply(slot);
                     self.connections[index].send(reply, index);
                 }
-                Action::Evict(reason) => self.send_eviction(index, &header, reason),
+                Action::Evict(reason) => send_eviction(&mut self.connections, index, &header, reason),
             }
         }
     }
@@ -421,110 +391,51 @@ impl<S: Storage> Server<S> {
                     || connection.send_in_flight
             );
         }
-        let realtime = self.clock.realtime();
-        let due = self.ledger.state().expiry_next().is_some_and(|expires_at| expires_at <= realtime);
-        if due && !self.pulse_queued {
-            if let Some(buffer) = self.queue_free.pop() {
-                let header = Header {
-                    operation: Operation::Pulse as u8,
-                    ..Header::new(Command::Request, self.cluster)
-                };
-                self.queue.push(Queued {
-                    connection: usize::MAX,
-                    generation: 0,
-                    header,
-                    body: buffer,
-                    body_size: 0,
-                });
-                self.pulse_queued = true;
-            }
-        }
+        self.replica.on_tick(self.clock.realtime());
         Ok(())
     }
 
-    /// Prepares and commits every queued request, a pipeline's worth per WAL write.
+    /// Has the replica commit every queued request, and carries out what it reports: replies
+    /// and evictions routed to their clients' connections, warnings logged.
     fn commit_queued(&mut self) -> Result<(), ServerError> {
-        while !self.queue.is_empty() {
-            let count = self.queue.len().min(self.ledger.pipeline_max());
-            // Replies go straight from the ledger's reply buffer to the connections' send
-            // buffers: nothing is allocated per request.
-            let Server { ledger, queue, connections, clock, warnings, .. } = self;
-            let queue: &[Queued] = queue;
-            let placeholder =
-                Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
-            let mut requests = [placeholder; PIPELINE_PREPARE_MAX];
-            for (request, queued) in requests.iter_mut().zip(&queue[..count]) {
-                *request = Request {
-                    operation: Operation::from_u8(queued.header.operation).expect("validated operation"),
-                    body: &queued.body.as_bytes()[..queued.body_size],
-                    client: queued.header.client,
-                    request: queued.header.request,
-                    checksum: queued.header.checksum,
-                };
-            }
-            let mut evicted = [0u128; PIPELINE_PREPARE_MAX];
-            let mut position = 0;
-            let submitted = ledger.submit(&requests[..count], clock.realtime(), |committed, reply| {
-                let queued = &queue[position];
-                if let Some(client) = committed.evicted {
-                    evicted[position] = client;
-                }
-                position += 1;
-                if let Err(ExecuteError::TableFull { table }) = committed.result {
-                    if let Some(count) = warnings.table_full.due(Instant::now()) {
-                        eprintln!(
-                            "warning: the {table:?} table is full: {count} request(s) rejected whole in the last {}s \
-                             (docs/operating.md, \"Capacity\")",
-                            WARNING_INTERVAL_NS / crate::constants::NS_PER_S
-                        );
-                    }
-                }
-                let connection = queued.connection;
-                if committed.client != 0 && connections[connection].generation == queued.generation {
-                    connections[connection].send(reply, connection);
-                }
-            });
-            match submitted {
-                Ok(()) => {}
-                // Nothing was prepared: drop the requests (their clients retry, and are served
-                // once the clock is right) and keep serving.
-                Err(error @ LedgerError::ClockOutOfRange { .. }) => {
-                    if let Some(count) = self.warnings.clock_out_of_range.due(Instant::now()) {
-                        eprintln!("error: {error} ({count} request(s) refused in the last interval)");
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            }
-            for queued in self.queue.drain(..count) {
-                if queued.header.client == 0 {
-                    self.pulse_queued = false;
-                }
-                self.queue_free.push(queued.body);
-            }
-            for client in evicted.into_iter().filter(|client| *client != 0) {
-                self.notify_evicted(client);
-            }
+        if !self.replica.has_queued() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// Tells an evicted client, if it is connected, that its session is gone.
-    fn notify_evicted(&mut self, client: u128) {
-        let Some(index) =
-            self.connections.iter().position(|c| c.state == ConnectionState::Open && c.client == client)
-        else {
-            return;
-        };
-        let header = Header { client, ..Header::new(Command::Request, self.cluster) };
-        self.send_eviction(index, &header, EvictionReason::NoSession);
-    }
-
-    fn send_eviction(&mut self, index: usize, request: &Header, reason: EvictionReason) {
-        eprintln!("info: evicting client {} on connection {index}: {reason:?}", request.client);
-        let mut header = eviction_header(request, reason);
-        header.set_body(&[]);
-        header.set_checksum();
-        self.connections[index].send(bytemuck::bytes_of(&header), index);
+        let Server { replica, connections, clock, warnings, cluster, .. } = self;
+        let committed = replica.commit_queued(clock.realtime(), |event| match event {
+            Event::Reply { client, message } => {
+                if let Some(index) = route(connections, client) {
+                    connections[index].send(message, index);
+                }
+            }
+            Event::Evicted { client } => {
+                if let Some(index) = route(connections, client) {
+                    let header = Header { client, ..Header::new(Command::Request, *cluster) };
+                    send_eviction(connections, index, &header, EvictionReason::NoSession);
+                }
+            }
+            Event::TableFull { table } => {
+                if let Some(count) = warnings.table_full.due(Instant::now()) {
+                    eprintln!(
+                        "warning: the {table:?} table is full: {count} request(s) rejected whole in the last {}s \
+                         (docs/operating.md, \"Capacity\")",
+                        WARNING_INTERVAL_NS / crate::constants::NS_PER_S
+                    );
+                }
+            }
+        });
+        match committed {
+            Ok(()) => Ok(()),
+            // Nothing was prepared: the requests were dropped (their clients retry, and are
+            // served once the clock is right); keep serving.
+            Err(error @ LedgerError::ClockOutOfRange { .. }) => {
+                if let Some(count) = self.warnings.clock_out_of_range.due(Instant::now()) {
+                    eprintln!("error: {error} ({count} time(s) in the last interval)");
+                }
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     fn on_send(&mut self, index: usize, result: i32) {
@@ -572,14 +483,34 @@ impl<S: Storage> Server<S> {
 
     /// Stops serving: closes every connection.
     pub fn into_ledger(self) -> Ledger<S> {
-        let Server { ledger, ring, mut connections, .. } = self;
+        let Server { replica, ring, mut connections, .. } = self;
         // Dropping the ring waits for (or cancels) every operation on the connections' buffers.
         drop(ring);
         for connection in &mut connections {
             connection.force_close();
         }
-        ledger
+        replica.into_ledger()
     }
+}
+
+/// The open connection client `client` sent its latest message on, if any: where its replies
+/// go (a client that reconnected is answered on its new connection).
+fn route(connections: &[Connection], client: u128) -> Option<usize> {
+    connections
+        .iter()
+        .enumerate()
+        .filter(|(_, connection)| connection.state == ConnectionState::Open && connection.client == client)
+        .max_by_key(|(_, connection)| connection.client_stamp)
+        .map(|(index, _)| index)
+}
+
+/// Sends connection `index` an eviction answering `request`.
+fn send_eviction(connections: &mut [Connection], index: usize, request: &Header, reason: EvictionReason) {
+    eprintln!("info: evicting client {} on connection {index}: {reason:?}", request.client);
+    let mut header = eviction_header(request, reason);
+    header.set_body(&[]);
+    header.set_checksum();
+    connections[index].send(bytemuck::bytes_of(&header), index);
 }
 
 /// Raises this process's soft limit of open file descriptors (up to its hard limit) so that

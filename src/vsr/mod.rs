@@ -9,4 +9,5 @@ pub mod header;
 pub mod inspect;
 pub mod journal;
 pub mod ledger;
+pub mod replica;
 pub mod superblock;

@@ -1,0 +1,313 @@
+//! The replica: takes client requests (admission, spec §7), queues them, schedules its own
+//! pulses, and has its durable core ([`Ledger`]) prepare and commit them, a pipeline's worth per
+//! WAL write. It never touches a socket or a clock: the loop around it (the server, the
+//! simulator) hands it requests and the time, and carries out what it reports — replies and
+//! evictions addressed to client ids, which the loop routes to connections.
+
+use super::admission::{admit, Admission};
+use super::header::{Command, Header};
+use super::ledger::{Ledger, LedgerError, Request};
+use crate::constants::PIPELINE_PREPARE_MAX;
+use crate::net::codec::MessageBuffer;
+use crate::operation::Operation;
+use crate::state_machine::{ExecuteError, Table};
+use crate::storage::Storage;
+
+/// A request waiting to be prepared.
+struct Queued {
+    header: Header,
+    body: MessageBuffer,
+    body_size: usize,
+}
+
+/// What committing a request reports to the loop.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Send `message`, the reply to its request, to client `client`.
+    Reply {
+        /// The client.
+        client: u128,
+        /// The reply message (header and body).
+        message: &'a [u8],
+    },
+    /// Client `client`'s session was evicted to make room for a new one: tell it, if connected.
+    Evicted {
+        /// The evicted client.
+        client: u128,
+    },
+    /// A request was rejected whole, because `table` is full (its reply says so too).
+    TableFull {
+        /// The full table.
+        table: Table,
+    },
+}
+
+/// One replica: its durable core and the requests waiting for it.
+pub struct Replica<S: Storage> {
+    ledger: Ledger<S>,
+    /// One slot per client session (each has at most one request in flight) plus the pulse.
+    queue: Vec<Queued>,
+    queue_free: Vec<MessageBuffer>,
+    pulse_queued: bool,
+}
+
+impl<S: Storage> Replica<S> {
+    /// A replica serving `ledger`; allocates its request queue.
+    pub fn new(ledger: Ledger<S>) -> Replica<S> {
+        let queue_max = ledger.clients().sessions().len() + 1;
+        Replica {
+            ledger,
+            queue: Vec::with_capacity(queue_max),
+            queue_free: (0..queue_max).map(|_| MessageBuffer::new()).collect(),
+            pulse_queued: false,
+        }
+    }
+
+    /// The most requests queued at once.
+    pub fn queue_max(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// The durable core.
+    pub fn ledger(&self) -> &Ledger<S> {
+        &self.ledger
+    }
+
+    /// The durable core, mutably (to flush at a clean stop).
+    pub fn ledger_mut(&mut self) -> &mut Ledger<S> {
+        &mut self.ledger
+    }
+
+    /// Stops the replica, returning its durable core.
+    pub fn into_ledger(self) -> Ledger<S> {
+        self.ledger
+    }
+
+    /// True if requests wait to be committed.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Takes a request whose framing and checksums are valid: decides what to do with it
+    /// ([`admit`]) and queues it if it is to be prepared. The loop carries out the rest of the
+    /// decision (resend a stored reply, evict, close); `Prepare` needs nothing from it.
+    pub fn on_request(&mut self, header: &Header, body: &[u8]) -> Admission {
+        // Already queued: the reply will come. (Checked first: its session has not committed
+        // it yet, so admission would take it for a new request.)
+        if header.client != 0 && self.queue.iter().any(|queued| queued.header.client == header.client) {
+            return Admission::Drop;
+        }
+        let admission = admit(self.ledger.clients(), header, body, self.ledger.batch_size_limit());
+        if let Admission::Prepare(_) = admission {
+            // A free slot exists unless more clients than sessions are talking: this one then
+            // waits for its retry.
+            let Some(mut buffer) = self.queue_free.pop() else { return Admission::Drop };
+            buffer.as_bytes_mut()[..body.len()].copy_from_slice(body);
+            self.queue.push(Queued { header: *header, body: buffer, body_size: body.len() });
+        }
+        admission
+    }
+
+    /// The loop's tick, with the cluster clock: queues a pulse if a pending transfer is due to
+    /// expire and none is queued yet.
+    pub fn on_tick(&mut self, realtime: u64) {
+        let due = self.ledger.state().expiry_next().is_some_and(|expires_at| expires_at <= realtime);
+        if !due || self.pulse_queued {
+            return;
+        }
+        let Some(buffer) = self.queue_free.pop() else { return };
+        let cluster = self.ledger.data_file().superblock().cluster;
+        let header = Header { operation: Operation::Pulse as u8, ..Header::new(Command::Request, cluster) };
+        self.queue.push(Queued { header, body: buffer, body_size: 0 });
+        self.pulse_queued = true;
+    }
+
+    /// Prepares and commits every queued request, a pipeline's worth per WAL write, at the
+    /// cluster clock `realtime`; reports each reply, eviction and full table to `event` (the
+    /// reply's bytes are only valid during the call). With a clock beyond the timestamp range
+    /// nothing is prepared: the queued requests are dropped (their clients retry) and
+    /// [`LedgerError::ClockOutOfRange`] is returned; the replica can go on. Any other error is
+    /// fatal.
+    pub fn commit_queued(
+        &mut self,
+        realtime: u64,
+        mut event: impl FnMut(Event<'_>),
+    ) -> Result<(), LedgerError> {
+        while !self.queue.is_empty() {
+            let count = self.queue.len().min(self.ledger.pipeline_max());
+            let placeholder =
+                Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
+            let mut requests = [placeholder; PIPELINE_PREPARE_MAX];
+            for (request, queued) in requests.iter_mut().zip(&self.queue[..count]) {
+                *request = Request {
+                    operation: Operation::from_u8(queued.header.operation).expect("admitted operation"),
+                    body: &queued.body.as_bytes()[..queued.body_size],
+                    client: queued.header.client,
+                    request: queued.header.request,
+                    checksum: queued.header.checksum,
+                };
+            }
+            // Replies go straight from the ledger's reply buffer to the loop: nothing is
+            // allocated per request.
+            let submitted = self.ledger.submit(&requests[..count], realtime, |committed, reply| {
+                if let Err(ExecuteError::TableFull { table }) = committed.result {
+                    event(Event::TableFull { table });
+                }
+                if committed.client != 0 {
+                    event(Event::Reply { client: committed.client, message: reply });
+                }
+                if let Some(client) = committed.evicted {
+                    event(Event::Evicted { client });
+                }
+            });
+            let drained = if submitted.is_ok() { count } else { self.queue.len() };
+            for queued in self.queue.drain(..drained) {
+                if queued.header.client == 0 {
+                    self.pulse_queued = false;
+                }
+                self.queue_free.push(queued.body);
+            }
+            submitted?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constants::{NS_PER_S, TIMESTAMP_MAX};
+    use crate::multi_batch::encode_single;
+    use crate::net::codec::request_header;
+    use crate::state_machine::Config;
+    use crate::storage::{SimFaults, SimStorage};
+    use crate::types::{Account, Transfer, TransferFlags};
+    use crate::vsr::data_file::{DataFile, FormatOptions};
+    use crate::vsr::header::RegisterResult;
+
+    const CLUSTER: u128 = 3;
+    const CLIENT: u128 = 41;
+
+    fn replica() -> Replica<SimStorage> {
+        let options = FormatOptions {
+            cluster: CLUSTER,
+            replica: 0,
+            replica_count: 1,
+            journal_slot_count: 32,
+            message_size_max: 64 * 1024,
+            clients_max: 2,
+            block_size: 4096,
+            config: Config { accounts_max: 16, transfers_max: 64, expiries_max: 16, history_max: 16 },
+        };
+        let storage = SimStorage::new(options.layout().file_size(), 1, SimFaults::default());
+        let storage = DataFile::format(storage, &options).expect("format").into_storage();
+        Replica::new(Ledger::open(storage, Some(CLUSTER)).expect("open"))
+    }
+
+    /// A sealed request of `CLIENT` and its body.
+    fn request<T: bytemuck::Pod>(
+        session: u64,
+        number: u32,
+        operation: Operation,
+        events: &[T],
+    ) -> (Header, Vec<u8>) {
+        let mut body = vec![0u8; 64 * 1024];
+        let size = if operation == Operation::Register {
+            0
+        } else {
+            body[..std::mem::size_of_val(events)].copy_from_slice(bytemuck::cast_slice(events));
+            encode_single(&mut body, std::mem::size_of::<T>(), events.len())
+        };
+        body.truncate(size);
+        let mut message = MessageBuffer::new();
+        message.seal_with_body(request_header(CLUSTER, CLIENT, session, number, operation), &body);
+        (bytemuck::pod_read_unaligned(&message.as_bytes()[..256]), body)
+    }
+
+    /// Commits what is queued; returns the replies to `CLIENT` (headers) and the other events.
+    fn commit(replica: &mut Replica<SimStorage>, realtime: u64) -> (Vec<Header>, usize) {
+        let (mut replies, mut others) = (Vec::new(), 0);
+        replica
+            .commit_queued(realtime, |event| match event {
+                Event::Reply { client, message } => {
+                    assert_eq!(client, CLIENT);
+                    replies.push(bytemuck::pod_read_unaligned(&message[..256]));
+                }
+                _ => others += 1,
+            })
+            .expect("commit");
+        (replies, others)
+    }
+
+    #[test]
+    fn a_request_is_queued_committed_once_and_its_retry_answered_from_the_session() {
+        let mut replica = replica();
+        let (register, _) = request::<u8>(0, 0, Operation::Register, &[]);
+        assert_eq!(replica.on_request(&register, &[]), Admission::Prepare(Operation::Register));
+        assert_eq!(replica.on_request(&register, &[]), Admission::Drop, "already queued");
+        let (replies, _) = commit(&mut replica, NS_PER_S);
+        assert_eq!(replies.len(), 1);
+        let session = replies[0].op;
+        assert!(!replica.has_queued());
+        assert_eq!(replica.on_request(&register, &[]), Admission::Reply(0), "a retried register");
+        let stored: Header = bytemuck::pod_read_unaligned(&replica.ledger().clients().reply(0)[..256]);
+        assert_eq!(stored.checksum, replies[0].checksum, "the stored reply is the one sent");
+        assert_eq!(stored.size as usize, 256 + std::mem::size_of::<RegisterResult>());
+
+        let accounts = [Account { id: 1, ledger: 1, code: 1, ..Account::default() }];
+        let (create, body) = request(session, 1, Operation::CreateAccounts, &accounts);
+        assert_eq!(replica.on_request(&create, &body), Admission::Prepare(Operation::CreateAccounts));
+        let (replies, _) = commit(&mut replica, 2 * NS_PER_S);
+        assert_eq!(replies[0].context, create.checksum, "the reply answers the request");
+        assert_eq!(
+            replica.on_request(&create, &body),
+            Admission::Reply(0),
+            "the retry is not executed again"
+        );
+        assert_eq!(replica.ledger().state().accounts().len(), 1);
+    }
+
+    #[test]
+    fn a_pulse_is_queued_when_a_pending_transfer_is_due_and_a_bad_clock_prepares_nothing() {
+        let mut replica = replica();
+        let (register, _) = request::<u8>(0, 0, Operation::Register, &[]);
+        replica.on_request(&register, &[]);
+        let session = commit(&mut replica, NS_PER_S).0[0].op;
+        let accounts: Vec<Account> =
+            (1..=2).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+        let (create, body) = request(session, 1, Operation::CreateAccounts, &accounts);
+        replica.on_request(&create, &body);
+        commit(&mut replica, 2 * NS_PER_S);
+        let pending = Transfer {
+            id: 9,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 5,
+            ledger: 1,
+            code: 1,
+            timeout: 1,
+            flags: TransferFlags::PENDING,
+            ..Transfer::default()
+        };
+        let (transfer, body) = request(session, 2, Operation::CreateTransfers, &[pending]);
+        replica.on_request(&transfer, &body);
+        commit(&mut replica, 3 * NS_PER_S);
+        replica.on_tick(3 * NS_PER_S);
+        assert!(!replica.has_queued(), "not due yet");
+        // A clock past the timestamp range: the pulse is queued, then dropped unprepared.
+        replica.on_tick(TIMESTAMP_MAX + 1);
+        assert!(replica.has_queued());
+        let op = replica.ledger().op_head();
+        let error = replica.commit_queued(TIMESTAMP_MAX + 1, |_| panic!("nothing commits")).unwrap_err();
+        assert!(matches!(error, LedgerError::ClockOutOfRange { .. }));
+        assert!(!replica.has_queued());
+        assert_eq!(replica.ledger().op_head(), op);
+        // With the clock right again, the pulse expires the transfer.
+        replica.on_tick(5 * NS_PER_S);
+        assert!(replica.has_queued());
+        let (replies, _) = commit(&mut replica, 5 * NS_PER_S);
+        assert!(replies.is_empty(), "a pulse has no client");
+        assert_eq!(replica.ledger().op_head(), op + 1);
+        assert_eq!(replica.ledger().state().accounts()[0].debits_pending, 0, "expired");
+    }
+}
