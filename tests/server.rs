@@ -31,16 +31,7 @@ struct Server {
 impl Server {
     /// Formats a fresh development data file and starts a server on it.
     fn start(name: &str, extra: &[&str]) -> Server {
-        let path =
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.ledger", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let format = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["format", "--cluster", &CLUSTER.to_string(), "--development"])
-            .arg(&path)
-            .output()
-            .expect("ledger format");
-        assert!(format.status.success(), "{}", String::from_utf8_lossy(&format.stderr));
-        Server::spawn(path, "127.0.0.1:0", extra)
+        Server::spawn(formatted(name), "127.0.0.1:0", extra)
     }
 
     /// Starts `ledger start` on `path`, listening on `address`; waits until it listens.
@@ -86,6 +77,20 @@ impl Server {
         let _ = std::fs::remove_file(&self.path);
         status
     }
+}
+
+/// A fresh development data file of cluster `CLUSTER`, named after `name`.
+fn formatted(name: &str) -> PathBuf {
+    let path =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.ledger", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let format = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["format", "--cluster", &CLUSTER.to_string(), "--development"])
+        .arg(&path)
+        .output()
+        .expect("ledger format");
+    assert!(format.status.success(), "{}", String::from_utf8_lossy(&format.stderr));
+    path
 }
 
 impl Drop for Server {
@@ -688,15 +693,7 @@ fn sighup_is_logged_and_ignored() {
 
 #[test]
 fn start_refuses_an_address_list_that_does_not_match_the_cluster_before_recovering() {
-    let path =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("addresses-{}.ledger", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let format = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["format", "--cluster", &CLUSTER.to_string(), "--development"])
-        .arg(&path)
-        .output()
-        .expect("ledger format");
-    assert!(format.status.success(), "{}", String::from_utf8_lossy(&format.stderr));
+    let path = formatted("addresses");
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(["start", "--development", "--addresses", "127.0.0.1:0,127.0.0.1:0"])
         .arg(&path)

@@ -55,6 +55,21 @@ impl Config {
     pub const DEVELOPMENT: Config =
         Config { accounts_max: 16_384, transfers_max: 131_072, expiries_max: 16_384, history_max: 131_072 };
 
+    /// The largest value of a capacity: `u32::MAX` marks "no index" in the tables.
+    pub const CAPACITY_MAX: u32 = u32::MAX - 1;
+
+    /// The first capacity outside `1..=CAPACITY_MAX`, by its option name (`accounts-max`, ...)
+    /// and value, if any.
+    pub fn capacity_invalid(&self) -> Option<(&'static str, u32)> {
+        let capacities = [
+            ("accounts-max", self.accounts_max),
+            ("transfers-max", self.transfers_max),
+            ("expiries-max", self.expiries_max),
+            ("history-max", self.history_max),
+        ];
+        capacities.into_iter().find(|(_, value)| !(1..=Self::CAPACITY_MAX).contains(value))
+    }
+
     /// The bytes the tables take once allocated (virtual; pages are touched as they fill).
     pub fn memory_size(&self) -> u64 {
         let accounts = u64::from(self.accounts_max);

@@ -57,18 +57,9 @@ impl FormatOptions {
             return Err(FormatOptionsError::ReplicaCount { replica_count: self.replica_count });
         }
         let config = &self.config;
-        let capacities = [
-            ("accounts-max", config.accounts_max),
-            ("transfers-max", config.transfers_max),
-            ("expiries-max", config.expiries_max),
-            ("history-max", config.history_max),
-        ];
-        for (option, value) in capacities {
-            // u32::MAX is the state machine's "no index" marker, so it is no capacity.
-            if value == 0 || value == u32::MAX {
-                let (value, max) = (u64::from(value), u64::from(CAPACITY_MAX));
-                return Err(FormatOptionsError::Capacity { option, value, max });
-            }
+        if let Some((option, value)) = config.capacity_invalid() {
+            let (value, max) = (u64::from(value), u64::from(CAPACITY_MAX));
+            return Err(FormatOptionsError::Capacity { option, value, max });
         }
         // A pending transfer waiting to expire is a transfer.
         if config.expiries_max > config.transfers_max {
@@ -96,7 +87,7 @@ impl FormatOptions {
 }
 
 /// The largest value of a capacity option (`u32::MAX` marks "none" in the state machine).
-pub const CAPACITY_MAX: u32 = u32::MAX - 1;
+pub const CAPACITY_MAX: u32 = Config::CAPACITY_MAX;
 
 /// Why [`FormatOptions`] cannot make a working data file. Messages name the `ledger format`
 /// options.

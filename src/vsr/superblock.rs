@@ -236,16 +236,8 @@ impl SuperBlock {
             return inconsistent("replica", u64::from(self.replica), expected);
         }
         let config = self.config();
-        let capacities = [
-            ("accounts_max", config.accounts_max),
-            ("transfers_max", config.transfers_max),
-            ("expiries_max", config.expiries_max),
-            ("history_max", config.history_max),
-        ];
-        for (field, value) in capacities {
-            if value == 0 || value == u32::MAX {
-                return inconsistent(field, u64::from(value), format!("must be 1..={}", u32::MAX - 1));
-            }
+        if let Some((field, value)) = config.capacity_invalid() {
+            return inconsistent(field, u64::from(value), format!("must be 1..={}", Config::CAPACITY_MAX));
         }
         let checkpoint = &self.checkpoint;
         let blocks = checkpoint.manifest_block_count as usize;
@@ -385,7 +377,7 @@ mod tests {
             ("block_size", |sb| sb.block_size = 3 * 4096),
             ("grid_block_count", |sb| sb.grid_block_count = u64::MAX / 2),
             ("replica", |sb| sb.replica = 1),
-            ("accounts_max", |sb| sb.accounts_max = 0),
+            ("accounts-max", |sb| sb.accounts_max = 0),
             ("manifest_block_count", |sb| sb.checkpoint.manifest_block_count = 97),
             ("manifest_size", |sb| sb.checkpoint.manifest_size = 4097),
             ("transfers", |sb| sb.checkpoint.array_lengths[1] = 2),
