@@ -297,13 +297,15 @@ impl<S: Storage> Ledger<S> {
         assert!(!requests.is_empty() && requests.len() <= self.prepares.len());
         // Timestamps only grow and must stay in range: with a clock beyond it, nothing is
         // prepared or written (a prepare the state machine cannot apply would poison the WAL).
-        let mut timestamp = Some(self.core.timestamp_head);
-        for request in requests {
+        let mut timestamps = [0u64; PIPELINE_PREPARE_MAX];
+        let mut timestamp = self.core.timestamp_head;
+        for (request, slot) in requests.iter().zip(timestamps.iter_mut()) {
             let delta = 1 + timestamp_delta(request.operation, request.body);
-            timestamp = timestamp.and_then(|t| t.max(realtime.saturating_sub(1)).checked_add(delta));
-        }
-        if timestamp.is_none_or(|timestamp| timestamp > TIMESTAMP_MAX) {
-            return Err(LedgerError::ClockOutOfRange { realtime });
+            let next = timestamp.max(realtime.saturating_sub(1)).checked_add(delta);
+            let Some(next) = next.filter(|next| *next <= TIMESTAMP_MAX) else {
+                return Err(LedgerError::ClockOutOfRange { realtime });
+            };
+            (timestamp, *slot) = (next, next);
         }
         // A slot is reused only once a durable checkpoint covers its previous op. The fixed
         // checkpoint schedule guarantees it: a checkpoint begins at every multiple of
@@ -313,12 +315,8 @@ impl<S: Storage> Ledger<S> {
         assert!(op_last <= self.data_file.checkpoint_op() + self.data_file.journal().slot_count());
         let mut op = self.core.op_head;
         let mut parent = self.core.head_checksum;
-        let mut timestamp = self.core.timestamp_head;
-        for (request, buffer) in requests.iter().zip(self.prepares.iter_mut()) {
+        for ((request, buffer), timestamp) in requests.iter().zip(self.prepares.iter_mut()).zip(timestamps) {
             op += 1;
-            timestamp = timestamp.max(realtime.saturating_sub(1))
-                + 1
-                + timestamp_delta(request.operation, request.body);
             let header =
                 seal_prepare(buffer, self.data_file.superblock().cluster, request, op, parent, timestamp);
             parent = header.checksum;
