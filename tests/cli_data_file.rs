@@ -41,6 +41,7 @@ fn format_then_inspect_shows_an_empty_log_and_format_refuses_to_overwrite() {
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let report = String::from_utf8_lossy(&inspect.stdout);
     assert!(report.contains("cluster: 42"), "{report}");
+    assert!(report.contains("checkpoint: op 0, timestamp 0, id 0x"), "{report}");
     assert_eq!(report.matches(": ok, sequence 1").count(), 4, "{report}");
     assert!(report.contains("slots: 0 intact, 64 never written, 0 damaged"), "{report}");
 

@@ -563,4 +563,9 @@ fn checkpoints_happen_at_fixed_ops_whatever_the_grouping_of_requests() {
         assert!(checkpoint.op.is_multiple_of(interval), "checkpoint op {} is on the schedule", checkpoint.op);
     }
     assert_eq!(checkpoints[0], checkpoints[1], "the same checkpoints, byte for byte");
+    let ids = |run: &[ledger::vsr::superblock::Checkpoint]| run.iter().map(|c| c.id()).collect::<Vec<_>>();
+    assert_eq!(ids(&checkpoints[0]), ids(&checkpoints[1]), "and so the same checkpoint ids");
+    let mut distinct = ids(&checkpoints[0]);
+    distinct.dedup();
+    assert_eq!(distinct.len(), checkpoints[0].len(), "each checkpoint has its own id");
 }

@@ -453,7 +453,13 @@ impl fmt::Display for Report {
         )?;
         let checkpoint = &sb.checkpoint;
         let lengths = checkpoint.array_lengths;
-        writeln!(f, "checkpoint: op {}, timestamp {}", checkpoint.op, checkpoint.timestamp)?;
+        writeln!(
+            f,
+            "checkpoint: op {}, timestamp {}, id {:#034x}",
+            checkpoint.op,
+            checkpoint.timestamp,
+            checkpoint.id()
+        )?;
         writeln!(
             f,
             "  {} accounts, {} transfers, {} history snapshots, {} burned ids; manifest {} bytes in {} blocks",

@@ -63,6 +63,16 @@ pub struct Checkpoint {
     pub manifest: [BlockReference; MANIFEST_BLOCKS_MAX],
 }
 
+impl Checkpoint {
+    /// The checkpoint's identity: xxh3-128 of all its fields (op, prepare checksum, timestamp,
+    /// array lengths, and the manifest's block references, which name every page by checksum).
+    /// Checkpoints are taken at fixed ops with deterministic block allocation, so replicas at
+    /// the same checkpoint op have the same id exactly when their states are the same.
+    pub fn id(&self) -> u128 {
+        xxh3_128(bytemuck::bytes_of(self))
+    }
+}
+
 /// One superblock copy.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
