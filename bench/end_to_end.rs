@@ -33,7 +33,7 @@ use ledger::state_machine::Config;
 use ledger::storage::{FileStorage, IoMode};
 use ledger::types::{Account, CreateTransferStatus, Transfer};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
-use ledger::vsr::ledger::{Ledger, LedgerError, Request, PIPELINE_PREPARE_MAX};
+use ledger::vsr::replica_state::{ReplicaState, ReplicaStateError, Request, PIPELINE_PREPARE_MAX};
 use ledger::workload::{AccountDistribution, Workload};
 
 const CLUSTER: u128 = 0xE2E;
@@ -44,7 +44,7 @@ const ACCOUNT_COUNT: u64 = 10_000;
 /// pre-filled state's checkpoint stay below the next checkpoint, 1,016 ops later.
 const BATCHES_PER_FILE: u64 = 1_000;
 
-/// The WAL's slots, as `ledger format` makes them; `Ledger` checkpoints one pipeline before full.
+/// The WAL's slots, as `ledger format` makes them; `ReplicaState` checkpoints one pipeline before full.
 const JOURNAL_SLOT_COUNT: u64 = 1024;
 
 const _: () =
@@ -137,7 +137,7 @@ fn serve(
         .map_err(|error| error.to_string())?;
     let data_file = DataFile::format(storage, &options).map_err(|error| error.to_string())?;
     let mut ledger =
-        Ledger::open(data_file.into_storage(), Some(CLUSTER)).map_err(|error| error.to_string())?;
+        ReplicaState::open(data_file.into_storage(), Some(CLUSTER)).map_err(|error| error.to_string())?;
     // As `ledger start` does: the tables' memory is committed before the load.
     ledger.prefault();
     fill(&mut ledger, transfers_stored).map_err(|error| error.to_string())?;
@@ -156,7 +156,7 @@ fn serve(
 /// Creates the accounts and `transfers_stored` transfers through the ledger directly (no network:
 /// this is set-up), groups of 8 full batches per WAL write, then checkpoints, so that the measured
 /// batches start a fresh checkpoint interval.
-fn fill(ledger: &mut Ledger<FileStorage>, transfers_stored: u64) -> Result<(), LedgerError> {
+fn fill(ledger: &mut ReplicaState<FileStorage>, transfers_stored: u64) -> Result<(), ReplicaStateError> {
     let workload = Workload::new(1, ACCOUNT_COUNT, 1, AccountDistribution::Uniform);
     let accounts: Vec<Account> = (0..ACCOUNT_COUNT).map(|index| workload.account(index)).collect();
     let bodies: Vec<Vec<u8>> = accounts.chunks(BATCH_EVENTS_MAX).map(body).collect();
@@ -189,16 +189,19 @@ fn body<T: bytemuck::Pod>(events: &[T]) -> Vec<u8> {
 /// Submits the bodies as the replica's own requests (client 0), asserting that every one committed
 /// and that all its events were created (the reply of client 0 is empty: the state tells).
 fn submit_bodies(
-    ledger: &mut Ledger<FileStorage>,
+    ledger: &mut ReplicaState<FileStorage>,
     operation: Operation,
     bodies: &[Vec<u8>],
-) -> Result<(), LedgerError> {
+) -> Result<(), ReplicaStateError> {
     let requests: Vec<Request<'_>> =
         bodies.iter().map(|body| Request { operation, body, client: 0, request: 0, checksum: 0 }).collect();
-    let (accounts, transfers) = (ledger.state().accounts().len(), ledger.state().transfers().len());
+    let (accounts, transfers) =
+        (ledger.state_machine().accounts().len(), ledger.state_machine().transfers().len());
     let events: usize = bodies.iter().map(|body| body.len() / operation.event_size() - 1).sum();
     ledger.submit(&requests, realtime_ns(), |committed, _| assert!(committed.result.is_ok()))?;
-    let created = ledger.state().accounts().len() - accounts + ledger.state().transfers().len() - transfers;
+    let created = ledger.state_machine().accounts().len() - accounts
+        + ledger.state_machine().transfers().len()
+        - transfers;
     assert_eq!(created, events, "every event of the fill is created");
     Ok(())
 }

@@ -22,7 +22,7 @@ use ledger::types::{Account, CreateResult, Transfer};
 use ledger::vsr::checkpoint::CheckpointStats;
 use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::header::Header;
-use ledger::vsr::ledger::{Ledger, Request, PIPELINE_PREPARE_MAX};
+use ledger::vsr::replica_state::{ReplicaState, Request, PIPELINE_PREPARE_MAX};
 use ledger::workload::{AccountDistribution, Workload};
 
 const CLUSTER: u128 = 0x5709;
@@ -41,7 +41,7 @@ const BLOCK_SIZE: u64 = 64 * 1024;
 const CHECKPOINT_TRANSFERS_STORED: u64 = 1_000_000;
 
 /// The ops after the previous checkpoint that are timed: a full interval is what
-/// `Ledger::submit` does with the production WAL (slots minus one pipeline).
+/// `ReplicaState::submit` does with the production WAL (slots minus one pipeline).
 const CHECKPOINT_OPS: [u64; 4] = [1, 8, 64, JOURNAL_SLOT_COUNT - PIPELINE_PREPARE_MAX as u64];
 
 /// Room for the stored transfers plus the longest run of ops between two checkpoints.
@@ -96,7 +96,7 @@ fn format(path: &Path, options: &FormatOptions) -> DataFile<FileStorage> {
 }
 
 /// Fills `buffer` (a prepare message) with the single-batch body of `events` and seals it as prepare
-/// `op`, exactly as `Ledger::submit` does; returns the header.
+/// `op`, exactly as `ReplicaState::submit` does; returns the header.
 fn seal_prepare<T: bytemuck::Pod>(
     buffer: &mut [u8],
     operation: Operation,
@@ -110,11 +110,11 @@ fn seal_prepare<T: bytemuck::Pod>(
     body[..events_bytes.len()].copy_from_slice(events_bytes);
     let body_size = encode_single(&mut body, operation.event_size(), events.len());
     let request = Request { operation, body: &body[..body_size], client: 0, request: 0, checksum: 0 };
-    ledger::vsr::ledger::seal_prepare(buffer, CLUSTER, &request, op, parent, timestamp)
+    ledger::vsr::replica_state::seal_prepare(buffer, CLUSTER, &request, op, parent, timestamp)
 }
 
 /// The timestamp of the prepare after one stamped `timestamp` that creates `count` events (as
-/// `Ledger::submit` assigns them: one slot per event after the prepare's own).
+/// `ReplicaState::submit` assigns them: one slot per event after the prepare's own).
 fn timestamp_next(timestamp: u64, count: usize) -> u64 {
     timestamp.max(REALTIME_NS - 1) + 1 + count as u64
 }
@@ -156,7 +156,7 @@ impl WalFixture {
     fn append(&mut self, count: usize) -> Duration {
         let checkpoint_op = self.data_file.checkpoint_op();
         if self.op + count as u64 > checkpoint_op + self.data_file.journal().slot_count() {
-            // Untimed: slots are reused only under a checkpoint, as `Ledger::submit` does.
+            // Untimed: slots are reused only under a checkpoint, as `ReplicaState::submit` does.
             self.data_file.checkpoint(&self.empty, &[], self.op, 0, REALTIME_NS).expect("checkpoint");
         }
         for buffer in &mut self.prepares[..count] {
@@ -366,7 +366,8 @@ fn recovery_file(path: &Path) {
         history_max: 16,
     };
     let data_file = format(path, &format_options(JOURNAL_SLOT_COUNT, config));
-    let mut ledger = Ledger::open(data_file.into_storage(), Some(CLUSTER)).expect("open the new data file");
+    let mut ledger =
+        ReplicaState::open(data_file.into_storage(), Some(CLUSTER)).expect("open the new data file");
     let workload = Workload::new(4, ACCOUNT_COUNT, 1, AccountDistribution::Uniform);
     let accounts: Vec<Account> = (0..ACCOUNT_COUNT).map(|index| workload.account(index)).collect();
     let mut bodies: Vec<Vec<u8>> = Vec::new();
@@ -388,9 +389,9 @@ fn recovery_file(path: &Path) {
         })
         .collect();
     ledger.submit(&requests, REALTIME_NS, |committed, _| assert!(committed.result.is_ok())).expect("submit");
-    assert_eq!(ledger.state().accounts().len() as u64, ACCOUNT_COUNT);
+    assert_eq!(ledger.state_machine().accounts().len() as u64, ACCOUNT_COUNT);
     ledger.checkpoint().expect("checkpoint the accounts");
-    // The transfers go straight into the WAL: `Ledger::submit` would checkpoint before the WAL is
+    // The transfers go straight into the WAL: `ReplicaState::submit` would checkpoint before the WAL is
     // full, and committing them here is not needed (recovery does it).
     let checkpoint = ledger.data_file().superblock().checkpoint;
     let (mut op, mut parent, mut timestamp) =
@@ -460,10 +461,10 @@ fn recovery(c: &mut Criterion) {
             for _ in 0..iterations {
                 let start = Instant::now();
                 let storage = FileStorage::open(path, IoMode::Direct).expect("open the data file");
-                let ledger = Ledger::open(storage, Some(CLUSTER)).expect("recover");
+                let ledger = ReplicaState::open(storage, Some(CLUSTER)).expect("recover");
                 elapsed += start.elapsed();
                 assert_eq!(ledger.recovered().op_head, 2 + RECOVERY_PREPARE_COUNT);
-                assert_eq!(ledger.state().transfers().len() as u64, RECOVERY_TRANSFER_COUNT);
+                assert_eq!(ledger.state_machine().transfers().len() as u64, RECOVERY_TRANSFER_COUNT);
                 // Untimed: freeing the tables.
                 drop(ledger);
             }

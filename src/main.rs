@@ -13,7 +13,7 @@ use ledger::server::{stop_on_signals, Server, ServerOptions};
 use ledger::state_machine::Config;
 use ledger::storage::{FileStorage, IoMode, OpenError, Storage};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
-use ledger::vsr::ledger::Ledger;
+use ledger::vsr::replica_state::ReplicaState;
 
 /// ledger: a financial ledger database of accounts and double-entry transfers, served by a single
 /// replica (replication is the next milestone). The short `--help` text is the package
@@ -293,7 +293,7 @@ fn start(args: &StartArgs) -> Result<(), String> {
     let address = resolve(&args.addresses[usize::from(superblock.replica)])?;
     let started = std::time::Instant::now();
     let mut ledger =
-        Ledger::open(storage, None).map_err(|error| format!("{}: {error}", args.path.display()))?;
+        ReplicaState::open(storage, None).map_err(|error| format!("{}: {error}", args.path.display()))?;
     ledger.prefault();
     let superblock = *ledger.data_file().superblock();
     let recovered = *ledger.recovered();

@@ -271,11 +271,11 @@ const CLIENT: u128 = 77;
 fn populated(name: &str) -> Populated {
     use ledger::operation::Operation;
     use ledger::types::{Account, Transfer};
-    use ledger::vsr::ledger::{Ledger, Request};
+    use ledger::vsr::replica_state::{ReplicaState, Request};
     let path = path(name);
     assert!(format(&path).status.success());
     let storage = ledger::storage::FileStorage::open(&path, ledger::storage::IoMode::Direct).expect("open");
-    let mut ledger = Ledger::open(storage, Some(42)).expect("recover");
+    let mut ledger = ReplicaState::open(storage, Some(42)).expect("recover");
     let accounts: Vec<Account> =
         (1..=2u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
     let transfers: Vec<Transfer> = (1..=50u128)
@@ -315,7 +315,7 @@ fn populated(name: &str) -> Populated {
         path,
         layout: superblock.layout(),
         checkpoint_op: superblock.checkpoint.op,
-        op_head: ledger.op_head(),
+        op_head: ledger.commit_min(),
         manifest_address: superblock.checkpoint.manifest[0].address,
         session_slot: session_slot as u64,
     };

@@ -17,7 +17,7 @@ use ledger::state_machine::{Config, StateMachine};
 use ledger::storage::{FileStorage, IoMode};
 use ledger::types::{Account, Transfer};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
-use ledger::vsr::ledger::{Ledger, Request};
+use ledger::vsr::replica_state::{ReplicaState, Request};
 
 const CLUSTER: u128 = 0x5161;
 const ACCOUNTS: u128 = 50;
@@ -80,8 +80,8 @@ fn batch(index: u128) -> Vec<Transfer> {
 fn child_appends_batches_until_killed() {
     let Ok(path) = std::env::var("LEDGER_KILL_CHILD_PATH") else { return };
     let storage = FileStorage::open(&path, IoMode::Direct).expect("open the data file");
-    let mut ledger = Ledger::open(storage, Some(CLUSTER)).expect("recover");
-    if ledger.state().accounts().is_empty() {
+    let mut ledger = ReplicaState::open(storage, Some(CLUSTER)).expect("recover");
+    if ledger.state_machine().accounts().is_empty() {
         let accounts: Vec<Account> =
             (1..=ACCOUNTS).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
         let (bytes, size) = body(&accounts);
@@ -95,7 +95,8 @@ fn child_appends_batches_until_killed() {
         };
         ledger.submit(&[request], realtime(), |_, _| {}).expect("create accounts");
     }
-    let mut next = ledger.state().transfers().iter().map(|transfer| transfer.id).max().unwrap_or(0) / BATCH;
+    let mut next =
+        ledger.state_machine().transfers().iter().map(|transfer| transfer.id).max().unwrap_or(0) / BATCH;
     loop {
         // Two batches per WAL write, to exercise group commit.
         let batches = [batch(next), batch(next + 1)];
@@ -197,8 +198,8 @@ fn kill_during_appends_loses_no_acknowledged_transfer() {
         assert!(!status.success(), "round {round}: the child was killed, not finished");
 
         let storage = FileStorage::open(&path, IoMode::Direct).expect("reopen");
-        let ledger = Ledger::open(storage, Some(CLUSTER)).expect("recovery after SIGKILL");
-        let count = verify(ledger.state(), acknowledged);
+        let ledger = ReplicaState::open(storage, Some(CLUSTER)).expect("recovery after SIGKILL");
+        let count = verify(ledger.state_machine(), acknowledged);
         assert!(count >= recovered_total, "round {round}: recovered state went backwards");
         recovered_total = count;
         eprintln!("round {round}: {acknowledged} transfers acknowledged, {count} recovered");

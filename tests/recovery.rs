@@ -15,7 +15,7 @@ use ledger::types::{Account, Transfer, TransferFlags};
 use ledger::vsr::data_file::{DataFile, DataFileError, FormatOptions};
 use ledger::vsr::header::Header;
 use ledger::vsr::journal::JournalError;
-use ledger::vsr::ledger::{Ledger, Request};
+use ledger::vsr::replica_state::{ReplicaState, Request};
 
 const CLUSTER: u128 = 0xC1;
 
@@ -168,8 +168,8 @@ struct Op {
 /// Runs the workload until it ends or the storage crashes; returns every op prepared (in op
 /// order, with its timestamp) and how many ops were acknowledged (their group's submit
 /// returned, so they are durable).
-fn run(ledger: &mut Ledger<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec<Op>) -> u64 {
-    let mut acknowledged = ledger.op_head();
+fn run(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec<Op>) -> u64 {
+    let mut acknowledged = ledger.commit_min();
     let mut number = 0;
     for (index, group) in groups.iter().enumerate() {
         let requests: Vec<Request<'_>> = group
@@ -190,7 +190,7 @@ fn run(ledger: &mut Ledger<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec<Op>) 
             assert_eq!(*op as usize, ops.len() + 1);
             ops.push(Op { operation: request.operation, timestamp: *timestamp, body: request.body.to_vec() });
         }
-        acknowledged = ledger.op_head();
+        acknowledged = ledger.commit_min();
     }
     acknowledged
 }
@@ -227,7 +227,7 @@ fn assert_same_state(actual: &StateMachine, expected: &StateMachine, context: &s
 
 /// The client's session after op `head`: its latest request and reply are those of its latest
 /// op up to `head`, and the stored reply is intact and answers that op.
-fn assert_session(ledger: &Ledger<SimStorage>, ops: &[Op], head: u64, context: &str) {
+fn assert_session(ledger: &ReplicaState<SimStorage>, ops: &[Op], head: u64, context: &str) {
     let client_ops: Vec<usize> =
         (0..head as usize).filter(|index| ops[*index].operation != Operation::Pulse).collect();
     let Some((slot, session)) = ledger.clients().get(CLIENT) else {
@@ -274,7 +274,7 @@ fn crash_at_steps(seed: u64, stride: u64) {
     // The reference run: no crash. Ops are deterministic, so every crashed run prepares the
     // same op n as this one.
     let mut reference_ops = Vec::new();
-    let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+    let mut ledger = ReplicaState::open(formatted(), Some(CLUSTER)).expect("open");
     let steps_format = ledger.data_file().superblock().sequence;
     let steps_before = ledger.data_file_mut().storage_mut().steps();
     run(&mut ledger, &groups, &mut reference_ops);
@@ -290,7 +290,7 @@ fn crash_at_steps(seed: u64, stride: u64) {
         let torn = (0..4).map(|variant| CrashMode::Torn { seed: crash_step * 4 + variant });
         for mode in [CrashMode::LoseAll, CrashMode::KeepAll].into_iter().chain(torn) {
             let context = format!("seed {seed}, crash at step {crash_step}, {mode:?}");
-            let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+            let mut ledger = ReplicaState::open(formatted(), Some(CLUSTER)).expect("open");
             let storage = ledger.data_file_mut().storage_mut();
             storage.crash_at_step(storage.steps() + crash_step);
             let mut ops = Vec::new();
@@ -300,13 +300,13 @@ fn crash_at_steps(seed: u64, stride: u64) {
             storage.restart(mode);
             crashes += 1;
 
-            let mut recovered =
-                Ledger::open(storage, Some(CLUSTER)).unwrap_or_else(|error| panic!("{context}: {error}"));
-            let head = recovered.op_head();
+            let mut recovered = ReplicaState::open(storage, Some(CLUSTER))
+                .unwrap_or_else(|error| panic!("{context}: {error}"));
+            let head = recovered.commit_min();
             assert!(head >= acknowledged, "{context}: acknowledged op {acknowledged} lost (head {head})");
             assert!(head <= ops_total, "{context}: recovered a phantom op {head}");
             torn_heads += u32::from(recovered.recovered().torn_head);
-            assert_same_state(recovered.state(), &replayed(&reference_ops, head), &context);
+            assert_same_state(recovered.state_machine(), &replayed(&reference_ops, head), &context);
             // Replay writes every checkpoint it passes, at the same fixed ops as a run without a
             // crash: the durable one is the newest checkpoint op at or below the head.
             let interval = CHECKPOINT_INTERVAL_8_SLOTS;
@@ -325,11 +325,11 @@ fn crash_at_steps(seed: u64, stride: u64) {
             recovered
                 .submit(&requests, realtime(1000), |_, _| {})
                 .unwrap_or_else(|error| panic!("{context}: {error}"));
-            let head_after = recovered.op_head();
-            let state_accounts = recovered.state().accounts().to_vec();
-            let reopened = Ledger::open(recovered.into_storage(), Some(CLUSTER)).expect("reopen");
-            assert_eq!(reopened.op_head(), head_after, "{context}");
-            assert_eq!(reopened.state().accounts(), state_accounts.as_slice(), "{context}");
+            let head_after = recovered.commit_min();
+            let state_accounts = recovered.state_machine().accounts().to_vec();
+            let reopened = ReplicaState::open(recovered.into_storage(), Some(CLUSTER)).expect("reopen");
+            assert_eq!(reopened.commit_min(), head_after, "{context}");
+            assert_eq!(reopened.state_machine().accounts(), state_accounts.as_slice(), "{context}");
         }
     }
     assert_eq!(crashes, storage_steps.div_ceil(stride) * 6);
@@ -339,8 +339,8 @@ fn crash_at_steps(seed: u64, stride: u64) {
 }
 
 /// Runs the whole workload on a fresh data file and returns the ledger.
-fn full_run() -> (Ledger<SimStorage>, Vec<Op>) {
-    let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+fn full_run() -> (ReplicaState<SimStorage>, Vec<Op>) {
+    let mut ledger = ReplicaState::open(formatted(), Some(CLUSTER)).expect("open");
     let mut ops = Vec::new();
     run(&mut ledger, &workload(3), &mut ops);
     ledger.flush().expect("flush");
@@ -350,21 +350,21 @@ fn full_run() -> (Ledger<SimStorage>, Vec<Op>) {
 #[test]
 fn a_corrupted_committed_prepare_is_reported_with_its_op_and_offset() {
     // A longer WAL, so that committed ops sit between the durable checkpoint and the head.
-    let mut ledger = Ledger::open(formatted_with(options_with_slots(32)), Some(CLUSTER)).expect("open");
+    let mut ledger = ReplicaState::open(formatted_with(options_with_slots(32)), Some(CLUSTER)).expect("open");
     let groups = workload(3);
     let mut ops = Vec::new();
     run(&mut ledger, &groups[..6], &mut ops);
     ledger.flush().expect("flush");
     let layout = ledger.data_file().superblock().layout();
     let checkpoint_op = ledger.data_file().checkpoint_op();
-    let head = ledger.op_head();
+    let head = ledger.commit_min();
     assert!(head >= checkpoint_op + 2, "there are committed ops after the checkpoint");
     let op = checkpoint_op + 1;
     let slot = op % layout.journal_slot_count;
     let mut storage = ledger.into_storage();
     // Zeroed rather than a random bit flip, which could land in the sector's padding.
     storage.zero(layout.wal_prepare_offset(slot), SECTOR_SIZE as u64);
-    match Ledger::open(storage, Some(CLUSTER)) {
+    match ReplicaState::open(storage, Some(CLUSTER)) {
         Err(DataFileError::Journal(JournalError::Corrupt { op: bad, slot: bad_slot, offset })) => {
             assert_eq!(bad, op);
             assert_eq!(bad_slot, slot);
@@ -373,7 +373,7 @@ fn a_corrupted_committed_prepare_is_reported_with_its_op_and_offset() {
                 DataFileError::Journal(JournalError::Corrupt { op: bad, slot: bad_slot, offset }).to_string();
             assert!(message.contains(&format!("op {op}")) && message.contains(&format!("offset {offset}")));
         }
-        other => panic!("expected a corruption report, got {:?}", other.map(|ledger| ledger.op_head())),
+        other => panic!("expected a corruption report, got {:?}", other.map(|ledger| ledger.commit_min())),
     }
 }
 
@@ -381,12 +381,12 @@ fn a_corrupted_committed_prepare_is_reported_with_its_op_and_offset() {
 fn a_torn_redundant_header_sector_is_repaired_from_intact_prepares() {
     let (ledger, ops) = full_run();
     let layout = ledger.data_file().superblock().layout();
-    let head = ledger.op_head();
+    let head = ledger.commit_min();
     let mut storage = ledger.into_storage();
     storage.corrupt(layout.wal_headers_offset(), layout.wal_headers_size());
-    let recovered = Ledger::open(storage, Some(CLUSTER)).expect("intact prepares vouch for themselves");
-    assert_eq!(recovered.op_head(), head);
-    assert_same_state(recovered.state(), &replayed(&ops, head), "headers ring corrupted");
+    let recovered = ReplicaState::open(storage, Some(CLUSTER)).expect("intact prepares vouch for themselves");
+    assert_eq!(recovered.commit_min(), head);
+    assert_same_state(recovered.state_machine(), &replayed(&ops, head), "headers ring corrupted");
 }
 
 #[test]
@@ -397,29 +397,29 @@ fn a_corrupted_checkpoint_block_is_detected() {
     let manifest = superblock.checkpoint.manifest[0];
     let mut storage = ledger.into_storage();
     storage.corrupt(layout.block_offset(manifest.address), 4096);
-    let error = Ledger::open(storage, Some(CLUSTER)).err().expect("corruption must not be accepted");
+    let error = ReplicaState::open(storage, Some(CLUSTER)).err().expect("corruption must not be accepted");
     assert!(error.to_string().contains(&format!("grid block {}", manifest.address)), "{error}");
 }
 
 #[test]
 fn one_corrupted_superblock_copy_is_survived_and_all_of_them_are_reported() {
     let (ledger, ops) = full_run();
-    let head = ledger.op_head();
+    let head = ledger.commit_min();
     let mut storage = ledger.into_storage();
     storage.corrupt(Layout::superblock_offset(1), 4096);
-    let recovered = Ledger::open(storage, Some(CLUSTER)).expect("three copies remain");
-    assert_same_state(recovered.state(), &replayed(&ops, head), "one superblock copy corrupted");
+    let recovered = ReplicaState::open(storage, Some(CLUSTER)).expect("three copies remain");
+    assert_same_state(recovered.state_machine(), &replayed(&ops, head), "one superblock copy corrupted");
     let mut storage = recovered.into_storage();
     for copy in 0..4 {
         storage.corrupt(Layout::superblock_offset(copy), 4096);
     }
-    let error = Ledger::open(storage, Some(CLUSTER)).err().expect("no superblock");
+    let error = ReplicaState::open(storage, Some(CLUSTER)).err().expect("no superblock");
     assert!(error.to_string().contains("superblock is corrupt"), "{error}");
 }
 
 #[test]
 fn a_wrong_cluster_and_a_foreign_file_are_refused() {
-    let error = Ledger::open(formatted(), Some(CLUSTER + 1)).err().expect("wrong cluster");
+    let error = ReplicaState::open(formatted(), Some(CLUSTER + 1)).err().expect("wrong cluster");
     assert!(
         matches!(error, DataFileError::WrongCluster { expected, found } if expected == CLUSTER + 1 && found == CLUSTER)
     );
@@ -429,7 +429,7 @@ fn a_wrong_cluster_and_a_foreign_file_are_refused() {
     let mut junk = ledger::storage::AlignedBuffer::new(4096 * 16);
     junk.iter_mut().enumerate().for_each(|(index, byte)| *byte = (index * 7) as u8);
     foreign.write(&[ledger::storage::Write { offset: 0, data: &junk }]).expect("write");
-    let error = Ledger::open(foreign, None).err().expect("not a data file");
+    let error = ReplicaState::open(foreign, None).err().expect("not a data file");
     assert!(error.to_string().contains("not a ledger data file"), "{error}");
 }
 
@@ -442,20 +442,21 @@ fn a_corrupted_client_reply_ends_the_session_instead_of_being_sent() {
     let layout = ledger.data_file().superblock().layout();
     let (slot, _) = ledger.clients().get(CLIENT).expect("the workload's client has a session");
     let storage = ledger.into_storage();
-    let reopened = Ledger::open(storage, Some(CLUSTER)).expect("reopen");
+    let reopened = ReplicaState::open(storage, Some(CLUSTER)).expect("reopen");
     assert!(reopened.clients().get(CLIENT).is_some(), "an intact reply keeps its session");
     let mut storage = reopened.into_storage();
     // Zeroed: a random bit flip could land in the sector padding after the reply.
     storage.zero(layout.client_reply_offset(slot as u64), 4096);
-    let recovered = Ledger::open(storage, Some(CLUSTER)).expect("a damaged reply does not stop the replica");
+    let recovered =
+        ReplicaState::open(storage, Some(CLUSTER)).expect("a damaged reply does not stop the replica");
     assert!(recovered.clients().get(CLIENT).is_none(), "the session with a damaged reply was ended");
 }
 
 #[test]
 fn a_clock_beyond_the_timestamp_range_prepares_and_writes_nothing() {
     use ledger::constants::TIMESTAMP_MAX;
-    use ledger::vsr::ledger::LedgerError;
-    let mut ledger = Ledger::open(formatted(), Some(CLUSTER)).expect("open");
+    use ledger::vsr::replica_state::ReplicaStateError;
+    let mut ledger = ReplicaState::open(formatted(), Some(CLUSTER)).expect("open");
     let register = Job { operation: Operation::Register, body: vec![0], size: 0 };
     let accounts =
         job(Operation::CreateAccounts, &[Account { id: 1, ledger: 1, code: 1, ..Account::default() }]);
@@ -464,27 +465,27 @@ fn a_clock_beyond_the_timestamp_range_prepares_and_writes_nothing() {
     // Past the year 2262, and at the very edge: the create's event timestamp would be beyond it.
     for clock in [u64::MAX, TIMESTAMP_MAX + 1, TIMESTAMP_MAX] {
         match ledger.submit(&[accounts.request(1)], clock, |_, _| panic!("nothing commits")) {
-            Err(error @ LedgerError::ClockOutOfRange { .. }) => {
+            Err(error @ ReplicaStateError::ClockOutOfRange { .. }) => {
                 assert!(error.to_string().contains("fix the system clock"), "{error}");
             }
             other => panic!("a clock of {clock} must be refused, got {other:?}"),
         }
-        assert_eq!(ledger.op_head(), 1, "nothing was prepared");
+        assert_eq!(ledger.commit_min(), 1, "nothing was prepared");
         assert_eq!(ledger.data_file_mut().storage_mut().steps(), steps, "nothing was written");
     }
     // Once the clock is right the same request is served, and the log replays.
     let mut committed = None;
     ledger.submit(&[accounts.request(1)], realtime(1), |done, _| committed = Some(done.op)).expect("create");
     assert_eq!(committed, Some(2));
-    let reopened = Ledger::open(ledger.into_storage(), Some(CLUSTER)).expect("reopen");
-    assert_eq!(reopened.op_head(), 2);
+    let reopened = ReplicaState::open(ledger.into_storage(), Some(CLUSTER)).expect("reopen");
+    assert_eq!(reopened.commit_min(), 2);
 }
 
 #[test]
 fn an_intact_prepare_the_state_machine_cannot_apply_is_refused_at_start_instead_of_panicking() {
     use ledger::constants::TIMESTAMP_MAX;
     use ledger::vsr::data_file::root_checksum;
-    use ledger::vsr::ledger::{seal_prepare, PrepareInvalid};
+    use ledger::vsr::replica_state::{seal_prepare, PrepareInvalid};
     let accounts =
         job(Operation::CreateAccounts, &[Account { id: 1, ledger: 1, code: 1, ..Account::default() }]);
     let mut bad_body = job(Operation::LookupAccounts, &[1u128]);
@@ -504,7 +505,7 @@ fn an_intact_prepare_the_state_machine_cannot_apply_is_refused_at_start_instead_
         seal_prepare(&mut prepare, CLUSTER, &request, 1, root_checksum(CLUSTER), timestamp);
         data_file.append(&[&prepare]).expect("append");
         let layout = options.layout();
-        match Ledger::open(data_file.into_storage(), Some(CLUSTER)) {
+        match ReplicaState::open(data_file.into_storage(), Some(CLUSTER)) {
             Err(error @ DataFileError::PrepareInvalid { op: 1, slot: 1, offset, reason: _ }) => {
                 assert_eq!(offset, layout.wal_prepare_offset(1));
                 let message = error.to_string();
@@ -519,7 +520,9 @@ fn an_intact_prepare_the_state_machine_cannot_apply_is_refused_at_start_instead_
                     }
                 ));
             }
-            other => panic!("{reason}: expected a refusal, got {:?}", other.map(|ledger| ledger.op_head())),
+            other => {
+                panic!("{reason}: expected a refusal, got {:?}", other.map(|ledger| ledger.commit_min()))
+            }
         }
     }
 }
@@ -541,7 +544,7 @@ fn checkpoints_happen_at_fixed_ops_whatever_the_grouping_of_requests() {
     let mut prng = Prng::new(9);
     let mut checkpoints = Vec::new();
     for grouped in [false, true] {
-        let mut ledger = Ledger::open(formatted_with(options), Some(CLUSTER)).expect("open");
+        let mut ledger = ReplicaState::open(formatted_with(options), Some(CLUSTER)).expect("open");
         let mut done = 0;
         let mut seen = Vec::new();
         while done < requests.len() {

@@ -16,7 +16,7 @@ use ledger::state_machine::Config;
 use ledger::storage::{FileStorage, IoMode};
 use ledger::types::{Account, AccountFilter, AccountFilterFlags, QueryFilter, Transfer, TransferFlags};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
-use ledger::vsr::ledger::Ledger;
+use ledger::vsr::replica_state::ReplicaState;
 
 struct CountingAllocator;
 
@@ -86,8 +86,8 @@ fn serving_requests_allocates_nothing_on_the_server_thread() {
     };
     let storage = FileStorage::create(&path, options.layout().file_size(), IoMode::Direct).expect("create");
     DataFile::format(storage, &options).expect("format");
-    let ledger =
-        Ledger::open(FileStorage::open(&path, IoMode::Direct).expect("open"), Some(CLUSTER)).expect("ledger");
+    let ledger = ReplicaState::open(FileStorage::open(&path, IoMode::Direct).expect("open"), Some(CLUSTER))
+        .expect("ledger");
     let server_options = ServerOptions {
         address: "127.0.0.1:0".parse().expect("address"),
         connections_max: 8,
@@ -101,7 +101,7 @@ fn serving_requests_allocates_nothing_on_the_server_thread() {
     let thread = std::thread::spawn(move || {
         SERVER_THREAD.with(|flag| flag.set(true));
         server.run(&stop_server).expect("serve");
-        server.into_ledger().op_head()
+        server.into_state().commit_min()
     });
 
     let timeout = Duration::from_secs(30);

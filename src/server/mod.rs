@@ -2,7 +2,7 @@
 //!
 //! One thread does everything: accepts connections, receives and validates messages (the
 //! `net::codec` decoder, one per connection), turns requests into prepares through the
-//! [`Ledger`] (WAL write + `fdatasync`, commit, reply), and sends replies. Every buffer is
+//! [`ReplicaState`] (WAL write + `fdatasync`, commit, reply), and sends replies. Every buffer is
 //! allocated at start: a fixed number of connections, each with one receive and one send buffer,
 //! and a request queue with one slot per possible client plus the replica's own pulse.
 //!
@@ -31,8 +31,8 @@ use crate::net::codec::{eviction_header, FrameError};
 use crate::storage::Storage;
 use crate::vsr::admission::Admission;
 use crate::vsr::header::{Command, EvictionReason, Header};
-use crate::vsr::ledger::{Ledger, LedgerError};
 use crate::vsr::replica::{Event, Replica};
+use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -110,7 +110,7 @@ pub enum ServerError {
     },
     /// The data file failed (fatal: a failed fsync may have lost writes).
     #[error("{0}")]
-    Ledger(#[from] LedgerError),
+    Replica(#[from] ReplicaStateError),
 }
 
 /// Tags of the operations on the loop: the kind in the top byte, the connection below.
@@ -160,7 +160,7 @@ struct Warnings {
 
 impl<S: Storage> Server<S> {
     /// Binds the listener and allocates every buffer.
-    pub fn new(ledger: Ledger<S>, options: ServerOptions) -> Result<Server<S>, ServerError> {
+    pub fn new(ledger: ReplicaState<S>, options: ServerOptions) -> Result<Server<S>, ServerError> {
         options.validate()?;
         raise_file_descriptor_limit(options.connections_max)?;
         let listener = TcpListener::bind(options.address)
@@ -228,7 +228,7 @@ impl<S: Storage> Server<S> {
         }
         // Everything committed is durable (each submit synced before replying); flush the
         // redundant WAL headers so the log carries proof of every durable entry.
-        self.replica.ledger_mut().flush()?;
+        self.replica.state_mut().flush()?;
         Ok(())
     }
 
@@ -358,7 +358,7 @@ impl<S: Storage> Server<S> {
                     return;
                 }
                 Action::Reply(slot) => {
-                    let reply = self.replica.ledger().clients().reply(slot);
+                    let reply = self.replica.state().clients().reply(slot);
                     self.connections[index].send(reply, index);
                 }
                 Action::Evict(reason) => send_eviction(&mut self.connections, index, &header, reason),
@@ -428,7 +428,7 @@ impl<S: Storage> Server<S> {
             Ok(()) => Ok(()),
             // Nothing was prepared: the requests were dropped (their clients retry, and are
             // served once the clock is right); keep serving.
-            Err(error @ LedgerError::ClockOutOfRange { .. }) => {
+            Err(error @ ReplicaStateError::ClockOutOfRange { .. }) => {
                 if let Some(count) = self.warnings.clock_out_of_range.due(Instant::now()) {
                     eprintln!("error: {error} ({count} time(s) in the last interval)");
                 }
@@ -482,14 +482,14 @@ impl<S: Storage> Server<S> {
     }
 
     /// Stops serving: closes every connection.
-    pub fn into_ledger(self) -> Ledger<S> {
+    pub fn into_state(self) -> ReplicaState<S> {
         let Server { replica, ring, mut connections, .. } = self;
         // Dropping the ring waits for (or cancels) every operation on the connections' buffers.
         drop(ring);
         for connection in &mut connections {
             connection.force_close();
         }
-        replica.into_ledger()
+        replica.into_state()
     }
 }
 

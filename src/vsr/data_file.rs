@@ -204,7 +204,7 @@ pub enum DataFileError {
         /// The file offset of the slot.
         offset: u64,
         /// What is wrong with it.
-        reason: super::ledger::PrepareInvalid,
+        reason: super::replica_state::PrepareInvalid,
     },
     /// The capacities cannot be checkpointed with this block size.
     #[error("these capacities need {needed} manifest blocks, more than {MANIFEST_BLOCKS_MAX}: use a larger block size")]

@@ -8,6 +8,6 @@ pub mod data_file;
 pub mod header;
 pub mod inspect;
 pub mod journal;
-pub mod ledger;
 pub mod replica;
+pub mod replica_state;
 pub mod superblock;

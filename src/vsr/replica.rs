@@ -1,12 +1,12 @@
 //! The replica: takes client requests (admission, spec §7), queues them, schedules its own
-//! pulses, and has its durable core ([`Ledger`]) prepare and commit them, a pipeline's worth per
+//! pulses, and has its durable state ([`ReplicaState`]) prepare and commit them, a pipeline's worth per
 //! WAL write. It never touches a socket or a clock: the loop around it (the server, the
 //! simulator) hands it requests and the time, and carries out what it reports — replies and
 //! evictions addressed to client ids, which the loop routes to connections.
 
 use super::admission::{admit, Admission};
 use super::header::{Command, Header};
-use super::ledger::{Ledger, LedgerError, Request};
+use super::replica_state::{ReplicaState, ReplicaStateError, Request};
 use crate::constants::PIPELINE_PREPARE_MAX;
 use crate::net::codec::MessageBuffer;
 use crate::operation::Operation;
@@ -44,7 +44,7 @@ pub enum Event<'a> {
 
 /// One replica: its durable core and the requests waiting for it.
 pub struct Replica<S: Storage> {
-    ledger: Ledger<S>,
+    state: ReplicaState<S>,
     /// One slot per client session (each has at most one request in flight) plus the pulse.
     queue: Vec<Queued>,
     queue_free: Vec<MessageBuffer>,
@@ -52,11 +52,11 @@ pub struct Replica<S: Storage> {
 }
 
 impl<S: Storage> Replica<S> {
-    /// A replica serving `ledger`; allocates its request queue.
-    pub fn new(ledger: Ledger<S>) -> Replica<S> {
-        let queue_max = ledger.clients().sessions().len() + 1;
+    /// A replica serving `state`; allocates its request queue.
+    pub fn new(state: ReplicaState<S>) -> Replica<S> {
+        let queue_max = state.clients().sessions().len() + 1;
         Replica {
-            ledger,
+            state,
             queue: Vec::with_capacity(queue_max),
             queue_free: (0..queue_max).map(|_| MessageBuffer::new()).collect(),
             pulse_queued: false,
@@ -69,18 +69,18 @@ impl<S: Storage> Replica<S> {
     }
 
     /// The durable core.
-    pub fn ledger(&self) -> &Ledger<S> {
-        &self.ledger
+    pub fn state(&self) -> &ReplicaState<S> {
+        &self.state
     }
 
     /// The durable core, mutably (to flush at a clean stop).
-    pub fn ledger_mut(&mut self) -> &mut Ledger<S> {
-        &mut self.ledger
+    pub fn state_mut(&mut self) -> &mut ReplicaState<S> {
+        &mut self.state
     }
 
     /// Stops the replica, returning its durable core.
-    pub fn into_ledger(self) -> Ledger<S> {
-        self.ledger
+    pub fn into_state(self) -> ReplicaState<S> {
+        self.state
     }
 
     /// True if requests wait to be committed.
@@ -97,7 +97,7 @@ impl<S: Storage> Replica<S> {
         if header.client != 0 && self.queue.iter().any(|queued| queued.header.client == header.client) {
             return Admission::Drop;
         }
-        let admission = admit(self.ledger.clients(), header, body, self.ledger.batch_size_limit());
+        let admission = admit(self.state.clients(), header, body, self.state.batch_size_limit());
         if let Admission::Prepare(_) = admission {
             // A free slot exists unless more clients than sessions are talking: this one then
             // waits for its retry.
@@ -111,12 +111,12 @@ impl<S: Storage> Replica<S> {
     /// The loop's tick, with the cluster clock: queues a pulse if a pending transfer is due to
     /// expire and none is queued yet.
     pub fn on_tick(&mut self, realtime: u64) {
-        let due = self.ledger.state().expiry_next().is_some_and(|expires_at| expires_at <= realtime);
+        let due = self.state.state_machine().expiry_next().is_some_and(|expires_at| expires_at <= realtime);
         if !due || self.pulse_queued {
             return;
         }
         let Some(buffer) = self.queue_free.pop() else { return };
-        let cluster = self.ledger.data_file().superblock().cluster;
+        let cluster = self.state.data_file().superblock().cluster;
         let header = Header { operation: Operation::Pulse as u8, ..Header::new(Command::Request, cluster) };
         self.queue.push(Queued { header, body: buffer, body_size: 0 });
         self.pulse_queued = true;
@@ -126,15 +126,15 @@ impl<S: Storage> Replica<S> {
     /// cluster clock `realtime`; reports each reply, eviction and full table to `event` (the
     /// reply's bytes are only valid during the call). With a clock beyond the timestamp range
     /// nothing is prepared: the queued requests are dropped (their clients retry) and
-    /// [`LedgerError::ClockOutOfRange`] is returned; the replica can go on. Any other error is
+    /// [`ReplicaStateError::ClockOutOfRange`] is returned; the replica can go on. Any other error is
     /// fatal.
     pub fn commit_queued(
         &mut self,
         realtime: u64,
         mut event: impl FnMut(Event<'_>),
-    ) -> Result<(), LedgerError> {
+    ) -> Result<(), ReplicaStateError> {
         while !self.queue.is_empty() {
-            let count = self.queue.len().min(self.ledger.pipeline_max());
+            let count = self.queue.len().min(self.state.pipeline_max());
             let placeholder =
                 Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
             let mut requests = [placeholder; PIPELINE_PREPARE_MAX];
@@ -149,7 +149,7 @@ impl<S: Storage> Replica<S> {
             }
             // Replies go straight from the ledger's reply buffer to the loop: nothing is
             // allocated per request.
-            let submitted = self.ledger.submit(&requests[..count], realtime, |committed, reply| {
+            let submitted = self.state.submit(&requests[..count], realtime, |committed, reply| {
                 if let Err(ExecuteError::TableFull { table }) = committed.result {
                     event(Event::TableFull { table });
                 }
@@ -201,7 +201,7 @@ mod tests {
         };
         let storage = SimStorage::new(options.layout().file_size(), 1, SimFaults::default());
         let storage = DataFile::format(storage, &options).expect("format").into_storage();
-        Replica::new(Ledger::open(storage, Some(CLUSTER)).expect("open"))
+        Replica::new(ReplicaState::open(storage, Some(CLUSTER)).expect("open"))
     }
 
     /// A sealed request of `CLIENT` and its body.
@@ -250,7 +250,7 @@ mod tests {
         let session = replies[0].op;
         assert!(!replica.has_queued());
         assert_eq!(replica.on_request(&register, &[]), Admission::Reply(0), "a retried register");
-        let stored: Header = bytemuck::pod_read_unaligned(&replica.ledger().clients().reply(0)[..256]);
+        let stored: Header = bytemuck::pod_read_unaligned(&replica.state().clients().reply(0)[..256]);
         assert_eq!(stored.checksum, replies[0].checksum, "the stored reply is the one sent");
         assert_eq!(stored.size as usize, 256 + std::mem::size_of::<RegisterResult>());
 
@@ -264,7 +264,7 @@ mod tests {
             Admission::Reply(0),
             "the retry is not executed again"
         );
-        assert_eq!(replica.ledger().state().accounts().len(), 1);
+        assert_eq!(replica.state().state_machine().accounts().len(), 1);
     }
 
     #[test]
@@ -297,17 +297,17 @@ mod tests {
         // A clock past the timestamp range: the pulse is queued, then dropped unprepared.
         replica.on_tick(TIMESTAMP_MAX + 1);
         assert!(replica.has_queued());
-        let op = replica.ledger().op_head();
+        let op = replica.state().commit_min();
         let error = replica.commit_queued(TIMESTAMP_MAX + 1, |_| panic!("nothing commits")).unwrap_err();
-        assert!(matches!(error, LedgerError::ClockOutOfRange { .. }));
+        assert!(matches!(error, ReplicaStateError::ClockOutOfRange { .. }));
         assert!(!replica.has_queued());
-        assert_eq!(replica.ledger().op_head(), op);
+        assert_eq!(replica.state().commit_min(), op);
         // With the clock right again, the pulse expires the transfer.
         replica.on_tick(5 * NS_PER_S);
         assert!(replica.has_queued());
         let (replies, _) = commit(&mut replica, 5 * NS_PER_S);
         assert!(replies.is_empty(), "a pulse has no client");
-        assert_eq!(replica.ledger().op_head(), op + 1);
-        assert_eq!(replica.ledger().state().accounts()[0].debits_pending, 0, "expired");
+        assert_eq!(replica.state().commit_min(), op + 1);
+        assert_eq!(replica.state().state_machine().accounts()[0].debits_pending, 0, "expired");
     }
 }
