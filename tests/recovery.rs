@@ -195,6 +195,66 @@ fn run(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec
     acknowledged
 }
 
+/// Runs the workload as the server does, with the journal's write stages overlapped: the next
+/// group is prepared while the one before is being written, so a stage carries one group's
+/// headers with the next group's prepares; each stage's writes are carried out from copies
+/// (as the server's ring does from the buffers) and then synced. Returns every op committed
+/// and the newest op made durable (`commit_max`): none of those may be lost.
+fn run_pipelined(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec<Op>) -> u64 {
+    use ledger::storage::{AlignedBuffer, Write};
+    use ledger::vsr::journal::STAGE_WRITES_MAX;
+    let mut durable = ledger.commit_max();
+    let mut number = 0;
+    let mut next = 0;
+    let mut prepared: std::collections::VecDeque<(Operation, Vec<u8>)> = std::collections::VecDeque::new();
+    loop {
+        while next < groups.len() && groups[next].len() <= ledger.pipeline_room() {
+            let requests: Vec<Request<'_>> = groups[next]
+                .iter()
+                .map(|job| {
+                    let request = job.request(number);
+                    number += u32::from(job.operation != Operation::Pulse);
+                    request
+                })
+                .collect();
+            ledger.prepare(&requests, realtime(next)).expect("prepare");
+            prepared.extend(requests.iter().map(|request| (request.operation, request.body.to_vec())));
+            next += 1;
+        }
+        let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+        let Some(count) = ledger.journal_stage_begin(&mut writes) else {
+            assert_eq!(ledger.commit_min(), ledger.op(), "nothing to write: everything committed");
+            assert_eq!(next, groups.len(), "and every group prepared");
+            return durable;
+        };
+        let copies: Vec<(u64, AlignedBuffer)> = writes[..count]
+            .iter()
+            .map(|write| {
+                let mut copy = AlignedBuffer::new(write.data.len());
+                copy.copy_from_slice(write.data);
+                (write.offset, copy)
+            })
+            .collect();
+        let storage = ledger.data_file_mut().storage_mut();
+        let writes: Vec<Write<'_>> =
+            copies.iter().map(|(offset, data)| Write { offset: *offset, data }).collect();
+        if storage.write_and_sync(&writes).is_err() {
+            return durable;
+        }
+        ledger.journal_stage_end();
+        durable = ledger.commit_max();
+        assert!(ledger.op() - ledger.commit_max() <= ledger.pipeline_max() as u64);
+        let committed = ledger.commit(|done, _| {
+            let (operation, body) = prepared.pop_front().expect("a prepared op");
+            assert_eq!(done.op as usize, ops.len() + 1);
+            ops.push(Op { operation, timestamp: done.timestamp, body });
+        });
+        if committed.is_err() {
+            return durable;
+        }
+    }
+}
+
 /// A fresh state machine with the first `count` ops applied.
 fn replayed(ops: &[Op], count: u64) -> StateMachine {
     let mut state = StateMachine::new(options().config);
@@ -252,7 +312,13 @@ fn assert_session(ledger: &ReplicaState<SimStorage>, ops: &[Op], head: u64, cont
 #[test]
 fn recovery_after_a_crash_at_every_write_and_fsync_keeps_every_acknowledged_batch() {
     let seed = std::env::var("LEDGER_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(7);
-    crash_at_steps(seed, 1);
+    crash_at_steps(seed, 1, run);
+}
+
+#[test]
+fn recovery_after_a_crash_at_every_step_of_overlapped_journal_stages_keeps_every_durable_op() {
+    let seed = std::env::var("LEDGER_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(7);
+    crash_at_steps(seed, 1, run_pipelined);
 }
 
 #[test]
@@ -260,7 +326,8 @@ fn recovery_after_crashes_in_other_seeded_workloads_keeps_every_acknowledged_bat
     // Other workloads put the WAL wraps, checkpoints and torn groups at other steps; every
     // third step of each keeps the run short.
     for seed in 1..=4 {
-        crash_at_steps(seed, 3);
+        crash_at_steps(seed, 3, run);
+        crash_at_steps(seed, 3, run_pipelined);
     }
 }
 
@@ -269,7 +336,10 @@ fn recovery_after_crashes_in_other_seeded_workloads_keeps_every_acknowledged_bat
 /// The checkpoint interval of the 8-slot test WAL: (slots − pipeline of 4) / 2.
 const CHECKPOINT_INTERVAL_8_SLOTS: u64 = 2;
 
-fn crash_at_steps(seed: u64, stride: u64) {
+/// A way of driving the workload: returns the newest op that must survive a crash.
+type Runner = fn(&mut ReplicaState<SimStorage>, &[Vec<Job>], &mut Vec<Op>) -> u64;
+
+fn crash_at_steps(seed: u64, stride: u64, run: Runner) {
     let groups = workload(seed);
     // The reference run: no crash. Ops are deterministic, so every crashed run prepares the
     // same op n as this one.
@@ -661,4 +731,58 @@ fn superblock_copies_left_by_a_torn_update_are_rewritten_before_the_next_checkpo
     let recovered = ReplicaState::open(storage, Some(CLUSTER)).expect("the checkpoint before C is intact");
     assert_eq!(recovered.commit_min(), head, "the WAL replays from B up to the head");
     assert_same_state(recovered.state_machine(), &replayed(&ops, head), "after two torn updates");
+}
+
+#[test]
+fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
+    use ledger::storage::{AlignedBuffer, Write};
+    use ledger::vsr::journal::STAGE_WRITES_MAX;
+    let groups = workload(7);
+    let mut ledger = ReplicaState::open(formatted_with(options_with_slots(32)), Some(CLUSTER)).expect("open");
+    let layout = ledger.data_file().superblock().layout();
+    let headers = layout.wal_headers_offset()..layout.wal_headers_offset() + layout.wal_headers_size();
+    // Carries out the next stage as the server does (from copies of its writes, then a sync);
+    // returns how many prepares and header sectors it wrote.
+    let run_stage = |ledger: &mut ReplicaState<SimStorage>| {
+        let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+        let count = ledger.journal_stage_begin(&mut writes).expect("a stage");
+        let header_writes = writes[..count].iter().filter(|write| headers.contains(&write.offset)).count();
+        let copies: Vec<(u64, AlignedBuffer)> = writes[..count]
+            .iter()
+            .map(|write| {
+                let mut copy = AlignedBuffer::new(write.data.len());
+                copy.copy_from_slice(write.data);
+                (write.offset, copy)
+            })
+            .collect();
+        let mut none = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+        assert!(ledger.journal_stage_begin(&mut none).is_none(), "one stage at a time");
+        let writes: Vec<Write<'_>> =
+            copies.iter().map(|(offset, data)| Write { offset: *offset, data }).collect();
+        ledger.data_file_mut().storage_mut().write_and_sync(&writes).expect("stage I/O");
+        ledger.journal_stage_end();
+        (count - header_writes, header_writes)
+    };
+    let first: Vec<Request<'_>> = groups[0].iter().zip(0..).map(|(job, n)| job.request(n)).collect();
+    let numbers = first.len() as u32..;
+    let second: Vec<Request<'_>> = groups[1].iter().zip(numbers).map(|(job, n)| job.request(n)).collect();
+    let (a, b) = (first.len() as u64, second.len() as u64);
+
+    ledger.prepare(&first, realtime(0)).expect("prepare");
+    assert_eq!(run_stage(&mut ledger), (a as usize, 0), "the first group's prepares alone");
+    assert_eq!((ledger.op(), ledger.commit_max()), (a, 0), "durable prepares without headers: not yet");
+    ledger.prepare(&second, realtime(1)).expect("prepare");
+    let (prepares, header_sectors) = run_stage(&mut ledger);
+    assert_eq!(prepares, b as usize, "the second group's prepares ...");
+    assert!(header_sectors >= 1, "... ride with the first group's headers");
+    assert_eq!(ledger.commit_max(), a, "the first group is durable, headers and all");
+    let mut replies = 0;
+    ledger.commit(|_, _| replies += 1).expect("commit");
+    assert_eq!((ledger.commit_min(), replies), (a, a), "and commits while the second is in the log");
+    assert_eq!(run_stage(&mut ledger), (0, 1), "the second group's headers");
+    assert_eq!(ledger.commit_max(), a + b);
+    ledger.commit(|_, _| {}).expect("commit");
+    assert_eq!(ledger.commit_min(), a + b);
+    let mut none = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+    assert!(ledger.journal_stage_begin(&mut none).is_none(), "nothing left to write");
 }

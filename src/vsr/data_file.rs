@@ -4,7 +4,7 @@
 use super::checkpoint::{CheckpointError, CheckpointStats, Grid, CHECKPOINT_ARRAYS};
 use super::client_table::CLIENT_SESSION_SIZE;
 use super::header::Header;
-use super::journal::{Journal, JournalError, Recovered, Replay};
+use super::journal::{Journal, JournalError, Recovered, Replay, STAGE_WRITES_MAX};
 use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
 use crate::constants::HEADER_SIZE;
 use crate::state_machine::{Config, RestoreError, StateMachine, PERSISTED_RECORD_SIZES};
@@ -338,15 +338,51 @@ impl<S: Storage> DataFile<S> {
         self.storage.read(offset, buffer)
     }
 
-    /// Appends prepares (sealed messages, sector-padded) to the WAL; durable on return.
+    /// Begins the WAL's next write stage ([`Journal::stage_begin`]): the writes to carry out,
+    /// then `fdatasync`, then [`DataFile::stage_end`].
+    pub fn stage_begin<'a>(
+        &'a mut self,
+        prepares: &[&'a [u8]],
+        writes: &mut [Write<'a>; STAGE_WRITES_MAX],
+    ) -> Option<usize> {
+        self.assert_slots_free(prepares);
+        self.journal.stage_begin(prepares, writes)
+    }
+
+    /// Ends the stage in flight ([`Journal::stage_end`]): returns the newest op now durable
+    /// with its redundant header.
+    pub fn stage_end(&mut self) -> Option<u64> {
+        self.journal.stage_end()
+    }
+
+    /// Carries out the WAL's next write stage here and now (write, `fdatasync`, end): returns
+    /// the newest op it made durable with its redundant header, if any.
+    pub fn stage_run(&mut self, prepares: &[&[u8]]) -> Result<Option<u64>, StorageError> {
+        self.assert_slots_free(prepares);
+        let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+        let Some(count) = self.journal.stage_begin(prepares, &mut writes) else { return Ok(None) };
+        self.storage.write_and_sync(&writes[..count])?;
+        Ok(self.journal.stage_end())
+    }
+
+    /// Appends prepares (sealed messages, sector-padded, the ops after the last appended) to
+    /// the WAL, durable with their redundant headers on return: two stages, each synced.
     pub fn append(&mut self, prepares: &[&[u8]]) -> Result<(), StorageError> {
+        assert!(!prepares.is_empty() && !self.journal.stage_in_flight());
+        self.stage_run(prepares)?;
+        let durable = self.stage_run(&[])?;
+        let last: Header = bytemuck::pod_read_unaligned(&prepares[prepares.len() - 1][..HEADER_SIZE]);
+        assert_eq!(durable, Some(last.op));
+        Ok(())
+    }
+
+    /// A WAL slot may only be reused once a durable checkpoint covers its previous op.
+    fn assert_slots_free(&self, prepares: &[&[u8]]) {
         for prepare in prepares {
             let header: Header = bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]);
-            // A WAL slot may only be reused once a durable checkpoint covers its previous op.
             assert!(header.op > self.superblock.checkpoint.op);
             assert!(header.op <= self.superblock.checkpoint.op + self.journal.slot_count());
         }
-        self.journal.append(&mut self.storage, prepares)
     }
 
     /// Writes the redundant headers of durable prepares still pending (when idle).

@@ -80,6 +80,24 @@ pub struct Journal {
     /// Redundant headers may only be written after their prepare was synced: these are the
     /// sectors holding such headers, to be written with the next append or flush.
     headers_ready: Vec<bool>,
+    /// The stage in flight, if any.
+    stage: Option<Stage>,
+    /// The ops whose prepares are durable but whose headers are not yet (first, last).
+    headers_pending: Option<(u64, u64)>,
+    /// The newest op whose prepare a stage has written (or is writing).
+    op_staged: Option<u64>,
+}
+
+/// A write stage of the log in flight ([`Journal::stage_begin`]).
+struct Stage {
+    /// The newest op whose header this stage writes (prepares durable when it began).
+    headers_through: Option<u64>,
+    /// The headers of the prepares this stage writes: set in the ring once they are durable.
+    prepares: [Header; APPEND_PREPARES_MAX],
+    prepare_count: usize,
+    /// The headers-ring sectors this stage writes.
+    sectors: [usize; STAGE_HEADER_SECTORS_MAX],
+    sector_count: usize,
 }
 
 /// What a WAL slot holds for the op asked for.
@@ -98,8 +116,12 @@ pub enum SlotRead {
 /// The most prepares one append writes (the replica's pipeline).
 pub const APPEND_PREPARES_MAX: usize = crate::constants::PIPELINE_PREPARE_MAX;
 
-/// The most redundant-header sectors one append writes along with its prepares.
-const APPEND_HEADER_SECTORS_MAX: usize = 8;
+/// The most redundant-header sectors one stage writes: those of its pending headers (a
+/// pipeline of consecutive ops spans at most two) and a few left ready by recovery.
+const STAGE_HEADER_SECTORS_MAX: usize = 8;
+
+/// The most writes of one stage ([`Journal::stage_begin`]).
+pub const STAGE_WRITES_MAX: usize = APPEND_PREPARES_MAX + STAGE_HEADER_SECTORS_MAX;
 
 /// Headers per sector of the headers ring.
 const HEADERS_PER_SECTOR: u64 = (SECTOR_SIZE / HEADER_SIZE) as u64;
@@ -115,7 +137,15 @@ impl Journal {
                 .copy_from_slice(bytemuck::bytes_of(&header));
         }
         let sectors = (layout.wal_headers_size() / SECTOR_SIZE as u64) as usize;
-        Journal { layout, cluster, headers, headers_ready: vec![false; sectors] }
+        Journal {
+            layout,
+            cluster,
+            headers,
+            headers_ready: vec![false; sectors],
+            stage: None,
+            headers_pending: None,
+            op_staged: None,
+        }
     }
 
     /// The number of slots.
@@ -141,65 +171,114 @@ impl Journal {
         bytemuck::pod_read_unaligned(&self.headers[slot as usize * HEADER_SIZE..][..HEADER_SIZE])
     }
 
-    /// Appends a group of prepares; on return every one of them *and its redundant header* is
-    /// durable, so the group may be acknowledged. Two write submissions, each followed by an
-    /// `fdatasync`: first the prepares (sector-padded sealed messages), then the headers-ring
-    /// sectors holding their headers. A header is never written before its prepare is durable,
-    /// so a valid redundant header proves a durable prepare. Header sectors left ready by
-    /// recovery ride along with the first write, a few at a time.
-    pub fn append(&mut self, storage: &mut dyn Storage, prepares: &[&[u8]]) -> Result<(), StorageError> {
-        assert!(!prepares.is_empty() && prepares.len() <= APPEND_PREPARES_MAX);
-        // Fixed arrays, not vectors: appending is on the hot path and allocates nothing.
-        let mut writes = [Write { offset: 0, data: &[] }; APPEND_PREPARES_MAX + APPEND_HEADER_SECTORS_MAX];
-        let mut count = 0;
-        let mut op_previous = None;
-        for prepare in prepares {
+    /// Begins the next write stage of the log: the redundant headers of every prepare made
+    /// durable by the previous stage, and `prepares` (sealed messages, sector-padded, the ops
+    /// after those of the previous stage). Fills `writes` and returns how many there are, or
+    /// `None` with nothing to write. The caller writes them all, then `fdatasync`s, then calls
+    /// [`Journal::stage_end`]; a failure of either is fatal.
+    ///
+    /// Why stages: a header may only be written once its prepare is durable, so each group of
+    /// prepares takes two stages, and the prepares of one group ride with the headers of the
+    /// one before — one `fdatasync` per group under load, and the log's I/O of the next group
+    /// is in flight while the durable group executes. A valid redundant header still proves a
+    /// durable prepare, and at most one stage's prepares are durable without their headers.
+    pub fn stage_begin<'a>(
+        &'a mut self,
+        prepares: &[&'a [u8]],
+        writes: &mut [Write<'a>; STAGE_WRITES_MAX],
+    ) -> Option<usize> {
+        assert!(self.stage.is_none(), "one stage at a time");
+        assert!(prepares.len() <= APPEND_PREPARES_MAX);
+        if prepares.is_empty() && self.headers_pending.is_none() {
+            return None;
+        }
+        let mut stage = Stage {
+            headers_through: self.headers_pending.map(|(_, last)| last),
+            prepares: [Header::new(Command::Reserved, 0); APPEND_PREPARES_MAX],
+            prepare_count: prepares.len(),
+            sectors: [0; STAGE_HEADER_SECTORS_MAX],
+            sector_count: 0,
+        };
+        let mut op_previous = self.op_staged;
+        for (prepare, staged) in prepares.iter().zip(stage.prepares.iter_mut()) {
             let header: Header = bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]);
             assert!(header.valid_checksum());
             assert_eq!(header.command(), Some(Command::Prepare));
             assert_eq!(header.cluster, self.cluster);
-            // A group is consecutive ops: its headers then span few sectors of the ring.
+            // Consecutive ops: their headers then span few sectors of the ring.
             assert!(op_previous.is_none_or(|previous: u64| header.op == previous + 1));
             op_previous = Some(header.op);
             let size = (header.size as usize).next_multiple_of(SECTOR_SIZE);
             assert!(size <= prepare.len() && size as u64 <= self.layout.message_size_max);
-            let slot = header.op % self.layout.journal_slot_count;
-            writes[count] = Write { offset: self.layout.wal_prepare_offset(slot), data: &prepare[..size] };
-            count += 1;
+            *staged = header;
         }
-        let mut sectors_written = [usize::MAX; APPEND_HEADER_SECTORS_MAX];
-        let ready =
-            self.headers_ready.iter().enumerate().filter(|(_, ready)| **ready).map(|(sector, _)| sector);
-        for (written, sector) in sectors_written.iter_mut().zip(ready) {
-            writes[count] = self.header_sector_write(sector);
-            count += 1;
-            *written = sector;
-        }
-        storage.write_and_sync(&writes[..count])?;
-        for sector in sectors_written.into_iter().filter(|sector| *sector != usize::MAX) {
-            self.headers_ready[sector] = false;
-        }
-        // The prepares are durable: now their headers, before anyone is told.
-        let mut sectors = [usize::MAX; APPEND_PREPARES_MAX];
-        let mut sector_count = 0;
-        for prepare in prepares {
-            let header: Header = bytemuck::pod_read_unaligned(&prepare[..HEADER_SIZE]);
-            self.set_header(&header);
-            let sector = ((header.op % self.layout.journal_slot_count) / HEADERS_PER_SECTOR) as usize;
-            if !sectors[..sector_count].contains(&sector) {
-                sectors[sector_count] = sector;
-                sector_count += 1;
+        // The sectors of the pending headers first (the stage exists for them), then sectors
+        // left ready by recovery, a few per stage.
+        if let Some((first, last)) = self.headers_pending {
+            for op in first..=last {
+                let sector = self.sector_of(op);
+                if self.headers_ready[sector] && !stage.sectors[..stage.sector_count].contains(&sector) {
+                    stage.sectors[stage.sector_count] = sector;
+                    stage.sector_count += 1;
+                }
             }
         }
-        let mut header_writes = [Write { offset: 0, data: &[] }; APPEND_PREPARES_MAX];
-        for (write, sector) in header_writes.iter_mut().zip(&sectors[..sector_count]) {
-            *write = self.header_sector_write(*sector);
+        for sector in 0..self.headers_ready.len() {
+            if stage.sector_count == STAGE_HEADER_SECTORS_MAX {
+                break;
+            }
+            if self.headers_ready[sector] && !stage.sectors[..stage.sector_count].contains(&sector) {
+                stage.sectors[stage.sector_count] = sector;
+                stage.sector_count += 1;
+            }
         }
-        storage.write_and_sync(&header_writes[..sector_count])?;
-        for sector in &sectors[..sector_count] {
+        if let Some(last) = op_previous.filter(|_| !prepares.is_empty()) {
+            self.op_staged = Some(last);
+        }
+        self.stage = Some(stage);
+        let this: &'a Journal = self;
+        let stage = this.stage.as_ref().expect("just begun");
+        let mut count = 0;
+        for prepare in prepares {
+            let header = &stage.prepares[count];
+            let size = (header.size as usize).next_multiple_of(SECTOR_SIZE);
+            let slot = header.op % this.layout.journal_slot_count;
+            writes[count] = Write { offset: this.layout.wal_prepare_offset(slot), data: &prepare[..size] };
+            count += 1;
+        }
+        for sector in &stage.sectors[..stage.sector_count] {
+            writes[count] = this.header_sector_write(*sector);
+            count += 1;
+        }
+        Some(count)
+    }
+
+    /// Ends the stage in flight, whose writes and `fdatasync` succeeded: its prepares are
+    /// durable (their headers go to the ring, for the next stage) and so are its headers.
+    /// Returns the newest op now durable with its redundant header (acknowledgeable), if the
+    /// stage made one so.
+    pub fn stage_end(&mut self) -> Option<u64> {
+        let stage = self.stage.take().expect("a stage in flight");
+        for sector in &stage.sectors[..stage.sector_count] {
             self.headers_ready[*sector] = false;
         }
-        Ok(())
+        self.headers_pending = None;
+        for header in &stage.prepares[..stage.prepare_count] {
+            self.set_header(header);
+            let first = self.headers_pending.map_or(header.op, |(first, _)| first);
+            self.headers_pending = Some((first, header.op));
+        }
+        stage.headers_through
+    }
+
+    /// True if a stage is in flight.
+    pub fn stage_in_flight(&self) -> bool {
+        self.stage.is_some()
+    }
+
+    /// The headers-ring sector of `op`'s header.
+    fn sector_of(&self, op: u64) -> usize {
+        ((op % self.layout.journal_slot_count) / HEADERS_PER_SECTOR) as usize
     }
 
     /// The write of headers-ring sector `sector` as held in memory.
@@ -211,25 +290,27 @@ impl Journal {
         }
     }
 
-    /// Adds a write for each headers-ring sector whose prepares are durable.
-    fn ready_header_writes<'a>(&'a self, writes: &mut Vec<Write<'a>>) {
-        for (sector, ready) in self.headers_ready.iter().enumerate() {
-            if *ready {
-                writes.push(self.header_sector_write(sector));
-            }
-        }
-    }
-
     /// Writes (and syncs) the redundant headers of durable prepares not yet written, so that an
     /// idle log carries proof of all its durable entries.
+    /// (A stage in flight writes its own sectors: those are left to it.)
     pub fn flush_headers(&mut self, storage: &mut dyn Storage) -> Result<(), StorageError> {
-        let mut writes = Vec::new();
-        self.ready_header_writes(&mut writes);
+        let mut flushed = self.headers_ready.clone();
+        if let Some(stage) = &self.stage {
+            for sector in &stage.sectors[..stage.sector_count] {
+                flushed[*sector] = false;
+            }
+        }
+        let writes: Vec<Write<'_>> = (0..flushed.len())
+            .filter(|sector| flushed[*sector])
+            .map(|sector| self.header_sector_write(sector))
+            .collect();
         if writes.is_empty() {
             return Ok(());
         }
         storage.write_and_sync(&writes)?;
-        self.headers_ready.iter_mut().for_each(|ready| *ready = false);
+        for (ready, flushed) in self.headers_ready.iter_mut().zip(flushed) {
+            *ready &= !flushed;
+        }
         Ok(())
     }
 
@@ -296,8 +377,10 @@ impl Journal {
         checkpoint_checksum: u128,
         checkpoint_timestamp: u64,
     ) -> Result<Replay, JournalError> {
+        assert!(self.stage.is_none() && self.headers_pending.is_none());
         storage.read(self.layout.wal_headers_offset(), &mut self.headers)?;
         self.headers_ready.iter_mut().for_each(|ready| *ready = false);
+        self.op_staged = None;
         Ok(Replay {
             recovered: Recovered {
                 op_min: checkpoint_op + 1,
