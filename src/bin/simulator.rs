@@ -14,6 +14,7 @@ use ledger::testing::{run_seed, RunReport};
 /// same trace hash; a failing seed prints the one command that re-runs it.
 #[derive(Parser, Debug)]
 #[command(name = "simulator", after_help = AFTER_HELP)]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["seed", "seeds", "duration_s"]))]
 struct Options {
     /// Run this one seed.
     #[arg(long, conflicts_with_all = ["seeds", "duration_s"])]
@@ -31,8 +32,9 @@ struct Options {
 
 const AFTER_HELP: &str = "\
 Each line: seed, configuration (clients, session slots, WAL slots, capacities, run length, crash
-rate per thousand ticks, invalid-request and commit percentages), ops committed, crashes, replies
-checked, evictions, trace hash, result. A failure also prints the checker's message and the
+rate per thousand ticks, invalid-request and commit percentages), ops committed, crashes (of which
+during recovery), replies checked against the model, retries answered from the session,
+evictions, pulses committed, trace hash, wall time, result. A failure also prints the checker's message and the
 command that re-runs the seed. Exit status: 0 if every seed passed, 1 otherwise.
 
 Examples:
@@ -70,13 +72,17 @@ fn run(seed: u64) -> (bool, String) {
 
 fn line(report: &RunReport, elapsed_ms: u128) -> (bool, String) {
     let summary = format!(
-        "seed={} {} commits={} crashes={} replies={} evictions={} trace={:016x} time={}ms",
+        "seed={} {} commits={} crashes={} (in recovery {}) replies={} resent={} evictions={} pulses={} \
+         trace={:016x} time={}ms",
         report.seed,
         report.configuration,
         report.commits,
         report.crashes,
+        report.stats.recovery_crashes,
         report.replies,
+        report.stats.replies_resent,
         report.evictions,
+        report.stats.pulses,
         report.trace_hash,
         elapsed_ms
     );
@@ -113,10 +119,11 @@ fn main() -> ExitCode {
             seed = seed.wrapping_add(1);
         }
     } else {
+        // clap requires one of --seed, --seeds and --duration-s.
         let seeds = match (options.seed, options.seeds) {
-            (Some(seed), _) => seed..seed + 1,
+            (Some(seed), _) => seed..seed.saturating_add(1),
             (None, Some(seeds)) => seeds,
-            (None, None) => 0..1,
+            (None, None) => unreachable!("clap requires a mode"),
         };
         for seed in seeds {
             tally(seed);

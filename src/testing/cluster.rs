@@ -15,7 +15,7 @@ use super::checkers::replies::RepliesChecker;
 use super::checkers::{progress, state, Failure};
 use super::client::{Send, SimClient};
 use super::network::{Address, Network, Packet};
-use super::node::{Node, NodeError};
+use super::node::{Node, NodeError, Received};
 use super::options::SimOptions;
 use super::oracle::Oracle;
 use super::requests::Requests;
@@ -26,7 +26,9 @@ use crate::constants::HEADER_SIZE;
 use crate::net::codec::MessageBuffer;
 use crate::operation::Operation;
 use crate::prng::Prng;
+use crate::state_machine::StateMachine;
 use crate::storage::{CrashMode, SimFaults, SimStorage};
+use crate::vsr::admission::Admission;
 use crate::vsr::data_file::root_checksum;
 use crate::vsr::header::{Command, Header};
 
@@ -50,6 +52,8 @@ pub struct RunReport {
     pub commits: u64,
     /// Crashes of replicas (live and during recovery).
     pub crashes: u64,
+    /// What else the run did, to show that it exercised what it claims to.
+    pub stats: RunStats,
     /// Replies checked against the model.
     pub replies: u64,
     /// Evictions received by clients.
@@ -58,6 +62,23 @@ pub struct RunReport {
     pub trace_hash: u64,
     /// `Ok`, or the checker that fired.
     pub result: Result<(), Failure>,
+}
+
+/// Counts of what a run exercised.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    /// `commit_queued` calls, each followed by a full state comparison.
+    pub commit_calls: u64,
+    /// Those that committed exactly one op (one WAL write of a single prepare).
+    pub commit_calls_single: u64,
+    /// Crashes during recovery.
+    pub recovery_crashes: u64,
+    /// Pulses committed (pending transfers expired by the replica's own clock).
+    pub pulses: u64,
+    /// Requests answered with the session's stored reply (retries of the latest request).
+    pub replies_resent: u64,
+    /// Requests the replica dropped (stale, skipping ahead, altered, or already queued).
+    pub requests_dropped: u64,
 }
 
 /// What the checkers remember of one replica.
@@ -84,6 +105,7 @@ pub struct Cluster {
     sealer: MessageBuffer,
     commits: u64,
     crashes: u64,
+    stats: RunStats,
 }
 
 impl Cluster {
@@ -122,6 +144,7 @@ impl Cluster {
             sealer: MessageBuffer::new(),
             commits: 0,
             crashes: 0,
+            stats: RunStats::default(),
         }
     }
 
@@ -133,6 +156,7 @@ impl Cluster {
             configuration: self.options.describe(),
             commits: self.commits,
             crashes: self.crashes,
+            stats: self.stats,
             replies: self.replies.replies_checked(),
             evictions: self.clients.iter().map(SimClient::evictions).sum(),
             trace_hash: self.trace.hash(),
@@ -171,7 +195,23 @@ impl Cluster {
             match packet.to {
                 Address::Replica(index) => {
                     let mut outbox = Vec::new();
-                    self.nodes[index as usize].on_message(packet.from, &packet.message, &mut outbox);
+                    match self.nodes[index as usize].on_message(packet.from, &packet.message, &mut outbox) {
+                        Received::Admitted(Admission::Reply(_)) => self.stats.replies_resent += 1,
+                        Received::Admitted(Admission::Drop) => self.stats.requests_dropped += 1,
+                        Received::Admitted(Admission::Close(reason)) => {
+                            return Err(Failure::new(
+                                "replica",
+                                format!("closed a simulated client: {reason}"),
+                            ));
+                        }
+                        Received::Invalid => {
+                            return Err(Failure::new(
+                                "replica",
+                                "a simulated client's framing was refused".into(),
+                            ));
+                        }
+                        Received::Down | Received::Admitted(_) => {}
+                    }
                     self.send_all(outbox);
                 }
                 Address::Client(id) => {
@@ -196,7 +236,7 @@ impl Cluster {
         for send in sends {
             let header: Header = bytemuck::pod_read_unaligned(&send.packet.message[..HEADER_SIZE]);
             if send.next {
-                self.replies.sent(header.checksum);
+                self.replies.sent(header.checksum, &send.packet.message[HEADER_SIZE..]);
             }
             self.trace.record(TraceEvent::Sent, &[u128::from(now), header.client, header.checksum]);
             self.network.send(now, send.packet);
@@ -232,7 +272,13 @@ impl Cluster {
             return Ok(());
         }
         let mut outbox = Vec::new();
+        let op_before = self.nodes[index].replica().state().commit_min();
         let committed = self.nodes[index].commit(self.time.realtime(), &mut outbox);
+        if committed.is_ok() {
+            let ops = self.nodes[index].replica().state().commit_min() - op_before;
+            self.stats.commit_calls += 1;
+            self.stats.commit_calls_single += u64::from(ops == 1);
+        }
         self.time.advance_ns(self.nodes[index].disk().take_elapsed_ns());
         for packet in &outbox {
             let header: Header = bytemuck::pod_read_unaligned(&packet.message[..HEADER_SIZE]);
@@ -289,6 +335,7 @@ impl Cluster {
                 Ok(()) => break,
                 Err(NodeError::Crashed) => {
                     recovery_crashes += 1;
+                    self.stats.recovery_crashes += 1;
                     self.crash(index);
                 }
                 Err(NodeError::Fatal(message)) => {
@@ -296,9 +343,7 @@ impl Cluster {
                 }
             }
         }
-        if self.nodes[index].disk().crashed() {
-            unreachable!("an open that succeeded did not hit its crash");
-        }
+        assert!(!self.nodes[index].disk().crashed(), "an open that succeeded did not hit its crash");
         // A crash armed for recovery that recovery did not reach stays armed for the run.
         let checked = &mut self.checked[index];
         checked.restart_tick = None;
@@ -340,8 +385,22 @@ impl Cluster {
             let operation = Operation::from_u8(header.operation).ok_or_else(|| {
                 Failure::new("hash chain", format!("op {op}: unknown operation {}", header.operation))
             })?;
+            let body_valid = matches!(operation, Operation::Pulse | Operation::Register)
+                || StateMachine::input_valid(
+                    operation,
+                    &body,
+                    layout.message_size_max as usize - HEADER_SIZE,
+                )
+                .is_ok();
+            if !body_valid {
+                return Err(Failure::new(
+                    "hash chain",
+                    format!("op {op}: the logged body is not a valid request"),
+                ));
+            }
             let expected = checked.oracle.apply(operation, header.timestamp, &body);
-            self.replies.committed(&header, expected)?;
+            self.replies.committed(&header, &body, expected)?;
+            self.stats.pulses += u64::from(operation == Operation::Pulse);
             self.trace.record(
                 TraceEvent::Committed,
                 &[u128::from(op), header.checksum, u128::from(header.timestamp)],

@@ -16,4 +16,4 @@ pub mod time;
 pub mod trace;
 pub mod wal;
 
-pub use cluster::{run_seed, RunReport};
+pub use cluster::{run_seed, RunReport, RunStats};

@@ -28,8 +28,8 @@ const MESSAGE_SIZE_MAX: u64 = 16 * 1024;
 const BLOCK_SIZE: u64 = 4096;
 
 /// Ticks of the run with faults (then a quiet phase of [`SimOptions::ticks_quiet`]).
-const TICKS_MIN: u64 = 600;
-const TICKS_MAX: u64 = 1_600;
+const TICKS_MIN: u64 = 2_000;
+const TICKS_MAX: u64 = 6_000;
 
 /// The most crashes armed per thousand ticks.
 const CRASH_PER_MILLE_MAX: u64 = 12;
@@ -68,8 +68,8 @@ impl SimOptions {
     /// The configuration of `seed`.
     pub fn of_seed(seed: u64) -> SimOptions {
         let mut prng = Prng::new(seed ^ 0x0F71_0115);
-        let accounts_max = prng.range_inclusive(4, 32) as u32;
-        let transfers_max = prng.range_inclusive(16, 256) as u32;
+        let accounts_max = prng.range_inclusive(4, 64) as u32;
+        let transfers_max = prng.range_inclusive(16, 1024) as u32;
         let config = Config {
             accounts_max,
             transfers_max,

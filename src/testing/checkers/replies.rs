@@ -37,9 +37,9 @@ struct Expected {
 #[derive(Default)]
 pub struct RepliesChecker {
     expected: BTreeMap<u64, Expected>,
-    /// How many more times each request (by checksum) may execute: once per time a client
-    /// sent it as its next request, less the times it executed.
-    executions_allowed: BTreeMap<u128, u32>,
+    /// Each request a client sent as its next request, by checksum: how many more times it may
+    /// execute (once per time it was sent so, less the times it executed) and its body's hash.
+    executions_allowed: BTreeMap<u128, (u32, u128)>,
     /// Replies received for ops not committed yet, by op: (client, header, body hash).
     waiting: BTreeMap<u64, Vec<(u128, Header, u128)>>,
     replies_checked: u64,
@@ -51,9 +51,10 @@ impl RepliesChecker {
         RepliesChecker::default()
     }
 
-    /// Records that a client sent the request with checksum `checksum` as its next request.
-    pub fn sent(&mut self, checksum: u128) {
-        *self.executions_allowed.entry(checksum).or_default() += 1;
+    /// Records that a client sent the request with checksum `checksum` and `body` as its next
+    /// request.
+    pub fn sent(&mut self, checksum: u128, body: &[u8]) {
+        self.executions_allowed.entry(checksum).or_insert((0, xxh3_128(body))).0 += 1;
     }
 
     /// How many replies have been checked.
@@ -61,8 +62,14 @@ impl RepliesChecker {
         self.replies_checked
     }
 
-    /// Records that `prepare` committed, with the reply the model gives for it.
-    pub fn committed(&mut self, prepare: &Header, expected: Option<ExpectedReply>) -> Result<(), Failure> {
+    /// Records that `prepare` with `body` (as logged) committed, with the reply the model gives
+    /// for it.
+    pub fn committed(
+        &mut self,
+        prepare: &Header,
+        body: &[u8],
+        expected: Option<ExpectedReply>,
+    ) -> Result<(), Failure> {
         let op = prepare.op;
         if prepare.client == 0 {
             // The replica's own pulse: nothing to answer.
@@ -76,20 +83,25 @@ impl RepliesChecker {
             return Ok(());
         }
         let register = prepare.operation == Operation::Register as u8;
-        match self.executions_allowed.get_mut(&prepare.context) {
-            None => {
-                return Err(Failure::new(
-                    NAME,
-                    format!(
-                        "op {op} executed request {} of client {:#x}, which it never sent as its next request",
-                        prepare.request, prepare.client
-                    ),
-                ));
-            }
-            // A register retried after its session was evicted starts a new session (the table
-            // no longer knows it): it changes no ledger state, and the protocol allows it.
-            Some(_) if register => {}
-            Some(0) => {
+        let Some((allowed, body_hash)) = self.executions_allowed.get_mut(&prepare.context) else {
+            return Err(Failure::new(
+                NAME,
+                format!(
+                    "op {op} executed request {} of client {:#x}, which it never sent as its next request",
+                    prepare.request, prepare.client
+                ),
+            ));
+        };
+        if *body_hash != xxh3_128(body) {
+            return Err(Failure::new(
+                NAME,
+                format!("op {op}: the logged body is not the one client {:#x} sent", prepare.client),
+            ));
+        }
+        // A register retried after its session was evicted starts a new session (the table no
+        // longer knows it): it changes no ledger state, and the protocol allows it.
+        if !register {
+            if *allowed == 0 {
                 return Err(Failure::new(
                     NAME,
                     format!(
@@ -98,7 +110,7 @@ impl RepliesChecker {
                     ),
                 ));
             }
-            Some(allowed) => *allowed -= 1,
+            *allowed -= 1;
         }
         let expected = expected.expect("a client's op has a reply");
         let record = Expected {
@@ -232,10 +244,10 @@ mod tests {
     fn a_wrong_reply_an_unsent_request_or_a_second_execution_fails() {
         let mut checker = RepliesChecker::new();
         let first = prepare(1, 0xAA);
-        let unsent = checker.committed(&first, expected(&[1])).expect_err("never sent");
+        let unsent = checker.committed(&first, &[], expected(&[1])).expect_err("never sent");
         assert!(unsent.message.contains("never sent"), "{unsent}");
-        checker.sent(0xAA);
-        assert_eq!(checker.committed(&first, expected(&[1])), Ok(()));
+        checker.sent(0xAA, &[]);
+        assert_eq!(checker.committed(&first, &[], expected(&[1])), Ok(()));
         assert_eq!(checker.received(CLIENT, &reply(&first, &[1]), &[1]), Ok(()));
         assert_eq!(checker.received(CLIENT, &reply(&first, &[1]), &[1]), Ok(()), "a resent reply");
         let body = checker.received(CLIENT, &reply(&first, &[2]), &[2]).expect_err("other body");
@@ -245,23 +257,26 @@ mod tests {
         late.set_checksum();
         assert!(checker.received(CLIENT, &late, &[1]).is_err(), "other timestamp");
         assert!(checker.received(CLIENT + 1, &reply(&first, &[1]), &[1]).is_err(), "another client's reply");
-        let twice = checker.committed(&prepare(2, 0xAA), expected(&[1])).expect_err("twice");
+        checker.sent(0xEE, &[1]);
+        let altered = checker.committed(&prepare(9, 0xEE), &[2], expected(&[])).expect_err("other body");
+        assert!(altered.message.contains("not the one"), "{altered}");
+        let twice = checker.committed(&prepare(2, 0xAA), &[], expected(&[1])).expect_err("twice");
         assert!(twice.message.contains("second time"), "{twice}");
         assert_eq!(checker.finish(), Ok(()));
         // A reply that arrives before its op is read back waits for it, and is checked then.
         let early = prepare(3, 0xCC);
         assert_eq!(checker.received(CLIENT, &reply(&early, &[5]), &[5]), Ok(()));
         assert!(checker.finish().expect_err("op 3 not committed").message.contains("never committed"));
-        checker.sent(0xCC);
-        let differs = checker.committed(&early, expected(&[6])).expect_err("the waiting reply differs");
+        checker.sent(0xCC, &[]);
+        let differs = checker.committed(&early, &[], expected(&[6])).expect_err("the waiting reply differs");
         assert!(differs.message.contains("body differs"), "{differs}");
         assert_eq!(checker.finish(), Ok(()));
         // A request sent twice as next (a register again after an eviction) may execute twice.
-        checker.sent(0xDD);
-        checker.sent(0xDD);
-        assert_eq!(checker.committed(&prepare(4, 0xDD), expected(&[])), Ok(()));
-        assert_eq!(checker.committed(&prepare(5, 0xDD), expected(&[])), Ok(()));
-        assert!(checker.committed(&prepare(6, 0xDD), expected(&[])).is_err(), "but not three times");
+        checker.sent(0xDD, &[]);
+        checker.sent(0xDD, &[]);
+        assert_eq!(checker.committed(&prepare(4, 0xDD), &[], expected(&[])), Ok(()));
+        assert_eq!(checker.committed(&prepare(5, 0xDD), &[], expected(&[])), Ok(()));
+        assert!(checker.committed(&prepare(6, 0xDD), &[], expected(&[])).is_err(), "but not three times");
         assert_eq!(checker.replies_checked(), 2);
     }
 }
