@@ -267,7 +267,7 @@ impl<S: Storage> DataFile<S> {
         mut storage: S,
         cluster: Option<u128>,
     ) -> Result<(DataFile<S>, [Vec<u128>; CHECKPOINT_ARRAYS]), DataFileError> {
-        let (_, superblock) = SuperBlock::read(&mut storage)?;
+        let (copies, mut superblock) = SuperBlock::read(&mut storage)?;
         if let Some(expected) = cluster {
             if expected != superblock.cluster {
                 return Err(DataFileError::WrongCluster { expected, found: superblock.cluster });
@@ -276,6 +276,15 @@ impl<S: Storage> DataFile<S> {
         let layout = superblock.layout();
         if storage.size() < layout.file_size() {
             return Err(DataFileError::Truncated { size: storage.size(), needed: layout.file_size() });
+        }
+        // A torn update (or a damaged copy) leaves copies that are not the chosen superblock,
+        // possibly two of an older sequence. The chosen one goes to every copy before anything
+        // else is written: else the next checkpoint could reuse the blocks of that older
+        // checkpoint (freed by the chosen one), and a torn update of its own would leave the
+        // older sequence as the only one with two copies, referencing overwritten blocks.
+        // (Intact copies of one superblock share its checksum, which excludes the copy index.)
+        if !copies.iter().all(|copy| copy.is_some_and(|copy| copy.checksum == superblock.checksum)) {
+            superblock.write_copies(&mut storage)?;
         }
         let (grid, arrays) = Grid::open(&mut storage, &superblock)?;
         let journal = Journal::new(layout, superblock.cluster);
