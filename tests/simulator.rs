@@ -13,10 +13,15 @@ const SEED_COUNT: u64 = 240;
 const SEED_FIRST: u64 = 1_000_000;
 
 /// Seeds that once failed, each with the bug it found (docs/simulator.md, "Bugs found").
-const SEEDS_REGRESSION: [u64; 3] = [
+const SEEDS_REGRESSION: [u64; 8] = [
     15,  // The model reported the expiries table full where the state machine reports history.
     844, // The model counted history snapshots for posts/voids when no account keeps history.
     423, // Same as 844.
+    230, // A torn superblock update rolled back to a checkpoint whose blocks were reused.
+    421, // Same as 230.
+    468, // Same as 230.
+    969, // Same as 230.
+    975, // Same as 230.
 ];
 
 fn assert_passed(report: &RunReport) {

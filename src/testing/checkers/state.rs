@@ -7,7 +7,7 @@ use crate::testing::model::Model;
 const NAME: &str = "state";
 
 /// Compares every account and transfer (in timestamp order, every field) and the pending status
-/// of every transfer of `model` with `state_machine`'s.
+/// of every transfer and burned transfer id of `model` with `state_machine`'s.
 pub fn check(state_machine: &StateMachine, model: &Model, op: u64) -> Result<(), Failure> {
     let accounts = model.accounts();
     if state_machine.accounts() != accounts.as_slice() {
@@ -29,16 +29,12 @@ pub fn check(state_machine: &StateMachine, model: &Model, op: u64) -> Result<(),
             ),
         ));
     }
-    for transfer in &transfers {
-        let (actual, expected) =
-            (state_machine.pending_status(transfer.id), model.pending_status(transfer.id));
+    for id in transfers.iter().map(|transfer| transfer.id).chain(model.burned_ids()) {
+        let (actual, expected) = (state_machine.pending_status(id), model.pending_status(id));
         if actual != expected {
             return Err(Failure::new(
                 NAME,
-                format!(
-                    "after op {op}: transfer {} pending status {actual:?}, model {expected:?}",
-                    transfer.id
-                ),
+                format!("after op {op}: transfer {id} pending status {actual:?}, model {expected:?}"),
             ));
         }
     }
