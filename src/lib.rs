@@ -17,6 +17,7 @@ pub mod prng;
 pub mod server;
 pub mod state_machine;
 pub mod storage;
+pub mod testing;
 pub mod types;
 pub mod vsr;
 pub mod workload;

@@ -448,8 +448,8 @@ mod support;
 #[test]
 fn the_served_ledger_matches_the_reference_model() {
     use ledger::prng::Prng;
+    use ledger::testing::model::Model;
     use ledger::types::{AccountFlags, TransferFlags};
-    use support::model::Model;
 
     let server = Server::start("model", &[]);
     let client = Client::new(CLUSTER, &[server.address]).expect("client");

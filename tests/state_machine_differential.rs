@@ -1,4 +1,4 @@
-//! Differential test: the state machine against the reference model (`tests/support/model.rs`),
+//! Differential test: the state machine against the reference model (`ledger::testing::model`, `src/testing/model.rs`),
 //! on long seeded sequences of mixed batches. Results are compared event for event after every
 //! batch and the whole state every few batches. A failure names the seed and the batch index;
 //! `LEDGER_SEED=<n> cargo test --test state_machine_differential` reruns exactly that seed.
@@ -17,7 +17,7 @@ use ledger::types::{
     CreateResult, CreateTransferStatus, QueryFilter, QueryFilterFlags, Transfer, TransferFlags,
 };
 
-use support::model::{Model, ModelTable};
+use ledger::testing::model::{Model, ModelTable};
 use support::{account_status_name, config_large, model_config, transfer_status_name, CLOCK_START};
 
 /// The seeds of the normal test run.

@@ -13,7 +13,7 @@ mod sim;
 
 pub use aligned::AlignedBuffer;
 pub use file::{FileStorage, IoMode, OpenError};
-pub use sim::{CrashMode, SimFaultCounts, SimFaults, SimStorage};
+pub use sim::{CrashMode, SimFaultCounts, SimFaults, SimLatency, SimStorage};
 
 use crate::constants::SECTOR_SIZE;
 

@@ -15,6 +15,11 @@
 //! * Crashes: every write of a batch and every sync is one *step*; [`SimStorage::crash_at_step`]
 //!   stops the process exactly before a chosen step, so a test can explore every crash point,
 //!   and [`SimStorage::restart`] decides per [`CrashMode`] which unsynced writes reached the disk.
+//!
+//! For the simulator it also models what a real disk does that is not a fault ([`SimLatency`]):
+//! each I/O takes simulated time (added up for the caller's clock, [`SimStorage::take_elapsed_ns`]),
+//! and the writes of one batch may complete in any order, so a crash in the middle of a batch
+//! leaves any subset of it written, not only a prefix.
 
 use std::ops::Range;
 
@@ -24,6 +29,9 @@ use crate::prng::Prng;
 
 /// The sector size as a file offset, to keep offset arithmetic in `u64`.
 const SECTOR_SIZE_U64: u64 = SECTOR_SIZE as u64;
+
+/// Mixed into the seed of the latency generator, so that it differs from the fault generator's.
+const PRNG_LATENCY_SALT: u64 = 0x1A7E_4C70_0000_0001;
 
 /// Which storage faults [`SimStorage`] injects, and where. The default injects none.
 ///
@@ -78,6 +86,40 @@ pub enum CrashMode {
     },
 }
 
+/// The simulated time each I/O takes, and whether the writes of a batch complete in submission
+/// order. The default takes no time and keeps the order (what the crash tests expect).
+///
+/// Latencies are drawn uniformly from `min..=max` per I/O (in ns) from a generator of their own,
+/// so that turning them on does not change which faults a seed injects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimLatency {
+    /// The fastest read.
+    pub read_ns_min: u64,
+    /// The slowest read.
+    pub read_ns_max: u64,
+    /// The fastest write (one write of a batch).
+    pub write_ns_min: u64,
+    /// The slowest write.
+    pub write_ns_max: u64,
+    /// The fastest `fdatasync`.
+    pub sync_ns_min: u64,
+    /// The slowest `fdatasync`.
+    pub sync_ns_max: u64,
+    /// Whether the writes of one batch complete in a seeded random order (as a disk with a queue
+    /// may complete them) rather than in submission order. Steps are counted in completion
+    /// order, so a crash armed in the middle of a batch leaves a random subset of it written.
+    pub writes_reordered: bool,
+}
+
+impl SimLatency {
+    /// Asserts that every range is ordered (a programmer error otherwise).
+    fn assert_valid(&self) {
+        assert!(self.read_ns_min <= self.read_ns_max, "read latency range {self:?}");
+        assert!(self.write_ns_min <= self.write_ns_max, "write latency range {self:?}");
+        assert!(self.sync_ns_min <= self.sync_ns_max, "sync latency range {self:?}");
+    }
+}
+
 /// A write that completed after the last sync, as it was stored (after any injected fault).
 #[derive(Clone, Debug)]
 struct PendingWrite {
@@ -112,6 +154,11 @@ pub struct SimStorage {
     crash_step: Option<u64>,
     /// Set by the crash step; every I/O fails until `restart`.
     crashed: bool,
+    latency: SimLatency,
+    /// Draws latencies and completion orders only, so that they never shift the faults.
+    prng_latency: Prng,
+    /// Simulated time spent in I/O since the last [`SimStorage::take_elapsed_ns`].
+    elapsed_ns: u64,
 }
 
 impl SimStorage {
@@ -135,6 +182,9 @@ impl SimStorage {
             steps: 0,
             crash_step: None,
             crashed: false,
+            latency: SimLatency::default(),
+            prng_latency: Prng::new(seed ^ PRNG_LATENCY_SALT),
+            elapsed_ns: 0,
         };
         storage.set_faults(faults);
         storage
@@ -159,6 +209,27 @@ impl SimStorage {
             );
         }
         self.faults = faults;
+    }
+
+    /// Sets the simulated time of each I/O and the completion order of a batch's writes. Unlike
+    /// faults, these survive [`SimStorage::restart`]: they describe the disk, not a failure.
+    pub fn set_latency(&mut self, latency: SimLatency) {
+        latency.assert_valid();
+        self.latency = latency;
+    }
+
+    /// The simulated time spent in I/O since the last call (0 with the default latency); the
+    /// caller adds it to its clock.
+    pub fn take_elapsed_ns(&mut self) -> u64 {
+        std::mem::take(&mut self.elapsed_ns)
+    }
+
+    /// Copies the bytes that reads currently see at `offset` into `buffer`, with no fault, no
+    /// step and no latency: the simulator's checkers inspect the disk through this without
+    /// changing the run.
+    pub fn peek(&self, offset: u64, buffer: &mut [u8]) {
+        let range = self.image_range(offset, buffer.len() as u64);
+        buffer.copy_from_slice(&self.visible[range]);
     }
 
     /// The faults currently injected.
@@ -338,6 +409,13 @@ impl SimStorage {
         buffer[byte_index as usize] ^= 1 << (bit_index % 8);
     }
 
+    /// Adds the simulated time of one I/O drawn from `min..=max`, drawing nothing when the range
+    /// is a single value.
+    fn spend(&mut self, min: u64, max: u64) {
+        let ns = if min == max { min } else { self.prng_latency.range_inclusive(min, max) };
+        self.elapsed_ns = self.elapsed_ns.saturating_add(ns);
+    }
+
     /// Counts one step, or crashes if it is the armed crash step.
     fn step(&mut self) -> Result<(), StorageError> {
         if self.crashed {
@@ -424,6 +502,7 @@ impl Storage for SimStorage {
             let read = self.size().saturating_sub(offset).min(size) as usize;
             return Err(StorageError::ShortRead { offset, size: buffer.len(), read });
         }
+        self.spend(self.latency.read_ns_min, self.latency.read_ns_max);
         let sectors = self.faulty_sectors(offset, size);
         if !sectors.is_empty() && self.roll(self.faults.read_fault_ppm) {
             self.counts.read_faults += 1;
@@ -455,15 +534,26 @@ impl Storage for SimStorage {
         for pair in ranges.windows(2) {
             assert!(pair[0].1 <= pair[1].0, "writes of one batch overlap: {:?} and {:?}", pair[0], pair[1]);
         }
-        for write in writes {
+        // Completion order: submission order, or a seeded shuffle (Fisher-Yates). The batch's
+        // writes do not overlap, so the order matters only to a crash in the middle of it.
+        let mut order: Vec<usize> = (0..writes.len()).collect();
+        if self.latency.writes_reordered {
+            for index in (1..order.len()).rev() {
+                let other = self.prng_latency.below(index as u64 + 1) as usize;
+                order.swap(index, other);
+            }
+        }
+        for index in order {
             self.step()?;
-            self.write_one(write.offset, write.data);
+            self.spend(self.latency.write_ns_min, self.latency.write_ns_max);
+            self.write_one(writes[index].offset, writes[index].data);
         }
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.step()?;
+        self.spend(self.latency.sync_ns_min, self.latency.sync_ns_max);
         for write in self.pending.drain(..) {
             self.durable[byte_range(write.offset, write.data.len())].copy_from_slice(&write.data);
         }
@@ -1062,6 +1152,60 @@ mod tests {
         let counts = first.3;
         assert!(counts.read_faults > 0 && counts.read_corruptions > 0);
         assert!(counts.write_corruptions > 0 && counts.write_misdirections > 0);
+    }
+
+    #[test]
+    fn latency_adds_simulated_time_per_io_and_survives_a_restart() {
+        let mut storage = SimStorage::new(8 * SECTOR, 1, SimFaults::default());
+        write_tagged(&mut storage, 0, 0x10, 1);
+        storage.sync().expect("no crash armed");
+        assert_eq!(storage.take_elapsed_ns(), 0, "the default disk takes no time");
+        let latency = SimLatency {
+            read_ns_min: 10,
+            read_ns_max: 10,
+            write_ns_min: 100,
+            write_ns_max: 200,
+            sync_ns_min: 1_000,
+            sync_ns_max: 1_000,
+            writes_reordered: false,
+        };
+        storage.set_latency(latency);
+        storage.restart(CrashMode::LoseAll);
+        write_tagged(&mut storage, 1, 0x20, 1);
+        write_tagged(&mut storage, 2, 0x30, 1);
+        storage.sync().expect("no crash armed");
+        read_sectors(&mut storage, 0, 1).expect("no faults");
+        let elapsed = storage.take_elapsed_ns();
+        assert!((1_210..=1_410).contains(&elapsed), "two writes, a sync and a read: {elapsed} ns");
+        assert_eq!(storage.take_elapsed_ns(), 0, "taken");
+        let mut peeked = AlignedBuffer::new(SECTOR_SIZE);
+        storage.peek(SECTOR, &mut peeked);
+        assert_eq!(peeked.to_vec(), tagged(0x20, 1).to_vec());
+        assert_eq!((storage.take_elapsed_ns(), storage.steps()), (0, 3), "a peek is free");
+    }
+
+    #[test]
+    fn reordered_completions_leave_any_subset_of_a_crashed_batch_written() {
+        let mut subsets = Vec::new();
+        for seed in 0..64 {
+            let mut storage = SimStorage::new(8 * SECTOR, seed, SimFaults::default());
+            storage.set_latency(SimLatency { writes_reordered: true, ..SimLatency::default() });
+            let data = [tagged(0x10, 1), tagged(0x20, 1), tagged(0x30, 1)];
+            let batch: Vec<Write<'_>> = data
+                .iter()
+                .enumerate()
+                .map(|(index, data)| Write { offset: index as u64 * SECTOR, data })
+                .collect();
+            storage.crash_at_step(1);
+            assert!(matches!(storage.write(&batch), Err(StorageError::Crashed)));
+            let image = storage.snapshot();
+            let written: Vec<bool> = (0..3).map(|sector| sector_of(&image, sector)[0] != 0).collect();
+            assert_eq!(written.iter().filter(|w| **w).count(), 1, "seed {seed}: one write completed");
+            if !subsets.contains(&written) {
+                subsets.push(written);
+            }
+        }
+        assert_eq!(subsets.len(), 3, "each of the three writes completes first for some seed");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Shared by the integration tests: record builders, a clock-driving harness around the real
-//! state machine, and the reference model (`model.rs`).
+//! state machine. (The reference model is `ledger::testing::model`.)
 //!
 //! Each test crate uses only part of this module.
 #![allow(dead_code)]
 
-pub mod model;
+// The reference model lives in the library (`ledger::testing::model`), shared with the simulator.
 
 use ledger::constants::QUERY_RESULTS_MAX;
 use ledger::state_machine::{Config, ExecuteError, StateMachine};
@@ -13,7 +13,7 @@ use ledger::types::{
     CreateResult, CreateTransferStatus, QueryFilter, Transfer, TransferFlags,
 };
 
-use model::ModelConfig;
+use ledger::testing::model::ModelConfig;
 
 /// The ledger every builder uses unless told otherwise.
 pub const LEDGER: u32 = 1;

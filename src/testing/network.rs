@@ -1,0 +1,145 @@
+//! The simulated network between clients and replicas: a queue of packets, each delivered a
+//! seeded number of ticks after it was sent, in order per path (sender → receiver), as one TCP
+//! connection delivers them: today's protocol runs over TCP, and a client's duplicate of a
+//! request never overtakes its next one. Packets of different paths interleave freely.
+//! Loss-free and without duplication today; the packet simulator of the cluster issue (loss,
+//! duplication, reordering, partitions) replaces the delivery rule here and nothing else.
+
+use std::collections::BTreeMap;
+
+use crate::prng::Prng;
+
+/// Where a packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Address {
+    /// Replica `index` of the cluster.
+    Replica(u8),
+    /// The client with this id.
+    Client(u128),
+}
+
+/// One message in flight.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// The sender.
+    pub from: Address,
+    /// The receiver.
+    pub to: Address,
+    /// The whole message: header and body.
+    pub message: Vec<u8>,
+}
+
+/// The delays of one run, in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkOptions {
+    /// The shortest one-way delay.
+    pub delay_ticks_min: u64,
+    /// The longest one-way delay.
+    pub delay_ticks_max: u64,
+}
+
+/// The most packets in flight at once: every client has one request and a few retries and
+/// noise messages out, and each gets at most a reply or an eviction back; more is a harness bug.
+pub const PACKETS_IN_FLIGHT_MAX: usize = 4096;
+
+/// Packets in flight, in delivery order.
+pub struct Network {
+    options: NetworkOptions,
+    prng: Prng,
+    /// Keyed by (delivery tick, send sequence): delivery order is a function of the seed alone.
+    in_flight: BTreeMap<(u64, u64), Packet>,
+    sequence: u64,
+    /// The latest delivery tick of each path, which a later packet of the path may not precede.
+    path_tick_last: BTreeMap<(Address, Address), u64>,
+}
+
+impl Network {
+    /// An empty network; delays are drawn from `seed`.
+    pub fn new(options: NetworkOptions, seed: u64) -> Network {
+        assert!(options.delay_ticks_min >= 1, "a packet arrives on a later tick than it was sent");
+        assert!(options.delay_ticks_min <= options.delay_ticks_max);
+        Network {
+            options,
+            prng: Prng::new(seed),
+            in_flight: BTreeMap::new(),
+            sequence: 0,
+            path_tick_last: BTreeMap::new(),
+        }
+    }
+
+    /// Sends `packet` at tick `now`.
+    pub fn send(&mut self, now: u64, packet: Packet) {
+        assert!(self.in_flight.len() < PACKETS_IN_FLIGHT_MAX, "{PACKETS_IN_FLIGHT_MAX} packets in flight");
+        let delay = self.prng.range_inclusive(self.options.delay_ticks_min, self.options.delay_ticks_max);
+        let path_tick = self.path_tick_last.entry((packet.from, packet.to)).or_insert(0);
+        // Same tick as the path's previous packet at the earliest: the sequence orders them.
+        let tick = (now + delay).max(*path_tick);
+        *path_tick = tick;
+        self.sequence += 1;
+        self.in_flight.insert((tick, self.sequence), packet);
+    }
+
+    /// The next packet due at or before tick `now`, if any.
+    pub fn deliver(&mut self, now: u64) -> Option<Packet> {
+        let (&key, _) = self.in_flight.first_key_value()?;
+        if key.0 > now {
+            return None;
+        }
+        self.in_flight.remove(&key)
+    }
+
+    /// Drops every packet addressed to `to` (its process crashed: its sockets are gone).
+    pub fn drop_to(&mut self, to: Address) {
+        self.in_flight.retain(|_, packet| packet.to != to);
+    }
+
+    /// How many packets are in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(to: Address, tag: u8) -> Packet {
+        Packet { from: Address::Replica(0), to, message: vec![tag] }
+    }
+
+    #[test]
+    fn packets_arrive_after_a_seeded_delay_in_a_reproducible_order() {
+        let options = NetworkOptions { delay_ticks_min: 1, delay_ticks_max: 5 };
+        let run = |seed| {
+            let mut network = Network::new(options, seed);
+            for tag in 0..20 {
+                network.send(10, packet(Address::Client(1), tag));
+            }
+            assert!(network.deliver(10).is_none(), "nothing arrives on the tick it was sent");
+            let mut order = Vec::new();
+            for now in 11..=15 {
+                while let Some(packet) = network.deliver(now) {
+                    order.push((now, packet.message[0]));
+                }
+            }
+            assert_eq!(network.in_flight(), 0, "every packet arrives within the longest delay");
+            order
+        };
+        assert_eq!(run(1), run(1));
+        let tags: Vec<u8> = run(1).iter().map(|(_, tag)| *tag).collect();
+        assert_eq!(tags, (0..20).collect::<Vec<u8>>(), "one path delivers in order");
+        let ticks: Vec<u64> = run(1).iter().map(|(tick, _)| *tick).collect();
+        assert_ne!(ticks, run(2).iter().map(|(tick, _)| *tick).collect::<Vec<u64>>(), "delays are seeded");
+    }
+
+    #[test]
+    fn a_crashed_receiver_loses_its_packets() {
+        let options = NetworkOptions { delay_ticks_min: 1, delay_ticks_max: 1 };
+        let mut network = Network::new(options, 1);
+        network.send(0, packet(Address::Client(1), 1));
+        network.send(0, packet(Address::Replica(0), 2));
+        network.drop_to(Address::Replica(0));
+        assert_eq!(network.deliver(1).map(|packet| packet.to), Some(Address::Client(1)));
+        assert!(network.deliver(1).is_none());
+    }
+}

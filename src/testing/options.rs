@@ -1,0 +1,153 @@
+//! One run's configuration, drawn from its seed ("swarm testing": every seed also picks its
+//! own sizes and fault rates, so that rare combinations come up across seeds).
+
+use super::client::ClientOptions;
+use super::network::NetworkOptions;
+use crate::prng::Prng;
+use crate::state_machine::Config;
+use crate::storage::SimLatency;
+use crate::vsr::data_file::FormatOptions;
+
+/// The cluster id of every simulated cluster.
+pub const CLUSTER: u128 = 0x5111_u128;
+
+/// The WAL sizes a run picks from: the smallest wraps the WAL and checkpoints every few ops.
+const JOURNAL_SLOT_COUNTS: [u64; 4] = [8, 16, 32, 64];
+
+/// The most clients of a run.
+const CLIENT_COUNT_MAX: u64 = 6;
+
+/// The most client sessions of a run's data file: fewer than clients, often, so that sessions
+/// are evicted.
+const CLIENTS_MAX_MAX: u64 = 4;
+
+/// Every run's message size limit: room for the largest simulated request.
+const MESSAGE_SIZE_MAX: u64 = 16 * 1024;
+
+/// The block size of every run's grid (the smallest: more blocks per checkpoint).
+const BLOCK_SIZE: u64 = 4096;
+
+/// Ticks of the run with faults (then a quiet phase of [`SimOptions::ticks_quiet`]).
+const TICKS_MIN: u64 = 2_000;
+const TICKS_MAX: u64 = 6_000;
+
+/// The most crashes armed per thousand ticks.
+const CRASH_PER_MILLE_MAX: u64 = 12;
+
+/// Everything one run depends on besides the seed's generator itself.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// The seed.
+    pub seed: u64,
+    /// How many clients.
+    pub client_count: usize,
+    /// The data file.
+    pub format: FormatOptions,
+    /// How the clients behave.
+    pub client: ClientOptions,
+    /// The network's delays.
+    pub network: NetworkOptions,
+    /// The disk's latency and completion order.
+    pub latency: SimLatency,
+    /// Ticks with crashes.
+    pub ticks: u64,
+    /// Ticks without crashes at the end, for the clients to finish.
+    pub ticks_quiet: u64,
+    /// Chance per thousand ticks that a crash is armed (it hits at one of the next I/Os).
+    pub crash_per_mille: u64,
+    /// Percent chance per tick that the replica commits what is queued (less than 100, so that
+    /// groups of several requests form too; single-request groups stay common).
+    pub commit_percent: u64,
+    /// Percent of requests with an invalid body.
+    pub invalid_percent: u64,
+    /// Account ids are `1..=account_id_max`.
+    pub account_id_max: u64,
+}
+
+impl SimOptions {
+    /// The configuration of `seed`.
+    pub fn of_seed(seed: u64) -> SimOptions {
+        let mut prng = Prng::new(seed ^ 0x0F71_0115);
+        let accounts_max = prng.range_inclusive(4, 64) as u32;
+        let transfers_max = prng.range_inclusive(16, 1024) as u32;
+        let config = Config {
+            accounts_max,
+            transfers_max,
+            expiries_max: prng.range_inclusive(2, u64::from(transfers_max).min(64)) as u32,
+            history_max: prng.range_inclusive(4, 128) as u32,
+        };
+        let format = FormatOptions {
+            cluster: CLUSTER,
+            replica: 0,
+            replica_count: 1,
+            journal_slot_count: *prng.pick(&JOURNAL_SLOT_COUNTS),
+            message_size_max: MESSAGE_SIZE_MAX,
+            clients_max: prng.range_inclusive(1, CLIENTS_MAX_MAX),
+            block_size: BLOCK_SIZE,
+            config,
+        };
+        let delay_ticks_max = prng.range_inclusive(1, 8);
+        let write_ns_max = prng.range_inclusive(10_000, 2_000_000);
+        SimOptions {
+            seed,
+            client_count: prng.range_inclusive(1, CLIENT_COUNT_MAX) as usize,
+            format,
+            client: ClientOptions {
+                request_percent: prng.range_inclusive(10, 90),
+                noise_percent: prng.range_inclusive(0, 10),
+                retry_ticks_min: 2 * delay_ticks_max + 2,
+                retry_ticks_max: 2 * delay_ticks_max + 2 + prng.range_inclusive(0, 40),
+            },
+            network: NetworkOptions { delay_ticks_min: 1, delay_ticks_max },
+            latency: SimLatency {
+                read_ns_min: 20_000,
+                read_ns_max: 200_000,
+                write_ns_min: 10_000,
+                write_ns_max,
+                sync_ns_min: 50_000,
+                sync_ns_max: 1_000_000,
+                writes_reordered: prng.chance(3, 4),
+            },
+            ticks: prng.range_inclusive(TICKS_MIN, TICKS_MAX),
+            ticks_quiet: 200,
+            crash_per_mille: prng.range_inclusive(0, CRASH_PER_MILLE_MAX),
+            commit_percent: prng.range_inclusive(30, 95),
+            invalid_percent: prng.range_inclusive(0, 3),
+            account_id_max: u64::from(accounts_max) + prng.range_inclusive(1, 8),
+        }
+    }
+
+    /// The configuration in one line, for the runner's output.
+    pub fn describe(&self) -> String {
+        let config = &self.format.config;
+        format!(
+            "clients={} clients_max={} slots={} accounts={} transfers={} expiries={} history={} \
+             ticks={} crash={}‰ invalid={}% commit={}%",
+            self.client_count,
+            self.format.clients_max,
+            self.format.journal_slot_count,
+            config.accounts_max,
+            config.transfers_max,
+            config.expiries_max,
+            config.history_max,
+            self.ticks,
+            self.crash_per_mille,
+            self.invalid_percent,
+            self.commit_percent,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_gives_valid_format_options_and_the_same_seed_the_same_ones() {
+        for seed in 0..200 {
+            let options = SimOptions::of_seed(seed);
+            assert!(options.format.validate().is_ok(), "seed {seed}: {:?}", options.format);
+            assert_eq!(options.describe(), SimOptions::of_seed(seed).describe());
+        }
+    }
+}

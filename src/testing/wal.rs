@@ -1,0 +1,23 @@
+//! Reads prepares back from a simulated disk's WAL, for the checkers: what the replica logged,
+//! byte for byte, without going through the replica (and without faults or simulated time).
+
+use super::disk::SimDisk;
+use crate::constants::{HEADER_SIZE, SECTOR_SIZE};
+use crate::storage::layout::Layout;
+use crate::storage::AlignedBuffer;
+use crate::vsr::header::Header;
+
+/// The prepare in op `op`'s WAL slot (whatever it holds): its header and body. A header whose
+/// size is out of range yields the rest of the slot as its body, which then fails its checksum.
+pub fn read_prepare(disk: &SimDisk, layout: &Layout, op: u64) -> (Header, Vec<u8>) {
+    let offset = layout.wal_prepare_offset(op % layout.journal_slot_count);
+    let mut buffer = AlignedBuffer::new(layout.message_size_max as usize);
+    disk.peek(offset, &mut buffer[..SECTOR_SIZE]);
+    let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
+    let size = (header.size as usize).clamp(HEADER_SIZE, layout.message_size_max as usize);
+    let size_padded = size.next_multiple_of(SECTOR_SIZE);
+    if size_padded > SECTOR_SIZE {
+        disk.peek(offset + SECTOR_SIZE as u64, &mut buffer[SECTOR_SIZE..size_padded]);
+    }
+    (header, buffer[HEADER_SIZE..size].to_vec())
+}
