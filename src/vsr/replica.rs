@@ -6,12 +6,13 @@
 
 use super::admission::{admit, Admission};
 use super::header::{Command, Header};
+use super::journal::STAGE_WRITES_MAX;
 use super::replica_state::{ReplicaState, ReplicaStateError, Request};
 use crate::constants::PIPELINE_PREPARE_MAX;
 use crate::net::codec::MessageBuffer;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, Table};
-use crate::storage::Storage;
+use crate::storage::{Storage, Write};
 
 /// A request waiting to be prepared.
 struct Queued {
@@ -48,6 +49,8 @@ pub struct Replica<S: Storage> {
     /// One slot per client session (each has at most one request in flight) plus the pulse.
     queue: Vec<Queued>,
     queue_free: Vec<MessageBuffer>,
+    /// How many of the queue's first requests are prepared (they leave it once committed).
+    prepared: usize,
     pulse_queued: bool,
 }
 
@@ -59,6 +62,7 @@ impl<S: Storage> Replica<S> {
             state,
             queue: Vec::with_capacity(queue_max),
             queue_free: (0..queue_max).map(|_| MessageBuffer::new()).collect(),
+            prepared: 0,
             pulse_queued: false,
         }
     }
@@ -122,52 +126,100 @@ impl<S: Storage> Replica<S> {
         self.pulse_queued = true;
     }
 
-    /// Prepares and commits every queued request, a pipeline's worth per WAL write, at the
-    /// cluster clock `realtime`; reports each reply, eviction and full table to `event` (the
-    /// reply's bytes are only valid during the call). With a clock beyond the timestamp range
-    /// nothing is prepared: the queued requests are dropped (their clients retry) and
-    /// [`ReplicaStateError::ClockOutOfRange`] is returned; the replica can go on. Any other error is
-    /// fatal.
+    /// Prepares the queued requests not yet prepared, as many as the pipeline has room for, at
+    /// the cluster clock `realtime`. With a clock beyond the timestamp range nothing is
+    /// prepared: those requests are dropped (their clients retry) and
+    /// [`ReplicaStateError::ClockOutOfRange`] is returned; the replica can go on.
+    pub fn prepare_queued(&mut self, realtime: u64) -> Result<(), ReplicaStateError> {
+        let count = (self.queue.len() - self.prepared).min(self.state.pipeline_room());
+        if count == 0 {
+            return Ok(());
+        }
+        let placeholder =
+            Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
+        let mut requests = [placeholder; PIPELINE_PREPARE_MAX];
+        for (request, queued) in requests.iter_mut().zip(&self.queue[self.prepared..self.prepared + count]) {
+            *request = Request {
+                operation: Operation::from_u8(queued.header.operation).expect("admitted operation"),
+                body: &queued.body.as_bytes()[..queued.body_size],
+                client: queued.header.client,
+                request: queued.header.request,
+                checksum: queued.header.checksum,
+            };
+        }
+        match self.state.prepare(&requests[..count], realtime) {
+            Ok(()) => {
+                self.prepared += count;
+                Ok(())
+            }
+            Err(error) => {
+                for queued in self.queue.drain(self.prepared..) {
+                    if queued.header.client == 0 {
+                        self.pulse_queued = false;
+                    }
+                    self.queue_free.push(queued.body);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Begins the next journal write stage ([`ReplicaState::journal_stage_begin`]).
+    pub fn journal_stage_begin<'a>(
+        &'a mut self,
+        writes: &mut [Write<'a>; STAGE_WRITES_MAX],
+    ) -> Option<usize> {
+        self.state.journal_stage_begin(writes)
+    }
+
+    /// Ends the journal write stage in flight ([`ReplicaState::journal_stage_end`]).
+    pub fn journal_stage_end(&mut self) {
+        self.state.journal_stage_end();
+    }
+
+    /// Commits every durable prepared request, reporting each reply, eviction and full table
+    /// to `event` (the reply's bytes are only valid during the call). An error is fatal.
+    pub fn commit(&mut self, mut event: impl FnMut(Event<'_>)) -> Result<(), ReplicaStateError> {
+        let mut committed_count = 0;
+        // Replies go straight from the state's reply buffer to the loop: nothing is allocated
+        // per request.
+        let result = self.state.commit(|committed, reply| {
+            committed_count += 1;
+            if let Err(ExecuteError::TableFull { table }) = committed.result {
+                event(Event::TableFull { table });
+            }
+            if committed.client != 0 {
+                event(Event::Reply { client: committed.client, message: reply });
+            }
+            if let Some(client) = committed.evicted {
+                event(Event::Evicted { client });
+            }
+        });
+        // Committed requests leave the queue in order: they were prepared in queue order.
+        assert!(committed_count <= self.prepared);
+        for queued in self.queue.drain(..committed_count) {
+            if queued.header.client == 0 {
+                self.pulse_queued = false;
+            }
+            self.queue_free.push(queued.body);
+        }
+        self.prepared -= committed_count;
+        result
+    }
+
+    /// Prepares and commits every queued request, a pipeline's worth per group, waiting for
+    /// the journal (the composition of [`Replica::prepare_queued`], the journal stages carried
+    /// out on the replica's storage, and [`Replica::commit`]). Errors as those.
     pub fn commit_queued(
         &mut self,
         realtime: u64,
         mut event: impl FnMut(Event<'_>),
     ) -> Result<(), ReplicaStateError> {
-        while !self.queue.is_empty() {
-            let count = self.queue.len().min(self.state.pipeline_max());
-            let placeholder =
-                Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
-            let mut requests = [placeholder; PIPELINE_PREPARE_MAX];
-            for (request, queued) in requests.iter_mut().zip(&self.queue[..count]) {
-                *request = Request {
-                    operation: Operation::from_u8(queued.header.operation).expect("admitted operation"),
-                    body: &queued.body.as_bytes()[..queued.body_size],
-                    client: queued.header.client,
-                    request: queued.header.request,
-                    checksum: queued.header.checksum,
-                };
-            }
-            // Replies go straight from the ledger's reply buffer to the loop: nothing is
-            // allocated per request.
-            let submitted = self.state.submit(&requests[..count], realtime, |committed, reply| {
-                if let Err(ExecuteError::TableFull { table }) = committed.result {
-                    event(Event::TableFull { table });
-                }
-                if committed.client != 0 {
-                    event(Event::Reply { client: committed.client, message: reply });
-                }
-                if let Some(client) = committed.evicted {
-                    event(Event::Evicted { client });
-                }
-            });
-            let drained = if submitted.is_ok() { count } else { self.queue.len() };
-            for queued in self.queue.drain(..drained) {
-                if queued.header.client == 0 {
-                    self.pulse_queued = false;
-                }
-                self.queue_free.push(queued.body);
-            }
-            submitted?;
+        assert!(!self.state.journal_stage_in_flight());
+        while self.prepared < self.queue.len() || self.state.commit_min() < self.state.op() {
+            self.prepare_queued(realtime)?;
+            self.state.journal_sync()?;
+            self.commit(&mut event)?;
         }
         Ok(())
     }
