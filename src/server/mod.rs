@@ -12,6 +12,7 @@
 
 pub mod clock;
 mod connection;
+mod journal_io;
 mod signals;
 mod warning;
 
@@ -22,15 +23,17 @@ use std::time::{Duration, Instant};
 
 use clock::Clock;
 use connection::{Connection, ConnectionState};
+use journal_io::JournalIo;
 pub use signals::stop_on_signals;
 use warning::Warning;
 
 use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, WARNING_INTERVAL_NS};
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::net::codec::{eviction_header, FrameError};
-use crate::storage::Storage;
+use crate::storage::{Storage, Write};
 use crate::vsr::admission::Admission;
 use crate::vsr::header::{Command, EvictionReason, Header};
+use crate::vsr::journal::STAGE_WRITES_MAX;
 use crate::vsr::replica::{Event, Replica};
 use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
 
@@ -118,6 +121,7 @@ const TAG_ACCEPT: u64 = 1 << 56;
 const TAG_RECV: u64 = 2 << 56;
 const TAG_SEND: u64 = 3 << 56;
 const TAG_TIMEOUT: u64 = 4 << 56;
+const TAG_JOURNAL: u64 = 5 << 56;
 const TAG_KIND: u64 = 0xFF << 56;
 
 /// What to do about one received message.
@@ -133,8 +137,10 @@ enum Action {
 }
 
 /// The running server.
-pub struct Server<S: Storage> {
+pub struct Server<S: Storage + AsRawFd> {
     replica: Replica<S>,
+    /// The journal write stage in flight on `ring`, if any.
+    journal: JournalIo,
     options: ServerOptions,
     ring: IoLoop,
     listener: TcpListener,
@@ -158,7 +164,7 @@ struct Warnings {
     table_full: Warning,
 }
 
-impl<S: Storage> Server<S> {
+impl<S: Storage + AsRawFd> Server<S> {
     /// Binds the listener and allocates every buffer.
     pub fn new(ledger: ReplicaState<S>, options: ServerOptions) -> Result<Server<S>, ServerError> {
         options.validate()?;
@@ -166,9 +172,11 @@ impl<S: Storage> Server<S> {
         let listener = TcpListener::bind(options.address)
             .map_err(|source| ServerError::Listen { address: options.address, source })?;
         let cluster = ledger.data_file().superblock().cluster;
+        let journal = JournalIo::new(ledger.data_file().storage().as_raw_fd(), TAG_JOURNAL);
         let replica = Replica::new(ledger);
-        // Each connection has at most a receive and a send in flight; plus accept and timer.
-        let ring_entries = ((options.connections_max * 2 + 2) as u32).next_power_of_two();
+        // Each connection has at most a receive and a send in flight; plus accept, timer, and
+        // a journal stage (its writes, then its sync).
+        let ring_entries = ((options.connections_max * 2 + 2 + STAGE_WRITES_MAX) as u32).next_power_of_two();
         let ring = IoLoop::new(ring_entries).map_err(|error| ServerError::Io(error.to_string()))?;
         let connections: Vec<Connection> =
             (0..options.connections_max).map(|_| Connection::new(cluster)).collect();
@@ -176,6 +184,7 @@ impl<S: Storage> Server<S> {
         let memory_size = message_buffers * crate::constants::MESSAGE_SIZE_MAX as u64;
         Ok(Server {
             replica,
+            journal,
             options,
             ring,
             listener,
@@ -220,16 +229,69 @@ impl<S: Storage> Server<S> {
                     TAG_RECV => self.on_recv(index, completion.result),
                     TAG_SEND => self.on_send(index, completion.result),
                     TAG_TIMEOUT => self.on_tick()?,
+                    TAG_JOURNAL => self.on_journal(index, completion.result)?,
                     _ => unreachable!("unknown tag {:#x}", completion.tag),
                 }
             }
-            self.commit_queued()?;
+            self.prepare_queued()?;
+            self.journal_stage_start()?;
             self.queue_io()?;
         }
-        // Everything committed is durable (each submit synced before replying); flush the
-        // redundant WAL headers so the log carries proof of every durable entry.
+        // Let the stages in flight finish (and commit what they make durable): then every
+        // prepared op is durable with its header, and the log carries proof of all of them.
+        while self.journal.in_flight() {
+            self.ring.submit_and_wait(1).map_err(|error| ServerError::Io(error.to_string()))?;
+            while let Some(completion) = self.ring.pop_completion() {
+                if completion.tag & TAG_KIND == TAG_JOURNAL {
+                    self.on_journal((completion.tag & !TAG_KIND) as usize, completion.result)?;
+                }
+            }
+        }
         self.replica.state_mut().flush()?;
         Ok(())
+    }
+
+    /// Prepares what the replica has queued, as far as its pipeline has room.
+    fn prepare_queued(&mut self) -> Result<(), ServerError> {
+        match self.replica.prepare_queued(self.clock.realtime()) {
+            Ok(()) => Ok(()),
+            // Nothing was prepared: the requests were dropped (their clients retry, and are
+            // served once the clock is right); keep serving.
+            Err(error @ ReplicaStateError::ClockOutOfRange { .. }) => {
+                if let Some(count) = self.warnings.clock_out_of_range.due(Instant::now()) {
+                    eprintln!("error: {error} ({count} time(s) in the last interval)");
+                }
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Puts the replica's next journal stage in flight, if none is and it has one, and
+    /// submits it at once, so that the disk works while the loop executes.
+    fn journal_stage_start(&mut self) -> Result<(), ServerError> {
+        if self.journal.in_flight() {
+            return Ok(());
+        }
+        let Server { replica, journal, ring, .. } = self;
+        let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+        let Some(count) = replica.journal_stage_begin(&mut writes) else { return Ok(()) };
+        journal.start(ring, &writes[..count])?;
+        ring.submit().map_err(|error| ServerError::Io(error.to_string()))?;
+        Ok(())
+    }
+
+    /// A completion of the journal stage in flight: once the stage is durable, the next one
+    /// goes in flight, then the durable ops are committed and answered (overlapping that
+    /// stage's I/O).
+    fn on_journal(&mut self, index: usize, result: i32) -> Result<(), ServerError> {
+        if !self.journal.on_completion(&mut self.ring, index, result)? {
+            return Ok(());
+        }
+        self.replica.journal_stage_end();
+        self.prepare_queued()?;
+        self.journal_stage_start()?;
+        self.commit()
     }
 
     fn queue_accept(&mut self) -> Result<(), ServerError> {
@@ -395,14 +457,11 @@ impl<S: Storage> Server<S> {
         Ok(())
     }
 
-    /// Has the replica commit every queued request, and carries out what it reports: replies
-    /// and evictions routed to their clients' connections, warnings logged.
-    fn commit_queued(&mut self) -> Result<(), ServerError> {
-        if !self.replica.has_queued() {
-            return Ok(());
-        }
-        let Server { replica, connections, clock, warnings, cluster, .. } = self;
-        let committed = replica.commit_queued(clock.realtime(), |event| match event {
+    /// Has the replica commit every durable op, and carries out what it reports: replies and
+    /// evictions routed to their clients' connections, warnings logged.
+    fn commit(&mut self) -> Result<(), ServerError> {
+        let Server { replica, connections, warnings, cluster, .. } = self;
+        replica.commit(|event| match event {
             Event::Reply { client, message } => {
                 if let Some(index) = route(connections, client) {
                     connections[index].send(message, index);
@@ -423,19 +482,8 @@ impl<S: Storage> Server<S> {
                     );
                 }
             }
-        });
-        match committed {
-            Ok(()) => Ok(()),
-            // Nothing was prepared: the requests were dropped (their clients retry, and are
-            // served once the clock is right); keep serving.
-            Err(error @ ReplicaStateError::ClockOutOfRange { .. }) => {
-                if let Some(count) = self.warnings.clock_out_of_range.due(Instant::now()) {
-                    eprintln!("error: {error} ({count} time(s) in the last interval)");
-                }
-                Ok(())
-            }
-            Err(error) => Err(error.into()),
-        }
+        })?;
+        Ok(())
     }
 
     fn on_send(&mut self, index: usize, result: i32) {

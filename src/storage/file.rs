@@ -422,6 +422,13 @@ impl FileStorage {
     }
 }
 
+/// The file's descriptor, for a loop that carries out the journal's writes on its own ring.
+impl AsRawFd for FileStorage {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+}
+
 impl Storage for FileStorage {
     fn size(&self) -> u64 {
         self.size
@@ -598,7 +605,8 @@ fn sync_directory_of(path: &Path) -> Result<(), OpenError> {
     })
 }
 
-fn write_error(offset: u64, size: usize, source: io::Error) -> StorageError {
+/// A failed write as a [`StorageError`]: a full disk or file-size limit is [`StorageError::NoSpace`].
+pub(crate) fn write_error(offset: u64, size: usize, source: io::Error) -> StorageError {
     match source.raw_os_error() {
         Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT) => StorageError::NoSpace { offset, size, source },
         _ => StorageError::Io { operation: "write", offset, size, source },

@@ -12,6 +12,7 @@ pub mod layout;
 mod sim;
 
 pub use aligned::AlignedBuffer;
+pub(crate) use file::write_error;
 pub use file::{FileStorage, IoMode, OpenError};
 pub use sim::{CrashMode, SimFaultCounts, SimFaults, SimLatency, SimStorage};
 

@@ -462,6 +462,11 @@ impl<S: Storage> DataFile<S> {
         self.grid.blocks_acquired()
     }
 
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     /// The storage underneath (for tests and `inspect`).
     pub fn storage_mut(&mut self) -> &mut S {
         &mut self.storage

@@ -1,0 +1,142 @@
+//! The journal's write stages on the server's io_uring: a stage's writes are queued together
+//! from the replica's buffers (no copies), a short write is resubmitted for the rest, and once
+//! every write has completed the `fdatasync` is queued. The loop goes on serving sockets and
+//! executing the group before while the stage is in flight; when the sync completes, the
+//! replica ends the stage (`Replica::journal_stage_end`).
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::ServerError;
+use crate::io::{IoLoop, Operation as IoOperation};
+use crate::storage::{write_error, StorageError, Write};
+use crate::vsr::journal::STAGE_WRITES_MAX;
+use crate::vsr::replica_state::ReplicaStateError;
+
+/// The index of the stage's `fdatasync` among its operations (writes are `0..count`).
+pub const SYNC_INDEX: usize = STAGE_WRITES_MAX;
+
+/// One write of the stage in flight.
+#[derive(Clone, Copy)]
+struct Pending {
+    offset: u64,
+    data: *const u8,
+    size: usize,
+    done: usize,
+}
+
+/// The journal stage in flight on the loop, if any.
+pub struct JournalIo {
+    fd: RawFd,
+    /// The operation tag of this module; the operation index goes below it.
+    tag: u64,
+    writes: [Pending; STAGE_WRITES_MAX],
+    /// Writes not yet complete.
+    remaining: usize,
+    /// A stage (its writes or its sync) is in flight.
+    in_flight: bool,
+}
+
+// SAFETY: the pointers are into the replica's buffers, which the server owns along with this
+// and which move with it; they are only used on the thread running the loop.
+unsafe impl Send for JournalIo {}
+
+impl JournalIo {
+    /// No stage in flight, for the data file `fd`, tagging operations `tag | index`.
+    pub fn new(fd: RawFd, tag: u64) -> JournalIo {
+        let idle = Pending { offset: 0, data: std::ptr::null(), size: 0, done: 0 };
+        JournalIo { fd, tag, writes: [idle; STAGE_WRITES_MAX], remaining: 0, in_flight: false }
+    }
+
+    /// True while a stage is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Queues the writes of a stage (its `fdatasync` follows once they have all completed).
+    /// The buffers are the replica's pipeline buffers and headers ring, which nothing writes
+    /// while a stage is in flight and which outlive the loop.
+    pub fn start(&mut self, ring: &mut IoLoop, writes: &[Write<'_>]) -> Result<(), ServerError> {
+        assert!(!self.in_flight && writes.len() <= STAGE_WRITES_MAX);
+        self.in_flight = true;
+        self.remaining = writes.len();
+        for (pending, write) in self.writes.iter_mut().zip(writes) {
+            assert!(!write.data.is_empty());
+            *pending =
+                Pending { offset: write.offset, data: write.data.as_ptr(), size: write.data.len(), done: 0 };
+        }
+        if writes.is_empty() {
+            return self.queue_sync(ring);
+        }
+        for index in 0..writes.len() {
+            self.queue_write(ring, index)?;
+        }
+        Ok(())
+    }
+
+    /// Handles the completion of operation `index` of the stage: returns true once the stage is
+    /// durable. A failed write or sync is fatal (the process must stop: see `SyncFailed`).
+    pub fn on_completion(
+        &mut self,
+        ring: &mut IoLoop,
+        index: usize,
+        result: i32,
+    ) -> Result<bool, ServerError> {
+        assert!(self.in_flight);
+        if index == SYNC_INDEX {
+            if result < 0 {
+                let source = io::Error::from_raw_os_error(-result);
+                return Err(storage_error(StorageError::SyncFailed { source }));
+            }
+            self.in_flight = false;
+            return Ok(true);
+        }
+        let pending = &mut self.writes[index];
+        let (offset, size) = (pending.offset + pending.done as u64, pending.size - pending.done);
+        if result < 0 {
+            return Err(storage_error(write_error(offset, size, io::Error::from_raw_os_error(-result))));
+        }
+        if result == 0 {
+            // A write that makes no progress would be resumed forever.
+            let source = io::Error::from(io::ErrorKind::WriteZero);
+            return Err(storage_error(StorageError::Io { operation: "write", offset, size, source }));
+        }
+        pending.done += result as usize;
+        assert!(pending.done <= pending.size);
+        if pending.done < pending.size {
+            // A short write: the rest goes again.
+            self.queue_write(ring, index)?;
+            return Ok(false);
+        }
+        self.remaining -= 1;
+        if self.remaining == 0 {
+            self.queue_sync(ring)?;
+        }
+        Ok(false)
+    }
+
+    fn queue_write(&mut self, ring: &mut IoLoop, index: usize) -> Result<(), ServerError> {
+        let pending = self.writes[index];
+        let operation = IoOperation::Write {
+            fd: self.fd,
+            offset: pending.offset + pending.done as u64,
+            // SAFETY (of the pointer arithmetic): `done < size`, within the buffer.
+            buffer: unsafe { pending.data.add(pending.done) },
+            size: u32::try_from(pending.size - pending.done).expect("a stage write is under 4 GiB"),
+        };
+        // SAFETY: the buffer is valid and unchanged until the completion (see `start`).
+        unsafe { ring.queue(self.tag | index as u64, operation) }
+            .map_err(|error| ServerError::Io(error.to_string()))
+    }
+
+    fn queue_sync(&mut self, ring: &mut IoLoop) -> Result<(), ServerError> {
+        let operation = IoOperation::Fsync { fd: self.fd };
+        // SAFETY: an fdatasync points to no memory; the file outlives the loop.
+        unsafe { ring.queue(self.tag | SYNC_INDEX as u64, operation) }
+            .map_err(|error| ServerError::Io(error.to_string()))
+    }
+}
+
+fn storage_error(error: StorageError) -> ServerError {
+    ServerError::Replica(ReplicaStateError::Storage(error))
+}
