@@ -16,6 +16,7 @@ use ledger::vsr::data_file::{DataFile, DataFileError, FormatOptions};
 use ledger::vsr::header::Header;
 use ledger::vsr::journal::JournalError;
 use ledger::vsr::replica_state::{ReplicaState, Request};
+use ledger::vsr::write_stage::Stream;
 
 const CLUSTER: u128 = 0xC1;
 
@@ -201,8 +202,6 @@ fn run(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec
 /// (as the server's ring does from the buffers) and then synced. Returns every op committed
 /// and the newest op made durable (`commit_max`): none of those may be lost.
 fn run_pipelined(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops: &mut Vec<Op>) -> u64 {
-    use ledger::storage::{AlignedBuffer, Write};
-    use ledger::vsr::journal::STAGE_WRITES_MAX;
     let mut durable = ledger.commit_max();
     let mut number = 0;
     let mut next = 0;
@@ -221,27 +220,16 @@ fn run_pipelined(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops
             prepared.extend(requests.iter().map(|request| (request.operation, request.body.to_vec())));
             next += 1;
         }
-        let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
-        let Some(count) = ledger.journal_stage_begin(&mut writes) else {
-            assert_eq!(ledger.commit_min(), ledger.op(), "nothing to write: everything committed");
-            assert_eq!(next, groups.len(), "and every group prepared");
-            return durable;
-        };
-        let copies: Vec<(u64, AlignedBuffer)> = writes[..count]
-            .iter()
-            .map(|write| {
-                let mut copy = AlignedBuffer::new(write.data.len());
-                copy.copy_from_slice(write.data);
-                (write.offset, copy)
-            })
-            .collect();
-        let storage = ledger.data_file_mut().storage_mut();
-        let writes: Vec<Write<'_>> =
-            copies.iter().map(|(offset, data)| Write { offset: *offset, data }).collect();
-        if storage.write_and_sync(&writes).is_err() {
-            return durable;
+        match run_stage(ledger, Stream::Journal) {
+            None if ledger.commit_min() < ledger.commit_max() => {}
+            None => {
+                assert_eq!(ledger.commit_min(), ledger.op(), "nothing to write: everything committed");
+                assert_eq!(next, groups.len(), "and every group prepared");
+                return durable;
+            }
+            Some(Err(())) => return durable,
+            Some(Ok(())) => {}
         }
-        ledger.journal_stage_end();
         durable = ledger.commit_max();
         assert!(ledger.op() - ledger.commit_max() <= ledger.pipeline_max() as u64);
         let committed = ledger.commit(|done, _| {
@@ -252,7 +240,44 @@ fn run_pipelined(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops
         if committed.is_err() {
             return durable;
         }
+        // The other streams' stages, as the server keeps them in flight beside the journal's.
+        for stream in [Stream::Replies, Stream::Grid] {
+            while let Some(outcome) = run_stage(ledger, stream) {
+                if outcome.is_err() {
+                    return durable;
+                }
+            }
+        }
     }
+}
+
+/// Carries out the next stage of `stream`, if it has one, as the server does: from copies of
+/// its writes (taken when it begins), then a sync if it asks for one. `Err` if the disk crashed.
+fn run_stage(ledger: &mut ReplicaState<SimStorage>, stream: Stream) -> Option<Result<(), ()>> {
+    use ledger::storage::{AlignedBuffer, Write};
+    use ledger::vsr::write_stage::STAGE_WRITES_MAX;
+    let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+    let stage = match ledger.stage_begin(stream, &mut writes) {
+        Ok(stage) => stage?,
+        Err(_) => return Some(Err(())),
+    };
+    let copies: Vec<(u64, AlignedBuffer)> = writes[..stage.count]
+        .iter()
+        .map(|write| {
+            let mut copy = AlignedBuffer::new(write.data.len());
+            copy.copy_from_slice(write.data);
+            (write.offset, copy)
+        })
+        .collect();
+    let storage = ledger.data_file_mut().storage_mut();
+    let writes: Vec<Write<'_>> =
+        copies.iter().map(|(offset, data)| Write { offset: *offset, data }).collect();
+    let outcome = if writes.is_empty() { Ok(()) } else { storage.write(&writes) };
+    if outcome.and_then(|()| if stage.sync { storage.sync() } else { Ok(()) }).is_err() {
+        return Some(Err(()));
+    }
+    ledger.stage_end(stream);
+    Some(Ok(()))
 }
 
 /// A fresh state machine with the first `count` ops applied.
@@ -736,7 +761,7 @@ fn superblock_copies_left_by_a_torn_update_are_rewritten_before_the_next_checkpo
 #[test]
 fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
     use ledger::storage::{AlignedBuffer, Write};
-    use ledger::vsr::journal::STAGE_WRITES_MAX;
+    use ledger::vsr::write_stage::STAGE_WRITES_MAX;
     let groups = workload(7);
     let mut ledger = ReplicaState::open(formatted_with(options_with_slots(32)), Some(CLUSTER)).expect("open");
     let layout = ledger.data_file().superblock().layout();
@@ -745,7 +770,8 @@ fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
     // returns how many prepares and header sectors it wrote.
     let run_stage = |ledger: &mut ReplicaState<SimStorage>| {
         let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
-        let count = ledger.journal_stage_begin(&mut writes).expect("a stage");
+        let count =
+            ledger.stage_begin(Stream::Journal, &mut writes).expect("no error").expect("a stage").count;
         let header_writes = writes[..count].iter().filter(|write| headers.contains(&write.offset)).count();
         let copies: Vec<(u64, AlignedBuffer)> = writes[..count]
             .iter()
@@ -756,11 +782,14 @@ fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
             })
             .collect();
         let mut none = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
-        assert!(ledger.journal_stage_begin(&mut none).is_none(), "one stage at a time");
+        assert!(
+            ledger.stage_begin(Stream::Journal, &mut none).expect("no error").is_none(),
+            "one stage at a time"
+        );
         let writes: Vec<Write<'_>> =
             copies.iter().map(|(offset, data)| Write { offset: *offset, data }).collect();
         ledger.data_file_mut().storage_mut().write_and_sync(&writes).expect("stage I/O");
-        ledger.journal_stage_end();
+        ledger.stage_end(Stream::Journal);
         (count - header_writes, header_writes)
     };
     let first: Vec<Request<'_>> = groups[0].iter().zip(0..).map(|(job, n)| job.request(n)).collect();
@@ -784,5 +813,8 @@ fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
     ledger.commit(|_, _| {}).expect("commit");
     assert_eq!(ledger.commit_min(), a + b);
     let mut none = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
-    assert!(ledger.journal_stage_begin(&mut none).is_none(), "nothing left to write");
+    assert!(
+        ledger.stage_begin(Stream::Journal, &mut none).expect("no error").is_none(),
+        "nothing left to write"
+    );
 }

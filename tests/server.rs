@@ -231,6 +231,61 @@ fn sigkill_under_load_then_restart_keeps_every_acknowledged_transfer_exactly_onc
     assert!(server.stop().success());
 }
 
+#[test]
+fn checkpoints_the_server_writes_beside_its_journal_are_intact_and_restore_the_ledger() {
+    // A development data file checkpoints every 28 ops: 300 requests cross about ten
+    // checkpoints, each written in grid stages on the server's ring while it goes on serving.
+    let server = Server::start("checkpoints", &[]);
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    client.create_accounts(&accounts(1..=40), TIMEOUT).expect("accounts");
+    let mut ids = Vec::new();
+    for batch in 0..300u128 {
+        let transfers: Vec<Transfer> = (0..20)
+            .map(|index| {
+                let id = batch * 20 + index + 1;
+                transfer(id, 1 + id % 40, 1 + (id * 7 + 1) % 40, 1 + id % 9)
+            })
+            .filter(|transfer| transfer.debit_account_id != transfer.credit_account_id)
+            .collect();
+        let results = client.create_transfers(&transfers, TIMEOUT).expect("transfers");
+        assert!(results.iter().all(|r| r.status == CreateTransferStatus::Created as u32), "{results:?}");
+        ids.extend(transfers.iter().map(|transfer| transfer.id));
+    }
+    let balances = client.lookup_accounts(&(1..=40).collect::<Vec<u128>>(), TIMEOUT).expect("balances");
+    drop(client);
+    let (path, mut server) = (server.path.clone(), server);
+    // A clean stop: the stages in flight finish, and the file keeps the durable checkpoint.
+    // SAFETY: `kill` on our child's pid has no memory effects.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(server.child.wait().expect("wait").success());
+
+    let inspect =
+        Command::new(env!("CARGO_BIN_EXE_ledger")).arg("inspect").arg(&path).output().expect("inspect");
+    let report = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.status.success(), "{report}");
+    assert!(report.contains("verdict: ok"), "{report}");
+    let op: u64 = report
+        .split("checkpoint: op ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|op| op.parse().ok())
+        .expect("the checkpoint op");
+    assert!(
+        op >= 280 && op.is_multiple_of(28),
+        "the durable checkpoint is a recent fixed one: op {op}\n{report}"
+    );
+
+    let server = Server::spawn(path, "127.0.0.1:0", &[]);
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    for chunk in ids.chunks(4000) {
+        assert_eq!(client.lookup_transfers(chunk, TIMEOUT).expect("lookup").len(), chunk.len());
+    }
+    let restored = client.lookup_accounts(&(1..=40).collect::<Vec<u128>>(), TIMEOUT).expect("balances");
+    assert_eq!(restored, balances, "the checkpoint and the WAL after it restore every balance");
+    drop(client);
+    assert!(server.stop().success());
+}
+
 /// A raw connection for hostile input.
 fn connect(address: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(address).expect("connect");

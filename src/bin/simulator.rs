@@ -32,10 +32,13 @@ struct Options {
 
 const AFTER_HELP: &str = "\
 Each line: seed, configuration (clients, session slots, WAL slots, capacities, run length, crash
-rate per thousand ticks, invalid-request and commit percentages), ops committed, crashes (of which
-during recovery), replies checked against the model, retries answered from the session,
-evictions, pulses committed, trace hash, wall time, result. A failure also prints the checker's message and the
-command that re-runs the seed. Exit status: 0 if every seed passed, 1 otherwise.
+rate per thousand ticks, invalid-request percentage, and how the disk is driven: `staged=Nt` as
+the server does, each write stage in flight for up to N ticks, or `commit=P%` waiting for every
+write), ops committed, crashes (of which during recovery), replies checked against the model,
+retries answered from the session, evictions, pulses committed, write stages completed
+(journal/grid/replies) and commits that waited for one (staged runs), trace hash, wall time,
+result. A failure also prints the checker's message and the command that re-runs the seed.
+Exit status: 0 if every seed passed, 1 otherwise.
 
 Examples:
   cargo run --release --bin simulator -- --seed 42
@@ -73,7 +76,7 @@ fn run(seed: u64) -> (bool, String) {
 fn line(report: &RunReport, elapsed_ms: u128) -> (bool, String) {
     let summary = format!(
         "seed={} {} commits={} crashes={} (in recovery {}) replies={} resent={} evictions={} pulses={} \
-         trace={:016x} time={}ms",
+         stages={}/{}/{} waits={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
         report.commits,
@@ -83,6 +86,10 @@ fn line(report: &RunReport, elapsed_ms: u128) -> (bool, String) {
         report.stats.replies_resent,
         report.evictions,
         report.stats.pulses,
+        report.stats.stages[0],
+        report.stats.stages[1],
+        report.stats.stages[2],
+        report.stats.commit_waits,
         report.trace_hash,
         elapsed_ms
     );

@@ -12,8 +12,8 @@
 
 pub mod clock;
 mod connection;
-mod journal_io;
 mod signals;
+mod stage_io;
 mod warning;
 
 use std::net::{SocketAddr, TcpListener};
@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use clock::Clock;
 use connection::{Connection, ConnectionState};
-use journal_io::JournalIo;
 pub use signals::stop_on_signals;
+use stage_io::StageIo;
 use warning::Warning;
 
 use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, WARNING_INTERVAL_NS};
@@ -33,9 +33,9 @@ use crate::net::codec::{eviction_header, FrameError};
 use crate::storage::{Storage, Write};
 use crate::vsr::admission::Admission;
 use crate::vsr::header::{Command, EvictionReason, Header};
-use crate::vsr::journal::STAGE_WRITES_MAX;
 use crate::vsr::replica::{Event, Replica};
 use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
+use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -121,7 +121,8 @@ const TAG_ACCEPT: u64 = 1 << 56;
 const TAG_RECV: u64 = 2 << 56;
 const TAG_SEND: u64 = 3 << 56;
 const TAG_TIMEOUT: u64 = 4 << 56;
-const TAG_JOURNAL: u64 = 5 << 56;
+/// The write streams' stages: `TAG_STAGE + (stream index << 56)`, in `STREAMS` order.
+const TAG_STAGE: u64 = 5 << 56;
 const TAG_KIND: u64 = 0xFF << 56;
 
 /// What to do about one received message.
@@ -139,8 +140,10 @@ enum Action {
 /// The running server.
 pub struct Server<S: Storage + AsRawFd> {
     replica: Replica<S>,
-    /// The journal write stage in flight on `ring`, if any.
-    journal: JournalIo,
+    /// Each write stream's stage in flight on `ring`, if any (indexed as `STREAMS`).
+    stages: [StageIo; STREAMS.len()],
+    /// Stopping: only the journal's stages go on, to make what is prepared durable.
+    stopping: bool,
     options: ServerOptions,
     ring: IoLoop,
     listener: TcpListener,
@@ -172,11 +175,13 @@ impl<S: Storage + AsRawFd> Server<S> {
         let listener = TcpListener::bind(options.address)
             .map_err(|source| ServerError::Listen { address: options.address, source })?;
         let cluster = ledger.data_file().superblock().cluster;
-        let journal = JournalIo::new(ledger.data_file().storage().as_raw_fd(), TAG_JOURNAL);
+        let fd = ledger.data_file().storage().as_raw_fd();
+        let stages = STREAMS.map(|stream| StageIo::new(fd, TAG_STAGE + ((stream.index() as u64) << 56)));
         let replica = Replica::new(ledger);
         // Each connection has at most a receive and a send in flight; plus accept, timer, and
-        // a journal stage (its writes, then its sync).
-        let ring_entries = ((options.connections_max * 2 + 2 + STAGE_WRITES_MAX) as u32).next_power_of_two();
+        // a stage of each write stream (its writes, then its sync).
+        let stage_operations = STREAMS.len() * STAGE_WRITES_MAX;
+        let ring_entries = ((options.connections_max * 2 + 2 + stage_operations) as u32).next_power_of_two();
         let ring = IoLoop::new(ring_entries).map_err(|error| ServerError::Io(error.to_string()))?;
         let connections: Vec<Connection> =
             (0..options.connections_max).map(|_| Connection::new(cluster)).collect();
@@ -184,7 +189,8 @@ impl<S: Storage + AsRawFd> Server<S> {
         let memory_size = message_buffers * crate::constants::MESSAGE_SIZE_MAX as u64;
         Ok(Server {
             replica,
-            journal,
+            stages,
+            stopping: false,
             options,
             ring,
             listener,
@@ -229,21 +235,24 @@ impl<S: Storage + AsRawFd> Server<S> {
                     TAG_RECV => self.on_recv(index, completion.result),
                     TAG_SEND => self.on_send(index, completion.result),
                     TAG_TIMEOUT => self.on_tick()?,
-                    TAG_JOURNAL => self.on_journal(index, completion.result)?,
-                    _ => unreachable!("unknown tag {:#x}", completion.tag),
+                    kind => self.on_stage(kind, index, completion.result)?,
                 }
             }
             self.prepare_queued()?;
-            self.journal_stage_start()?;
+            self.stages_start()?;
             self.queue_io()?;
         }
-        // Let the stages in flight finish (and commit what they make durable): then every
-        // prepared op is durable with its header, and the log carries proof of all of them.
-        while self.journal.in_flight() {
+        // Let the stages in flight finish (the journal's committing what they make durable;
+        // no new grid or reply stage begins): then every prepared op is durable with its
+        // header, and no write is left in flight on the replica's buffers.
+        self.stopping = true;
+        self.stages_start()?;
+        while self.stages.iter().any(StageIo::in_flight) {
             self.ring.submit_and_wait(1).map_err(|error| ServerError::Io(error.to_string()))?;
             while let Some(completion) = self.ring.pop_completion() {
-                if completion.tag & TAG_KIND == TAG_JOURNAL {
-                    self.on_journal((completion.tag & !TAG_KIND) as usize, completion.result)?;
+                let (kind, index) = (completion.tag & TAG_KIND, (completion.tag & !TAG_KIND) as usize);
+                if kind >= TAG_STAGE {
+                    self.on_stage(kind, index, completion.result)?;
                 }
             }
         }
@@ -267,31 +276,44 @@ impl<S: Storage + AsRawFd> Server<S> {
         }
     }
 
-    /// Puts the replica's next journal stage in flight, if none is and it has one, and
-    /// submits it at once, so that the disk works while the loop executes.
-    fn journal_stage_start(&mut self) -> Result<(), ServerError> {
-        if self.journal.in_flight() {
-            return Ok(());
+    /// Puts each write stream's next stage in flight, where none is and the replica has one,
+    /// and submits them at once, so that the disk works while the loop executes.
+    fn stages_start(&mut self) -> Result<(), ServerError> {
+        let mut started = false;
+        for stream in STREAMS {
+            let stage_io = &mut self.stages[stream.index()];
+            if stage_io.in_flight() || (self.stopping && stream != Stream::Journal) {
+                continue;
+            }
+            let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+            let Some(stage) = self.replica.stage_begin(stream, &mut writes)? else { continue };
+            stage_io.start(&mut self.ring, stage, &writes[..stage.count])?;
+            started = true;
         }
-        let Server { replica, journal, ring, .. } = self;
-        let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
-        let Some(count) = replica.journal_stage_begin(&mut writes) else { return Ok(()) };
-        journal.start(ring, &writes[..count])?;
-        ring.submit().map_err(|error| ServerError::Io(error.to_string()))?;
+        if started {
+            self.ring.submit().map_err(|error| ServerError::Io(error.to_string()))?;
+        }
         Ok(())
     }
 
-    /// A completion of the journal stage in flight: once the stage is durable, the next one
-    /// goes in flight, then the durable ops are committed and answered (overlapping that
-    /// stage's I/O).
-    fn on_journal(&mut self, index: usize, result: i32) -> Result<(), ServerError> {
-        if !self.journal.on_completion(&mut self.ring, index, result)? {
+    /// A completion of a stage in flight (`kind` is its stream's tag): once the stage is done,
+    /// the replica ends it, the next stages go in flight, then what the stage made durable
+    /// (or stopped waiting for) is committed and answered, overlapping those stages' I/O.
+    fn on_stage(&mut self, kind: u64, index: usize, result: i32) -> Result<(), ServerError> {
+        let stream = STREAMS
+            .get(((kind - TAG_STAGE) >> 56) as usize)
+            .copied()
+            .unwrap_or_else(|| unreachable!("unknown tag {kind:#x}"));
+        if !self.stages[stream.index()].on_completion(&mut self.ring, index, result)? {
             return Ok(());
         }
-        self.replica.journal_stage_end();
-        self.prepare_queued()?;
-        self.journal_stage_start()?;
-        self.commit()
+        self.replica.stage_end(stream);
+        if !self.stopping {
+            self.prepare_queued()?;
+        }
+        self.stages_start()?;
+        self.commit()?;
+        self.stages_start()
     }
 
     fn queue_accept(&mut self) -> Result<(), ServerError> {

@@ -67,9 +67,10 @@ pub struct RunReport {
 /// Counts of what a run exercised.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunStats {
-    /// `commit_queued` calls, each followed by a full state comparison.
+    /// `commit_queued` calls, or staged steps that committed, each followed by a full state
+    /// comparison.
     pub commit_calls: u64,
-    /// Those that committed exactly one op (one WAL write of a single prepare).
+    /// Those that committed exactly one op.
     pub commit_calls_single: u64,
     /// Crashes during recovery.
     pub recovery_crashes: u64,
@@ -79,6 +80,10 @@ pub struct RunStats {
     pub replies_resent: u64,
     /// Requests the replica dropped (stale, skipping ahead, altered, or already queued).
     pub requests_dropped: u64,
+    /// Write stages completed in a staged run, per stream (journal, grid, replies).
+    pub stages: [u64; 3],
+    /// Times committing waited for a stage in a staged run.
+    pub commit_waits: u64,
 }
 
 /// What the checkers remember of one replica.
@@ -268,17 +273,36 @@ impl Cluster {
             }
         }
         self.nodes[index].on_tick(self.time.realtime());
-        if !self.nodes[index].has_queued() || !self.prng.chance(self.options.commit_percent, 100) {
-            return Ok(());
-        }
         let mut outbox = Vec::new();
-        let op_before = self.nodes[index].replica().state().commit_min();
-        let committed = self.nodes[index].commit(self.time.realtime(), &mut outbox);
-        if committed.is_ok() {
-            let ops = self.nodes[index].replica().state().commit_min() - op_before;
-            self.stats.commit_calls += 1;
-            self.stats.commit_calls_single += u64::from(ops == 1);
-        }
+        let committed = match self.options.stage_latency_ticks_max {
+            Some(latency) => {
+                let (now, realtime) = (self.time.tick(), self.time.realtime());
+                let stepped = self.nodes[index].step(now, realtime, &mut self.prng, latency, &mut outbox);
+                stepped.map(|stepped| {
+                    let ops = stepped.committed;
+                    self.stats.commit_calls += u64::from(ops > 0);
+                    self.stats.commit_calls_single += u64::from(ops == 1);
+                    for (count, stages) in self.stats.stages.iter_mut().zip(stepped.stages) {
+                        *count += stages;
+                    }
+                    self.stats.commit_waits += stepped.commit_waits;
+                    ops > 0
+                })
+            }
+            None => {
+                if !self.nodes[index].has_queued() || !self.prng.chance(self.options.commit_percent, 100) {
+                    return Ok(());
+                }
+                let op_before = self.nodes[index].replica().state().commit_min();
+                let committed = self.nodes[index].commit(self.time.realtime(), &mut outbox);
+                if committed.is_ok() {
+                    let ops = self.nodes[index].replica().state().commit_min() - op_before;
+                    self.stats.commit_calls += 1;
+                    self.stats.commit_calls_single += u64::from(ops == 1);
+                }
+                committed.map(|()| true)
+            }
+        };
         self.time.advance_ns(self.nodes[index].disk().take_elapsed_ns());
         for packet in &outbox {
             let header: Header = bytemuck::pod_read_unaligned(&packet.message[..HEADER_SIZE]);
@@ -288,7 +312,8 @@ impl Cluster {
         }
         self.send_all(outbox);
         match committed {
-            Ok(()) => self.catch_up(index),
+            Ok(true) => self.catch_up(index),
+            Ok(false) => Ok(()),
             Err(NodeError::Crashed) => {
                 self.crash(index);
                 Ok(())

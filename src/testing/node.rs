@@ -1,20 +1,33 @@
 //! One replica as the simulator runs it: its disk, and the replica while it is up. This is the
-//! only code that calls into `Replica` (`on_request`, `on_tick`, `commit_queued`) and carries out
-//! what it decides, the way `server` does over sockets: an admission's stored reply or eviction
-//! is sent back, a close drops the message, and the replies and evictions that commits report
-//! are sent to their clients. When the replica gets its asynchronous I/O-completion interface,
-//! this is the module that changes.
+//! only code that calls into `Replica` and carries out what it decides, the way `server` does
+//! over sockets and io_uring: an admission's stored reply or eviction is sent back, a close
+//! drops the message, and the replies and evictions that commits report are sent to their
+//! clients.
+//!
+//! Two ways to drive the disk, both of them the replica's real interfaces:
+//! - [`Node::commit`]: `commit_queued`, which waits for every write (tests and tools do this).
+//! - [`Node::step`]: as the server does, one stage of each write stream in flight at a time,
+//!   each completing after a seeded number of ticks, stages of different streams completing
+//!   in any order, and the replica executing and answering while they are in flight. A stage's
+//!   writes reach the disk when it completes, from the replica's own buffers; each buffer's
+//!   checksum taken when the stage began must still match then (a replica that changed a
+//!   buffer under a write in flight would tear real data on a real disk).
+
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::disk::SimDisk;
 use super::network::{Address, Packet};
 use crate::constants::HEADER_SIZE;
 use crate::net::codec::{eviction_header, validate_body, validate_header, MessageBuffer};
+use crate::prng::Prng;
 use crate::storage::{CrashMode, SimStorage};
+use crate::storage::{Storage, Write};
 use crate::vsr::admission::Admission;
 use crate::vsr::data_file::{DataFile, FormatOptions};
 use crate::vsr::header::{Command, EvictionReason, Header};
 use crate::vsr::replica::{Event, Replica};
 use crate::vsr::replica_state::ReplicaState;
+use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
 /// Why a replica stopped.
 #[derive(Debug)]
@@ -44,6 +57,37 @@ pub struct Node {
     replica: Option<Replica<SimDisk>>,
     /// Where a received message is copied, as the server's decoder holds it: 16-byte aligned.
     receive: MessageBuffer,
+    /// The stages in flight ([`Node::step`]), at most one per stream.
+    in_flight: Vec<StageInFlight>,
+}
+
+/// What one [`Node::step`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stepped {
+    /// Ops committed.
+    pub committed: u64,
+    /// Stages completed, per stream (indexed as `STREAMS`).
+    pub stages: [u64; 3],
+    /// Times committing stopped to wait for a stage (a reply slot's write, or a checkpoint).
+    pub commit_waits: u64,
+}
+
+/// One write of a stage in flight: where it goes, and the replica's buffer it comes from.
+struct WriteInFlight {
+    offset: u64,
+    data: *const u8,
+    size: usize,
+    /// The buffer's checksum when the stage began.
+    checksum: u128,
+}
+
+/// A stage of one write stream on its way to the disk.
+struct StageInFlight {
+    stream: Stream,
+    writes: Vec<WriteInFlight>,
+    sync: bool,
+    /// The tick at which it completes.
+    done_tick: u64,
 }
 
 impl Node {
@@ -51,7 +95,14 @@ impl Node {
     pub fn format(index: u8, options: &FormatOptions, storage: SimStorage) -> Node {
         let disk = SimDisk::new(storage);
         DataFile::format(disk.clone(), options).expect("formatting a fault-free simulated disk succeeds");
-        Node { index, cluster: options.cluster, disk, replica: None, receive: MessageBuffer::new() }
+        Node {
+            index,
+            cluster: options.cluster,
+            disk,
+            replica: None,
+            receive: MessageBuffer::new(),
+            in_flight: Vec::new(),
+        }
     }
 
     /// The replica's index.
@@ -90,6 +141,8 @@ impl Node {
     /// Stops the replica (its process died) and restarts its disk: unsynced writes are lost,
     /// kept or torn as `mode` says.
     pub fn crash(&mut self, mode: CrashMode) {
+        // Writes still in flight never reached the disk (their buffers die with the replica).
+        self.in_flight.clear();
         self.replica = None;
         self.disk.restart(mode);
     }
@@ -141,31 +194,145 @@ impl Node {
     pub fn commit(&mut self, realtime: u64, outbox: &mut Vec<Packet>) -> Result<(), NodeError> {
         let replica = self.replica.as_mut().expect("the replica is up");
         let (cluster, from) = (self.cluster, Address::Replica(self.index));
-        let committed = replica.commit_queued(realtime, |event| match event {
-            Event::Reply { client, message } => {
-                outbox.push(Packet { from, to: Address::Client(client), message: message.to_vec() });
-            }
-            Event::Evicted { client } => {
-                let header = Header { client, ..Header::new(Command::Request, cluster) };
-                outbox.push(Packet {
-                    from,
-                    to: Address::Client(client),
-                    message: eviction(&header, EvictionReason::NoSession),
-                });
-            }
-            Event::TableFull { .. } => {} // The reply says so too; the server only logs it.
-        });
+        let committed = replica.commit_queued(realtime, |event| carry_out(cluster, from, event, outbox));
         committed.map_err(|error| self.error(error.to_string()))
+    }
+
+    /// One tick of a replica driven as the server drives it, at tick `now` and the cluster clock
+    /// `realtime`: the stages due complete (in an order drawn from `prng`: writes, then sync,
+    /// then the replica ends the stage and commits what it may), queued requests are
+    /// prepared, and every stream without a stage in flight begins its next one, which will
+    /// complete after 0 to `latency_ticks_max` ticks. Replies and evictions go to `outbox`.
+    pub fn step(
+        &mut self,
+        now: u64,
+        realtime: u64,
+        prng: &mut Prng,
+        latency_ticks_max: u64,
+        outbox: &mut Vec<Packet>,
+    ) -> Result<Stepped, NodeError> {
+        let commit_min = self.replica().state().commit_min();
+        let mut stepped = Stepped::default();
+        while let Some(position) = self.due(now, prng) {
+            let stage = self.in_flight.swap_remove(position);
+            if let Err(error) = self.complete(&stage) {
+                return Err(self.error(error));
+            }
+            let replica = self.replica.as_mut().expect("the replica is up");
+            replica.stage_end(stage.stream);
+            stepped.stages[stage.stream.index()] += 1;
+            self.commit_ready(outbox).map_err(|error| self.error(error))?;
+            stepped.commit_waits += u64::from(self.replica().state().commit_waits());
+        }
+        let replica = self.replica.as_mut().expect("the replica is up");
+        let prepared = replica.prepare_queued(realtime);
+        prepared.map_err(|error| self.error(error.to_string()))?;
+        for stream in STREAMS {
+            if self.in_flight.iter().any(|stage| stage.stream == stream) {
+                continue;
+            }
+            let replica = self.replica.as_mut().expect("the replica is up");
+            let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+            let begun = replica.stage_begin(stream, &mut writes);
+            let stage = match begun {
+                Ok(Some(stage)) => stage,
+                Ok(None) => continue,
+                Err(error) => {
+                    let error = error.to_string();
+                    return Err(self.error(error));
+                }
+            };
+            let writes = writes[..stage.count]
+                .iter()
+                .map(|write| WriteInFlight {
+                    offset: write.offset,
+                    data: write.data.as_ptr(),
+                    size: write.data.len(),
+                    checksum: xxh3_128(write.data),
+                })
+                .collect();
+            let done_tick = now + prng.below(latency_ticks_max + 1);
+            self.in_flight.push(StageInFlight { stream, writes, sync: stage.sync, done_tick });
+        }
+        stepped.committed = self.replica().state().commit_min() - commit_min;
+        Ok(stepped)
+    }
+
+    /// The position of a stage in flight that is due at `now`, drawn at random among those.
+    fn due(&self, now: u64, prng: &mut Prng) -> Option<usize> {
+        let due = self.in_flight.iter().filter(|stage| stage.done_tick <= now).count() as u64;
+        if due == 0 {
+            return None;
+        }
+        let pick = prng.below(due) as usize;
+        self.in_flight
+            .iter()
+            .enumerate()
+            .filter(|(_, stage)| stage.done_tick <= now)
+            .nth(pick)
+            .map(|(at, _)| at)
+    }
+
+    /// Carries out a completed stage on the disk: its writes (from the replica's buffers, which
+    /// must be unchanged), then its sync.
+    fn complete(&mut self, stage: &StageInFlight) -> Result<(), String> {
+        let mut writes = Vec::with_capacity(stage.writes.len());
+        for write in &stage.writes {
+            // SAFETY: the buffer is the replica's (alive: a crash clears `in_flight` with it),
+            // heap memory that does not move, and the replica does not free it while the
+            // stage is in flight; whether it changed is what the checksum below checks.
+            let data = unsafe { std::slice::from_raw_parts(write.data, write.size) };
+            if xxh3_128(data) != write.checksum {
+                return Err(format!(
+                    "the buffer of a {:?} write at offset {} changed while the write was in flight",
+                    stage.stream, write.offset
+                ));
+            }
+            writes.push(Write { offset: write.offset, data });
+        }
+        if !writes.is_empty() {
+            self.disk.write(&writes).map_err(|error| error.to_string())?;
+        }
+        if stage.sync {
+            self.disk.sync().map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Commits what the replica may now, queueing its replies and evictions in `outbox`.
+    fn commit_ready(&mut self, outbox: &mut Vec<Packet>) -> Result<(), String> {
+        let replica = self.replica.as_mut().expect("the replica is up");
+        let (cluster, from) = (self.cluster, Address::Replica(self.index));
+        replica.commit(|event| carry_out(cluster, from, event, outbox)).map_err(|error| error.to_string())
     }
 
     /// Classifies an error of the replica: a crash of the disk, or a bug.
     fn error(&mut self, message: String) -> NodeError {
         if self.disk.crashed() {
+            self.in_flight.clear();
             self.replica = None;
             NodeError::Crashed
         } else {
             NodeError::Fatal(message)
         }
+    }
+}
+
+/// Queues what a commit reports in `outbox`, as the server sends it.
+fn carry_out(cluster: u128, from: Address, event: Event<'_>, outbox: &mut Vec<Packet>) {
+    match event {
+        Event::Reply { client, message } => {
+            outbox.push(Packet { from, to: Address::Client(client), message: message.to_vec() });
+        }
+        Event::Evicted { client } => {
+            let header = Header { client, ..Header::new(Command::Request, cluster) };
+            outbox.push(Packet {
+                from,
+                to: Address::Client(client),
+                message: eviction(&header, EvictionReason::NoSession),
+            });
+        }
+        Event::TableFull { .. } => {} // The reply says so too; the server only logs it.
     }
 }
 

@@ -31,6 +31,9 @@ const BLOCK_SIZE: u64 = 4096;
 const TICKS_MIN: u64 = 2_000;
 const TICKS_MAX: u64 = 6_000;
 
+/// The most ticks a write stage of a staged run stays in flight.
+const STAGE_LATENCY_TICKS_MAX: u64 = 4;
+
 /// The most crashes armed per thousand ticks.
 const CRASH_PER_MILLE_MAX: u64 = 12;
 
@@ -62,6 +65,13 @@ pub struct SimOptions {
     pub invalid_percent: u64,
     /// Account ids are `1..=account_id_max`.
     pub account_id_max: u64,
+    /// How the replica's writes are carried out: `Some(n)` as the server does, each write
+    /// stage in flight for 0 to `n` ticks while the replica goes on ([`Node::step`]); `None`
+    /// waiting for each ([`Node::commit`]).
+    ///
+    /// [`Node::step`]: super::node::Node::step
+    /// [`Node::commit`]: super::node::Node::commit
+    pub stage_latency_ticks_max: Option<u64>,
 }
 
 impl SimOptions {
@@ -114,6 +124,11 @@ impl SimOptions {
             commit_percent: prng.range_inclusive(30, 95),
             invalid_percent: prng.range_inclusive(0, 3),
             account_id_max: u64::from(accounts_max) + prng.range_inclusive(1, 8),
+            // Drawn last, so that every other option of a seed is what it was before staged
+            // runs existed.
+            stage_latency_ticks_max: prng
+                .chance(3, 4)
+                .then(|| prng.range_inclusive(0, STAGE_LATENCY_TICKS_MAX)),
         }
     }
 
@@ -122,7 +137,7 @@ impl SimOptions {
         let config = &self.format.config;
         format!(
             "clients={} clients_max={} slots={} accounts={} transfers={} expiries={} history={} \
-             ticks={} crash={}‰ invalid={}% commit={}%",
+             ticks={} crash={}‰ invalid={}% {}",
             self.client_count,
             self.format.clients_max,
             self.format.journal_slot_count,
@@ -133,7 +148,10 @@ impl SimOptions {
             self.ticks,
             self.crash_per_mille,
             self.invalid_percent,
-            self.commit_percent,
+            match self.stage_latency_ticks_max {
+                Some(ticks) => format!("staged={ticks}t"),
+                None => format!("commit={}%", self.commit_percent),
+            },
         )
     }
 }

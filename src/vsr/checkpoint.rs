@@ -15,8 +15,9 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::client_table::CLIENT_SESSION_SIZE;
 use super::superblock::{BlockReference, SuperBlock, MANIFEST_BLOCKS_MAX};
+use super::write_stage::Stage;
 use crate::state_machine::{PERSISTED_ARRAYS, PERSISTED_RECORD_SIZES};
-use crate::storage::layout::Layout;
+use crate::storage::layout::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use crate::storage::{AlignedBuffer, Storage, StorageError, Write};
 
 /// The arrays of a checkpoint: the state machine's, then the client sessions.
@@ -38,6 +39,9 @@ const APPEND_ONLY: [bool; CHECKPOINT_ARRAYS] = [false, true, false, true, true, 
 
 /// Blocks staged in memory before they are submitted as one batch of writes.
 const STAGING_BLOCKS: usize = 32;
+
+/// The most writes of one grid stage ([`Grid::stage_begin`]).
+pub const GRID_STAGE_WRITES_MAX: usize = STAGING_BLOCKS;
 
 /// Why a checkpoint could not be written or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -148,19 +152,49 @@ pub struct Grid {
     copies: Vec<u8>,
     /// Blocks on their way to the disk, written `STAGING_BLOCKS` at a time.
     staging: Staging,
+    /// The superblock copy on its way to the disk.
+    superblock_copy: AlignedBuffer,
 }
 
 /// A sector-aligned staging area for blocks on their way to the disk.
 struct Staging {
     buffer: AlignedBuffer,
-    addresses: Vec<u64>,
+    /// The block address each staged block goes to.
+    addresses: [u64; STAGING_BLOCKS],
 }
 
 impl Staging {
-    /// A stand-in while the grid's staging is borrowed out.
-    fn empty() -> Staging {
-        Staging { buffer: AlignedBuffer::new(crate::constants::SECTOR_SIZE), addresses: Vec::new() }
+    /// Copies `content` (zero-padded to a block) into staging slot `index`, bound for block
+    /// `address`.
+    fn put(&mut self, index: usize, block_size: usize, address: u64, content: &[u8]) {
+        assert!(index < STAGING_BLOCKS && content.len() <= block_size && address > 0);
+        let slot = &mut self.buffer[index * block_size..][..block_size];
+        slot[..content.len()].copy_from_slice(content);
+        slot[content.len()..].fill(0);
+        self.addresses[index] = address;
     }
+}
+
+/// Where a checkpoint in progress is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Writing its pages.
+    Pages,
+    /// Writing its manifest: `written` blocks are.
+    Manifest { written: usize },
+    /// Writing superblock copy `copy` (each synced before the next).
+    Superblock { copy: u64 },
+}
+
+/// What the grid stage in flight completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InFlight {
+    /// The pages up to `end` (of `Pending::writes`).
+    Pages { end: usize },
+    /// The manifest blocks up to `end`, synced with everything before if that is the last.
+    Manifest { end: usize },
+    /// Superblock copy `copy`, synced.
+    Superblock { copy: u64 },
 }
 
 /// A checkpoint whose pages are being written.
@@ -177,6 +211,14 @@ struct Pending {
     /// Blocks of the durable checkpoint this one replaces: freed once it is durable.
     released: Vec<u64>,
     stats: CheckpointStats,
+    phase: Phase,
+    in_flight: Option<InFlight>,
+    /// The manifest (every page's reference, in array order) and its blocks, once the pages
+    /// are written.
+    manifest_bytes: Vec<u8>,
+    manifest_new: Vec<BlockReference>,
+    /// The superblock that makes this checkpoint durable, once the manifest is laid out.
+    superblock: Option<SuperBlock>,
 }
 
 /// One page to write: to `address`, from `copies[copy..]` or, if none, from the live array.
@@ -201,8 +243,9 @@ impl Grid {
             copies: Vec::new(),
             staging: Staging {
                 buffer: AlignedBuffer::new(layout.block_size as usize * STAGING_BLOCKS),
-                addresses: Vec::with_capacity(STAGING_BLOCKS),
+                addresses: [0; STAGING_BLOCKS],
             },
+            superblock_copy: AlignedBuffer::new(SUPERBLOCK_COPY_SIZE as usize),
         }
     }
 
@@ -338,15 +381,14 @@ impl Grid {
         timestamp: u64,
     ) -> Result<CheckpointStats, CheckpointError> {
         self.begin(superblock, arrays, op, prepare_checksum, timestamp)?;
-        while !self.advance(storage, arrays, usize::MAX)? {}
-        self.finish(storage, superblock)
+        Ok(self.run(storage, superblock, arrays, usize::MAX)?.expect("an unlimited run finishes"))
     }
 
     /// Starts a checkpoint of `arrays` (the state after op `op`) without writing anything: finds
     /// the changed pages, takes a block for each, and copies the pages that may still change (of
     /// the mutable arrays, and the partial last page of the others). Full pages of append-only
     /// arrays never change again, so they are written later straight from `arrays`. Write them
-    /// with [`Grid::advance`], a slice at a time, then make it durable with [`Grid::finish`].
+    /// stage by stage ([`Grid::stage_begin`]) or here and now ([`Grid::run`]).
     pub fn begin(
         &mut self,
         superblock: &SuperBlock,
@@ -368,6 +410,11 @@ impl Grid {
             written: 0,
             released: Vec::new(),
             stats: CheckpointStats::default(),
+            phase: Phase::Pages,
+            in_flight: None,
+            manifest_bytes: Vec::new(),
+            manifest_new: Vec::new(),
+            superblock: None,
         };
         self.copies.clear();
         for (array, bytes) in arrays.iter().enumerate() {
@@ -431,36 +478,35 @@ impl Grid {
         Ok(())
     }
 
-    /// Writes up to `budget` more pages of the checkpoint in progress (not synced); `arrays`
-    /// must be the live arrays (their full append-only pages are the checkpoint's). Returns true
-    /// once every page is written.
-    pub fn advance(
+    /// Carries out the checkpoint in progress here and now, stage by stage, writing at most
+    /// `pages_max` more pages: returns its stats if that made it durable (then `superblock` is
+    /// the new one). `arrays` must be the live arrays (their full append-only pages are the
+    /// checkpoint's).
+    pub fn run(
         &mut self,
         storage: &mut dyn Storage,
+        superblock: &mut SuperBlock,
         arrays: [&[u8]; CHECKPOINT_ARRAYS],
-        budget: usize,
-    ) -> Result<bool, CheckpointError> {
-        let block_size = self.layout.block_size as usize;
-        let Some(mut pending) = self.pending.take() else { return Ok(true) };
-        let end = pending.writes.len().min(pending.written.saturating_add(budget));
-        let mut staging = std::mem::replace(&mut self.staging, Staging::empty());
-        let mut outcome = Ok(());
-        for write in &pending.writes[pending.written..end] {
-            let content = match write.copy {
-                Some(at) => &self.copies[at..at + block_size],
-                None => &arrays[write.array][write.page * block_size..][..block_size],
+        pages_max: usize,
+    ) -> Result<Option<CheckpointStats>, CheckpointError> {
+        let mut pages_left = pages_max;
+        loop {
+            let mut writes = [Write { offset: 0, data: &[] }; GRID_STAGE_WRITES_MAX];
+            let Some(stage) = self.stage_begin(superblock, arrays, pages_left, true, &mut writes)? else {
+                return Ok(None);
             };
-            outcome = self.stage(storage, &mut staging, write.address, content);
-            if outcome.is_err() {
-                break;
+            if stage.count > 0 {
+                storage.write(&writes[..stage.count])?;
+            }
+            if stage.sync {
+                storage.sync()?;
+            }
+            pages_left -= self.stage_pages();
+            if let Some((durable, stats)) = self.stage_end() {
+                *superblock = durable;
+                return Ok(Some(stats));
             }
         }
-        let outcome = outcome.and_then(|()| self.flush(storage, &mut staging));
-        self.staging = staging;
-        pending.written = end;
-        let done = pending.written == pending.writes.len();
-        self.pending = Some(pending);
-        outcome.map(|()| done)
     }
 
     /// The op of the checkpoint in progress and the pages it has left to write, if any.
@@ -468,38 +514,165 @@ impl Grid {
         self.pending.as_ref().map(|pending| (pending.op, pending.writes.len() - pending.written))
     }
 
-    /// Completes the checkpoint in progress, whose pages must all be written: writes its
-    /// manifest, syncs, and flips the superblock. On return it is durable and the old
-    /// checkpoint's unneeded blocks are free.
-    pub fn finish(
-        &mut self,
-        storage: &mut dyn Storage,
-        superblock: &mut SuperBlock,
-    ) -> Result<CheckpointStats, CheckpointError> {
+    /// True if a stage of the checkpoint is in flight.
+    pub fn stage_in_flight(&self) -> bool {
+        self.pending.as_ref().is_some_and(|pending| pending.in_flight.is_some())
+    }
+
+    /// Pages the stage in flight writes (0 for its manifest and superblock stages).
+    fn stage_pages(&self) -> usize {
+        match self.pending.as_ref().and_then(|pending| pending.in_flight) {
+            Some(InFlight::Pages { end }) => end - self.pending.as_ref().map_or(0, |pending| pending.written),
+            _ => 0,
+        }
+    }
+
+    /// Begins the next stage of the checkpoint in progress, if there is one to write now:
+    /// up to `pages_max` pages (at most a staging area's worth); once every page is written and
+    /// `may_finish` (the caller's own preconditions hold: the replies the checkpointed sessions
+    /// name are written), the manifest and its `fdatasync`, then each superblock copy with its
+    /// own `fdatasync` (one copy at a time, so a crash tears at most one). The stage's buffers
+    /// are the grid's own and the immutable pages of `arrays`; none changes until
+    /// [`Grid::stage_end`]. `superblock` is the durable one, which the new one follows.
+    pub fn stage_begin<'a>(
+        &'a mut self,
+        superblock: &SuperBlock,
+        arrays: [&'a [u8]; CHECKPOINT_ARRAYS],
+        pages_max: usize,
+        may_finish: bool,
+        writes: &mut [Write<'a>],
+    ) -> Result<Option<Stage>, CheckpointError> {
+        assert!(writes.len() >= GRID_STAGE_WRITES_MAX);
         let block_size = self.layout.block_size as usize;
-        let mut pending = self.pending.take().expect("a checkpoint in progress");
-        assert_eq!(pending.written, pending.writes.len(), "every page is written before the manifest");
+        let Some(mut pending) = self.pending.take() else { return Ok(None) };
+        assert!(pending.in_flight.is_none(), "one grid stage at a time");
+        if pending.phase == Phase::Pages && pending.written == pending.writes.len() {
+            if !may_finish {
+                self.pending = Some(pending);
+                return Ok(None);
+            }
+            if let Err(error) = self.manifest_build(&mut pending, superblock) {
+                self.pending = Some(pending);
+                return Err(error);
+            }
+        }
+        let (in_flight, blocks, sync) = match pending.phase {
+            Phase::Pages => {
+                let end = pending.writes.len().min(pending.written + pages_max.min(STAGING_BLOCKS));
+                if end == pending.written {
+                    // Paced: no page is due yet.
+                    self.pending = Some(pending);
+                    return Ok(None);
+                }
+                for (index, write) in pending.writes[pending.written..end].iter().enumerate() {
+                    let content = match write.copy {
+                        Some(at) => &self.copies[at..at + block_size],
+                        None => &arrays[write.array][write.page * block_size..][..block_size],
+                    };
+                    self.staging.put(index, block_size, write.address, content);
+                }
+                (InFlight::Pages { end }, end - pending.written, false)
+            }
+            Phase::Manifest { written } => {
+                let end = pending.manifest_new.len().min(written + STAGING_BLOCKS);
+                let contents = pending.manifest_bytes.chunks(block_size).skip(written);
+                for (index, (reference, content)) in
+                    pending.manifest_new[written..end].iter().zip(contents).enumerate()
+                {
+                    self.staging.put(index, block_size, reference.address, content);
+                }
+                // The last manifest stage syncs every page and manifest block before any
+                // superblock copy names them (an empty manifest still needs that sync).
+                (InFlight::Manifest { end }, end - written, end == pending.manifest_new.len())
+            }
+            Phase::Superblock { copy } => {
+                let durable = pending.superblock.as_mut().expect("built with the manifest");
+                let write = durable.seal_copy(copy, &mut self.superblock_copy);
+                let (offset, size) = (write.offset, write.data.len());
+                pending.in_flight = Some(InFlight::Superblock { copy });
+                self.pending = Some(pending);
+                let this: &'a Grid = self;
+                writes[0] = Write { offset, data: &this.superblock_copy[..size] };
+                return Ok(Some(Stage::new(1, true)));
+            }
+        };
+        pending.in_flight = Some(in_flight);
+        self.pending = Some(pending);
+        let this: &'a Grid = self;
+        for (index, write) in writes[..blocks].iter_mut().enumerate() {
+            *write = Write {
+                offset: this.layout.block_offset(this.staging.addresses[index]),
+                data: &this.staging.buffer[index * block_size..][..block_size],
+            };
+        }
+        Ok(Some(Stage::new(blocks, sync)))
+    }
+
+    /// Ends the stage in flight, whose writes (and sync) succeeded. Returns the new superblock
+    /// and the checkpoint's stats once its last superblock copy is durable: the checkpoint is
+    /// then the durable one, and the blocks only the old one used are free again.
+    pub fn stage_end(&mut self) -> Option<(SuperBlock, CheckpointStats)> {
+        let pending = self.pending.as_mut().expect("a checkpoint in progress");
+        let done = pending.in_flight.take().expect("a grid stage in flight");
+        match done {
+            InFlight::Pages { end } => {
+                assert!(end > pending.written && end <= pending.writes.len());
+                pending.written = end;
+                None
+            }
+            InFlight::Manifest { end } => {
+                pending.phase = if end == pending.manifest_new.len() {
+                    Phase::Superblock { copy: 0 }
+                } else {
+                    Phase::Manifest { written: end }
+                };
+                None
+            }
+            InFlight::Superblock { copy } if copy + 1 < SUPERBLOCK_COPIES => {
+                pending.phase = Phase::Superblock { copy: copy + 1 };
+                None
+            }
+            InFlight::Superblock { .. } => {
+                let mut pending = self.pending.take().expect("a checkpoint in progress");
+                // The new checkpoint is durable: the old one's replaced blocks are free again.
+                pending.released.extend(self.manifest.iter().map(|reference| reference.address));
+                for address in &pending.released {
+                    assert!(self.acquired[*address as usize - 1]);
+                    self.acquired[*address as usize - 1] = false;
+                }
+                self.pages = pending.pages;
+                self.manifest = pending.manifest_new;
+                Some((pending.superblock.expect("built with the manifest"), pending.stats))
+            }
+        }
+    }
+
+    /// Once every page is written: lays out the manifest (every page's reference), takes its
+    /// blocks, and builds the superblock that will reference it, following `superblock`.
+    fn manifest_build(
+        &mut self,
+        pending: &mut Pending,
+        superblock: &SuperBlock,
+    ) -> Result<(), CheckpointError> {
+        let block_size = self.layout.block_size as usize;
         let manifest_bytes: Vec<u8> =
             pending.pages.iter().flatten().flat_map(|r| bytemuck::bytes_of(r).to_vec()).collect();
         let manifest_block_count = manifest_bytes.len().div_ceil(block_size);
         if manifest_block_count > MANIFEST_BLOCKS_MAX {
             return Err(CheckpointError::ManifestFull { needed: manifest_block_count });
         }
-        let mut staging = std::mem::replace(&mut self.staging, Staging::empty());
-        let mut manifest_new = Vec::with_capacity(manifest_block_count);
-        let mut outcome = Ok(());
+        let mut manifest_new: Vec<BlockReference> = Vec::with_capacity(manifest_block_count);
         for content in manifest_bytes.chunks(block_size) {
             let address = match self.acquire() {
                 Ok(address) => address,
                 Err(error) => {
-                    outcome = Err(error);
-                    break;
+                    // Nothing references the blocks taken so far: give them back.
+                    for reference in &manifest_new {
+                        self.acquired[reference.address as usize - 1] = false;
+                    }
+                    return Err(error);
                 }
             };
-            outcome = self.stage(storage, &mut staging, address, content);
-            if outcome.is_err() {
-                break;
-            }
             manifest_new.push(BlockReference {
                 checksum: page_checksum(content, block_size),
                 address,
@@ -507,12 +680,8 @@ impl Grid {
             });
             pending.stats.manifest_blocks += 1;
         }
-        let outcome = outcome.and_then(|()| self.flush(storage, &mut staging));
-        self.staging = staging;
-        outcome?;
-        storage.sync()?;
-
-        let checkpoint = &mut superblock.checkpoint;
+        let mut durable = *superblock;
+        let checkpoint = &mut durable.checkpoint;
         checkpoint.op = pending.op;
         checkpoint.prepare_checksum = pending.prepare_checksum;
         checkpoint.timestamp = pending.timestamp;
@@ -521,17 +690,13 @@ impl Grid {
         checkpoint.manifest_block_count = manifest_block_count as u32;
         checkpoint.manifest = [BlockReference::default(); MANIFEST_BLOCKS_MAX];
         checkpoint.manifest[..manifest_block_count].copy_from_slice(&manifest_new);
-        superblock.write_next(storage)?;
-
-        // The new checkpoint is durable: the old one's replaced blocks are free again.
-        pending.released.extend(self.manifest.iter().map(|reference| reference.address));
-        for address in &pending.released {
-            assert!(self.acquired[*address as usize - 1]);
-            self.acquired[*address as usize - 1] = false;
-        }
-        self.pages = pending.pages;
-        self.manifest = manifest_new;
-        Ok(pending.stats)
+        durable.parent = superblock.checksum;
+        durable.sequence = superblock.sequence + 1;
+        pending.superblock = Some(durable);
+        pending.manifest_bytes = manifest_bytes;
+        pending.manifest_new = manifest_new;
+        pending.phase = Phase::Manifest { written: 0 };
+        Ok(())
     }
 
     /// The number of blocks in use (referenced by the durable checkpoint).
@@ -551,44 +716,6 @@ impl Grid {
             }
         }
         Err(CheckpointError::GridFull { blocks: count })
-    }
-
-    /// Copies `content` (zero-padded to a block) into the staging area, flushing it when full.
-    fn stage(
-        &self,
-        storage: &mut dyn Storage,
-        staging: &mut Staging,
-        address: u64,
-        content: &[u8],
-    ) -> Result<(), CheckpointError> {
-        let block_size = self.layout.block_size as usize;
-        if staging.addresses.len() == STAGING_BLOCKS {
-            self.flush(storage, staging)?;
-        }
-        let slot = &mut staging.buffer[staging.addresses.len() * block_size..][..block_size];
-        slot[..content.len()].copy_from_slice(content);
-        slot[content.len()..].fill(0);
-        staging.addresses.push(address);
-        Ok(())
-    }
-
-    /// Submits every staged block as one batch of writes (not synced).
-    fn flush(&self, storage: &mut dyn Storage, staging: &mut Staging) -> Result<(), CheckpointError> {
-        let block_size = self.layout.block_size as usize;
-        let writes: Vec<Write<'_>> = staging
-            .addresses
-            .iter()
-            .enumerate()
-            .map(|(index, address)| Write {
-                offset: self.layout.block_offset(*address),
-                data: &staging.buffer[index * block_size..][..block_size],
-            })
-            .collect();
-        if !writes.is_empty() {
-            storage.write(&writes)?;
-        }
-        staging.addresses.clear();
-        Ok(())
     }
 }
 

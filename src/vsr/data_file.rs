@@ -4,8 +4,9 @@
 use super::checkpoint::{CheckpointError, CheckpointStats, Grid, CHECKPOINT_ARRAYS};
 use super::client_table::CLIENT_SESSION_SIZE;
 use super::header::Header;
-use super::journal::{Journal, JournalError, Recovered, Replay, STAGE_WRITES_MAX};
+use super::journal::{Journal, JournalError, Recovered, Replay, JOURNAL_STAGE_WRITES_MAX};
 use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
+use super::write_stage::Stage;
 use crate::constants::HEADER_SIZE;
 use crate::state_machine::{Config, RestoreError, StateMachine, PERSISTED_RECORD_SIZES};
 use crate::storage::layout::Layout;
@@ -340,11 +341,7 @@ impl<S: Storage> DataFile<S> {
 
     /// Begins the WAL's next write stage ([`Journal::stage_begin`]): the writes to carry out,
     /// then `fdatasync`, then [`DataFile::stage_end`].
-    pub fn stage_begin<'a>(
-        &'a mut self,
-        prepares: &[&'a [u8]],
-        writes: &mut [Write<'a>; STAGE_WRITES_MAX],
-    ) -> Option<usize> {
+    pub fn stage_begin<'a>(&'a mut self, prepares: &[&'a [u8]], writes: &mut [Write<'a>]) -> Option<usize> {
         self.assert_slots_free(prepares);
         self.journal.stage_begin(prepares, writes)
     }
@@ -359,7 +356,7 @@ impl<S: Storage> DataFile<S> {
     /// the newest op it made durable with its redundant header, if any.
     pub fn stage_run(&mut self, prepares: &[&[u8]]) -> Result<Option<u64>, StorageError> {
         self.assert_slots_free(prepares);
-        let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
+        let mut writes = [Write { offset: 0, data: &[] }; JOURNAL_STAGE_WRITES_MAX];
         let Some(count) = self.journal.stage_begin(prepares, &mut writes) else { return Ok(None) };
         self.storage.write_and_sync(&writes[..count])?;
         Ok(self.journal.stage_end())
@@ -420,21 +417,58 @@ impl<S: Storage> DataFile<S> {
         self.grid.begin(&self.superblock, checkpoint_arrays(state, sessions), op, prepare_checksum, timestamp)
     }
 
-    /// Writes up to `budget` more pages of the checkpoint in progress (`state` and `sessions`
-    /// are the live ones); once all are written, makes it durable and returns its stats.
-    pub fn checkpoint_advance(
+    /// Carries out the checkpoint in progress here and now, writing at most `pages_max` more
+    /// pages (`state` and `sessions` are the live ones); returns its stats if it became durable.
+    pub fn checkpoint_run(
         &mut self,
         state: &StateMachine,
         sessions: &[u8],
-        budget: usize,
+        pages_max: usize,
     ) -> Result<Option<CheckpointStats>, CheckpointError> {
-        if !self.grid.advance(&mut self.storage, checkpoint_arrays(state, sessions), budget)? {
-            return Ok(None);
+        if self.grid.in_progress().is_some_and(|(_, remaining)| remaining <= pages_max) {
+            // Redundant headers of ops the new checkpoint covers must reach the disk first:
+            // after the checkpoint their slots may be reused, and recovery reads proof from them.
+            self.journal.flush_headers(&mut self.storage)?;
         }
-        // Redundant headers of ops the new checkpoint covers must reach the disk first: after
-        // the checkpoint their slots may be reused, and recovery reads proof from them.
-        self.journal.flush_headers(&mut self.storage)?;
-        Ok(Some(self.grid.finish(&mut self.storage, &mut self.superblock)?))
+        let arrays = checkpoint_arrays(state, sessions);
+        self.grid.run(&mut self.storage, &mut self.superblock, arrays, pages_max)
+    }
+
+    /// Begins the next grid stage of the checkpoint in progress ([`Grid::stage_begin`]): at
+    /// most `pages_max` pages, and its manifest and superblock only if `may_finish`.
+    ///
+    /// [`Grid::stage_begin`]: super::checkpoint::Grid::stage_begin
+    pub fn grid_stage_begin<'a>(
+        &'a mut self,
+        state: &'a StateMachine,
+        sessions: &'a [u8],
+        pages_max: usize,
+        may_finish: bool,
+        writes: &mut [Write<'a>],
+    ) -> Result<Option<Stage>, CheckpointError> {
+        let finishing = self.grid.in_progress().is_some_and(|(_, remaining)| remaining == 0);
+        if finishing && may_finish {
+            // Every op the checkpoint covers was committed, so each is durable with its
+            // redundant header (the journal's stages), and `open` flushed what recovery left.
+            let op = self.grid.in_progress().map_or(0, |(op, _)| op);
+            assert!(self.journal.headers_durable_through(op));
+        }
+        let arrays = checkpoint_arrays(state, sessions);
+        self.grid.stage_begin(&self.superblock, arrays, pages_max, may_finish, writes)
+    }
+
+    /// Ends the grid stage in flight; once the checkpoint is durable its superblock is the
+    /// one in force, and its stats are returned.
+    pub fn grid_stage_end(&mut self) -> Option<CheckpointStats> {
+        let (superblock, stats) = self.grid.stage_end()?;
+        assert_eq!(superblock.sequence, self.superblock.sequence + 1);
+        self.superblock = superblock;
+        Some(stats)
+    }
+
+    /// True if a grid stage is in flight.
+    pub fn grid_stage_in_flight(&self) -> bool {
+        self.grid.stage_in_flight()
     }
 
     /// The op of the checkpoint being written, and its pages left to write, if any.

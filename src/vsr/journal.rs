@@ -121,7 +121,7 @@ pub const APPEND_PREPARES_MAX: usize = crate::constants::PIPELINE_PREPARE_MAX;
 const STAGE_HEADER_SECTORS_MAX: usize = 8;
 
 /// The most writes of one stage ([`Journal::stage_begin`]).
-pub const STAGE_WRITES_MAX: usize = APPEND_PREPARES_MAX + STAGE_HEADER_SECTORS_MAX;
+pub const JOURNAL_STAGE_WRITES_MAX: usize = APPEND_PREPARES_MAX + STAGE_HEADER_SECTORS_MAX;
 
 /// Headers per sector of the headers ring.
 const HEADERS_PER_SECTOR: u64 = (SECTOR_SIZE / HEADER_SIZE) as u64;
@@ -182,13 +182,10 @@ impl Journal {
     /// one before — one `fdatasync` per group under load, and the log's I/O of the next group
     /// is in flight while the durable group executes. A valid redundant header still proves a
     /// durable prepare, and at most one stage's prepares are durable without their headers.
-    pub fn stage_begin<'a>(
-        &'a mut self,
-        prepares: &[&'a [u8]],
-        writes: &mut [Write<'a>; STAGE_WRITES_MAX],
-    ) -> Option<usize> {
+    pub fn stage_begin<'a>(&'a mut self, prepares: &[&'a [u8]], writes: &mut [Write<'a>]) -> Option<usize> {
         assert!(self.stage.is_none(), "one stage at a time");
         assert!(prepares.len() <= APPEND_PREPARES_MAX);
+        assert!(writes.len() >= JOURNAL_STAGE_WRITES_MAX);
         if prepares.is_empty() && self.headers_pending.is_none() {
             return None;
         }
@@ -269,6 +266,12 @@ impl Journal {
             self.headers_pending = Some((first, header.op));
         }
         stage.headers_through
+    }
+
+    /// True if every op up to `op` whose prepare a stage made durable has its redundant
+    /// header durable too (none of them waits for a stage to write its header).
+    pub fn headers_durable_through(&self, op: u64) -> bool {
+        self.headers_pending.is_none_or(|(first, _)| first > op)
     }
 
     /// True if a stage is in flight.

@@ -10,4 +10,6 @@ pub mod inspect;
 pub mod journal;
 pub mod replica;
 pub mod replica_state;
+pub mod reply_writes;
 pub mod superblock;
+pub mod write_stage;

@@ -6,8 +6,8 @@
 
 use super::admission::{admit, Admission};
 use super::header::{Command, Header};
-use super::journal::STAGE_WRITES_MAX;
 use super::replica_state::{ReplicaState, ReplicaStateError, Request};
+use super::write_stage::{Stage, Stream, STREAMS};
 use crate::constants::PIPELINE_PREPARE_MAX;
 use crate::net::codec::MessageBuffer;
 use crate::operation::Operation;
@@ -164,17 +164,23 @@ impl<S: Storage> Replica<S> {
         }
     }
 
-    /// Begins the next journal write stage ([`ReplicaState::journal_stage_begin`]).
-    pub fn journal_stage_begin<'a>(
+    /// Begins the next write stage of `stream` ([`ReplicaState::stage_begin`]).
+    pub fn stage_begin<'a>(
         &'a mut self,
-        writes: &mut [Write<'a>; STAGE_WRITES_MAX],
-    ) -> Option<usize> {
-        self.state.journal_stage_begin(writes)
+        stream: Stream,
+        writes: &mut [Write<'a>],
+    ) -> Result<Option<Stage>, ReplicaStateError> {
+        self.state.stage_begin(stream, writes)
     }
 
-    /// Ends the journal write stage in flight ([`ReplicaState::journal_stage_end`]).
-    pub fn journal_stage_end(&mut self) {
-        self.state.journal_stage_end();
+    /// Ends the write stage of `stream` in flight ([`ReplicaState::stage_end`]).
+    pub fn stage_end(&mut self, stream: Stream) {
+        self.state.stage_end(stream);
+    }
+
+    /// True if a stage of `stream` is in flight.
+    pub fn stage_in_flight(&self, stream: Stream) -> bool {
+        self.state.stage_in_flight(stream)
     }
 
     /// Commits every durable prepared request, reporting each reply, eviction and full table
@@ -208,18 +214,24 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Prepares and commits every queued request, a pipeline's worth per group, waiting for
-    /// the journal (the composition of [`Replica::prepare_queued`], the journal stages carried
-    /// out on the replica's storage, and [`Replica::commit`]). Errors as those.
+    /// the disk (the composition of [`Replica::prepare_queued`], the stages of every stream
+    /// carried out on the replica's storage, and [`Replica::commit`]). Errors as those.
     pub fn commit_queued(
         &mut self,
         realtime: u64,
         mut event: impl FnMut(Event<'_>),
     ) -> Result<(), ReplicaStateError> {
-        assert!(!self.state.journal_stage_in_flight());
+        assert!(STREAMS.iter().all(|stream| !self.state.stage_in_flight(*stream)));
         while self.prepared < self.queue.len() || self.state.commit_min() < self.state.op() {
             self.prepare_queued(realtime)?;
             self.state.journal_sync()?;
-            self.commit(&mut event)?;
+            loop {
+                self.commit(&mut event)?;
+                self.state.storage_run()?;
+                if self.state.commit_min() == self.state.commit_max() {
+                    break;
+                }
+            }
         }
         Ok(())
     }

@@ -11,7 +11,9 @@ use super::checkpoint::CheckpointError;
 use super::client_table::{ClientSession, ClientTable, CLIENT_SESSION_SIZE};
 use super::data_file::{DataFile, DataFileError};
 use super::header::{Command, Header, RegisterResult, ReplyStatus};
-use super::journal::{Recovered, STAGE_WRITES_MAX};
+use super::journal::Recovered;
+use super::reply_writes::ReplyWrites;
+use super::write_stage::{Stage, Stream, REPLIES_STAGE_WRITES_MAX};
 use crate::constants::{
     CHECKPOINT_PAGES_PER_COMMIT_MIN, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, NS_PER_S, PULSE_EXPIRIES_MAX,
     SECTOR_SIZE, TIMESTAMP_MAX,
@@ -19,7 +21,7 @@ use crate::constants::{
 use crate::multi_batch::MultiBatch;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, InvalidRequest, StateMachine, Table};
-use crate::storage::layout::REPLY_SIZE_MAX;
+use crate::storage::layout::{Layout, REPLY_SIZE_MAX};
 use crate::storage::{AlignedBuffer, Storage, StorageError, Write};
 
 /// The most prepares made durable together with one `fdatasync`.
@@ -119,6 +121,10 @@ pub struct ReplicaState<S: Storage> {
     op_staged: u64,
     commit_max: u64,
     checkpoint_interval: u64,
+    /// Pages of the checkpoint in progress that its pacing lets the grid write now.
+    grid_pages_due: usize,
+    /// Reply slots still to write.
+    replies: ReplyWrites,
     prepares: Vec<AlignedBuffer>,
     recovered: Recovered,
 }
@@ -181,6 +187,8 @@ impl<S: Storage> ReplicaState<S> {
             // Half the WAL's room above the pipeline: a checkpoint begins at every multiple of
             // it, and has the next interval to be written before the WAL needs its slots.
             checkpoint_interval: (layout.journal_slot_count - pipeline) / 2,
+            grid_pages_due: 0,
+            replies: ReplyWrites::new(layout.clients_max as usize, superblock.checkpoint.op),
             prepares: (0..pipeline).map(|_| AlignedBuffer::new(layout.message_size_max as usize)).collect(),
             recovered: Recovered::default(),
         };
@@ -221,6 +229,10 @@ impl<S: Storage> ReplicaState<S> {
         replayed.sort_unstable();
         replayed.dedup();
         ledger.load_replies(&replayed)?;
+        // Headers recovery repaired go to disk now: from here on every committed op is durable
+        // with its redundant header (a checkpoint's stages rely on it).
+        ledger.data_file.flush()?;
+        ledger.replies = ReplyWrites::new(layout.clients_max as usize, ledger.core.commit_min);
         Ok(ledger)
     }
 
@@ -358,20 +370,82 @@ impl<S: Storage> ReplicaState<S> {
         Ok(())
     }
 
-    /// Begins the WAL's next write stage, if none is in flight and there is something to write
-    /// (prepares not yet staged, or headers of durable prepares): fills `writes` and returns
-    /// how many. The caller writes them all, `fdatasync`s, then calls
-    /// [`ReplicaState::journal_stage_end`]; any failure is fatal. See [`Journal::stage_begin`]
-    /// for why a group of prepares takes two stages.
+    /// Begins the next stage of `stream`, if none of it is in flight and it has one to write
+    /// now: fills `writes` (at least [`STAGE_WRITES_MAX`] long) and says how many, and whether
+    /// an `fdatasync` follows. The caller carries the stage out, then calls
+    /// [`ReplicaState::stage_end`]; a failed write or sync is fatal. The buffers written are
+    /// the replica's and do not change until the stage ends.
+    ///
+    /// - Journal: the prepares not yet staged and the redundant headers of durable ones (see
+    ///   [`Journal::stage_begin`] for why a group of prepares takes two stages).
+    /// - Grid: the checkpoint in progress, as far as its pacing allows (all of it if a commit
+    ///   waits for it); its final sync only once the replies it names are written.
+    /// - Replies: every queued reply slot.
     ///
     /// [`Journal::stage_begin`]: super::journal::Journal::stage_begin
-    pub fn journal_stage_begin<'a>(
+    /// [`STAGE_WRITES_MAX`]: super::write_stage::STAGE_WRITES_MAX
+    pub fn stage_begin<'a>(
         &'a mut self,
-        writes: &mut [Write<'a>; STAGE_WRITES_MAX],
-    ) -> Option<usize> {
-        if self.data_file.journal().stage_in_flight() {
-            return None;
+        stream: Stream,
+        writes: &mut [Write<'a>],
+    ) -> Result<Option<Stage>, ReplicaStateError> {
+        if self.stage_in_flight(stream) {
+            return Ok(None);
         }
+        match stream {
+            Stream::Journal => Ok(self.journal_stage_begin(writes).map(|count| Stage::new(count, true))),
+            Stream::Grid => {
+                let Some((op, _)) = self.data_file.checkpoint_in_progress() else { return Ok(None) };
+                let pages_max =
+                    if self.commit_waits_for_checkpoint() { usize::MAX } else { self.grid_pages_due };
+                let may_finish = self.replies.written_through(op);
+                let core = &self.core;
+                let sessions = core.clients.persisted();
+                Ok(self.data_file.grid_stage_begin(&core.state, sessions, pages_max, may_finish, writes)?)
+            }
+            Stream::Replies => {
+                let Some(slots) = self.replies.stage_begin() else { return Ok(None) };
+                let layout = self.data_file.superblock().layout();
+                let count = reply_writes(&self.core.clients, layout, slots, writes);
+                Ok(Some(Stage::new(count, false)))
+            }
+        }
+    }
+
+    /// Ends the stage of `stream` in flight, after its writes (and sync) succeeded. A journal
+    /// stage moves `commit_max` to the newest op it made durable with its redundant header; the
+    /// last grid stage of a checkpoint makes it the durable one.
+    pub fn stage_end(&mut self, stream: Stream) {
+        assert!(self.stage_in_flight(stream));
+        match stream {
+            Stream::Journal => {
+                if let Some(durable) = self.data_file.stage_end() {
+                    self.commit_max_advance(durable);
+                }
+            }
+            Stream::Grid => {
+                let remaining =
+                    |state: &Self| state.data_file.checkpoint_in_progress().map_or(0, |(_, left)| left);
+                let before = remaining(self);
+                self.data_file.grid_stage_end();
+                let written = before - remaining(self);
+                self.grid_pages_due = self.grid_pages_due.saturating_sub(written);
+            }
+            Stream::Replies => self.replies.stage_end(),
+        }
+    }
+
+    /// True if a stage of `stream` is in flight.
+    pub fn stage_in_flight(&self, stream: Stream) -> bool {
+        match stream {
+            Stream::Journal => self.data_file.journal().stage_in_flight(),
+            Stream::Grid => self.data_file.grid_stage_in_flight(),
+            Stream::Replies => self.replies.stage_in_flight(),
+        }
+    }
+
+    /// The journal's next stage: the prepares not yet staged, and headers of durable ones.
+    fn journal_stage_begin<'a>(&'a mut self, writes: &mut [Write<'a>]) -> Option<usize> {
         let (first, last) = (self.op_staged + 1, self.op);
         self.op_staged = last;
         let pipeline = self.prepares.len() as u64;
@@ -383,22 +457,31 @@ impl<S: Storage> ReplicaState<S> {
         self.data_file.stage_begin(&messages[..count], writes)
     }
 
-    /// Ends the write stage in flight after its writes and `fdatasync` succeeded: `commit_max`
-    /// moves to the newest op now durable with its redundant header.
-    pub fn journal_stage_end(&mut self) {
-        if let Some(durable) = self.data_file.stage_end() {
-            self.commit_max_advance(durable);
+    /// Carries out the grid's and the replies' stages here and now, as far as each has one
+    /// to write (the replies first: a checkpoint's final sync waits for them). For callers
+    /// that wait for the disk; the server keeps these stages in flight on its ring instead.
+    pub fn storage_run(&mut self) -> Result<(), ReplicaStateError> {
+        assert!(!self.stage_in_flight(Stream::Replies) && !self.stage_in_flight(Stream::Grid));
+        if let Some(slots) = self.replies.stage_begin() {
+            let layout = self.data_file.superblock().layout();
+            let mut writes = [Write { offset: 0, data: &[] }; REPLIES_STAGE_WRITES_MAX];
+            let count = reply_writes(&self.core.clients, layout, slots, &mut writes);
+            self.data_file.storage_mut().write(&writes[..count])?;
+            self.replies.stage_end();
         }
-    }
-
-    /// True if a journal write stage is in flight.
-    pub fn journal_stage_in_flight(&self) -> bool {
-        self.data_file.journal().stage_in_flight()
+        if let Some((_, before)) = self.data_file.checkpoint_in_progress() {
+            let pages_max = if self.commit_waits_for_checkpoint() { usize::MAX } else { self.grid_pages_due };
+            let core = &self.core;
+            self.data_file.checkpoint_run(&core.state, core.clients.persisted(), pages_max)?;
+            let after = self.data_file.checkpoint_in_progress().map_or(0, |(_, left)| left);
+            self.grid_pages_due = self.grid_pages_due.saturating_sub(before - after);
+        }
+        Ok(())
     }
 
     /// Carries out journal stages here and now until every prepared op is durable.
     pub fn journal_sync(&mut self) -> Result<(), StorageError> {
-        assert!(!self.journal_stage_in_flight());
+        assert!(!self.stage_in_flight(Stream::Journal));
         // Each group takes two stages: its prepares, then its headers.
         while self.commit_max < self.op {
             let (first, last) = (self.op_staged + 1, self.op);
@@ -423,9 +506,12 @@ impl<S: Storage> ReplicaState<S> {
     }
 
     /// Commits every op up to `commit_max` not yet executed, in op order: executes it, records
-    /// the reply in its client's session, and calls `reply(committed, reply_message)` for each
-    /// (the message is empty for the replica's own requests). Then moves the checkpoint in
-    /// progress along, beginning one at each checkpoint op.
+    /// the reply in its client's session (queued for the replies stream), and calls
+    /// `reply(committed, reply_message)` for each (the message is empty for the replica's own
+    /// requests); begins a checkpoint at each checkpoint op. Stops early, with
+    /// [`ReplicaState::commit_waits`] true, where going on would change a buffer that a write in
+    /// flight is writing, or begin a checkpoint before the one in progress is durable: the
+    /// stages then in flight (or due) end the wait.
     pub fn commit(&mut self, mut reply: impl FnMut(&Committed, &[u8])) -> Result<(), ReplicaStateError> {
         if self.core.commit_min == self.commit_max {
             return Ok(());
@@ -433,19 +519,20 @@ impl<S: Storage> ReplicaState<S> {
         let prepares = std::mem::take(&mut self.prepares);
         let pipeline = prepares.len() as u64;
         let mut result: Result<(), ReplicaStateError> = Ok(());
+        let commit_min_before = self.core.commit_min;
         while self.core.commit_min < self.commit_max {
             let buffer = &prepares[((self.core.commit_min + 1) % pipeline) as usize];
             let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
             let body = &buffer[HEADER_SIZE..header.size as usize];
+            if self.waits(&header) {
+                break;
+            }
             // The server admitted only valid requests; a failure here is a bug, caught before
             // the state machine could half-apply it.
             assert_eq!(self.core.applicable(&header, body), Ok(()));
             let (committed, slot) = self.core.commit(&header, body);
             if let Some(slot) = slot {
-                if let Err(error) = self.write_reply(slot) {
-                    result = Err(error.into());
-                    break;
-                }
+                self.replies.queue(slot, header.op);
             }
             let size = if committed.client == 0 { 0 } else { reply_size(&self.core.reply) };
             reply(&committed, &self.core.reply[..size]);
@@ -458,23 +545,74 @@ impl<S: Storage> ReplicaState<S> {
         }
         self.prepares = prepares;
         result?;
-        self.checkpoint_step()
+        self.checkpoint_pace(self.core.commit_min - commit_min_before);
+        Ok(())
+    }
+
+    /// True if [`ReplicaState::commit`] stopped short of `commit_max` and waits for a stage:
+    /// the checkpoint in progress to become durable, or a reply slot's write.
+    pub fn commit_waits(&self) -> bool {
+        if self.core.commit_min == self.commit_max {
+            return false;
+        }
+        let pipeline = self.prepares.len() as u64;
+        let buffer = &self.prepares[((self.core.commit_min + 1) % pipeline) as usize];
+        self.waits(&bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]))
+    }
+
+    /// True if committing `header` (the op after `commit_min`) must wait for a stage.
+    fn waits(&self, header: &Header) -> bool {
+        assert_eq!(header.op, self.core.commit_min + 1);
+        if self.checkpoint_due(header.op) && self.data_file.checkpoint_in_progress().is_some() {
+            return true;
+        }
+        if header.client == 0 || !self.replies.stage_in_flight() {
+            return false;
+        }
+        // A register may take (evict) any session's slot; a request changes its own slot's.
+        let register = header.operation == Operation::Register as u8;
+        match self.core.clients.get(header.client) {
+            Some((slot, _)) if !register => self.replies.in_flight(slot),
+            _ => true,
+        }
+    }
+
+    /// True if the next op to commit waits for the checkpoint in progress: the grid then
+    /// writes it as fast as it can, paced no more.
+    fn commit_waits_for_checkpoint(&self) -> bool {
+        self.core.commit_min < self.commit_max
+            && self.checkpoint_due(self.core.commit_min + 1)
+            && self.data_file.checkpoint_in_progress().is_some()
     }
 
     /// Prepares `requests` as consecutive ops, makes them durable in the WAL (two stages: the
-    /// prepares, then their headers, each with one `fdatasync`), and commits them in order; the
-    /// composition of [`ReplicaState::prepare`], [`ReplicaState::journal_sync`] and
-    /// [`ReplicaState::commit`] for callers that wait for the disk (tests, benches, tools).
+    /// prepares, then their headers, each with one `fdatasync`), commits them in order, and
+    /// carries out the grid and reply writes that committing makes due; the composition of
+    /// [`ReplicaState::prepare`], [`ReplicaState::journal_sync`], [`ReplicaState::commit`] and
+    /// [`ReplicaState::storage_run`] for callers that wait for the disk (tests, benches, tools).
     pub fn submit(
         &mut self,
         requests: &[Request<'_>],
         realtime: u64,
-        reply: impl FnMut(&Committed, &[u8]),
+        mut reply: impl FnMut(&Committed, &[u8]),
     ) -> Result<(), ReplicaStateError> {
         assert!(self.core.commit_min == self.commit_max && self.commit_max == self.op);
         self.prepare(requests, realtime)?;
         self.journal_sync()?;
-        self.commit(reply)
+        self.commit_sync(&mut reply)
+    }
+
+    /// Commits up to `commit_max`, carrying out the grid and reply stages here and now
+    /// whenever committing waits for them, and those due once it is done.
+    pub fn commit_sync(&mut self, mut reply: impl FnMut(&Committed, &[u8])) -> Result<(), ReplicaStateError> {
+        loop {
+            self.commit(&mut reply)?;
+            self.storage_run()?;
+            if self.core.commit_min == self.commit_max {
+                return Ok(());
+            }
+            assert!(!self.commit_waits(), "the stages just run end every wait");
+        }
     }
 
     /// True if a checkpoint of the state after `op` is due: checkpoint ops are the multiples
@@ -484,42 +622,42 @@ impl<S: Storage> ReplicaState<S> {
         op.is_multiple_of(self.checkpoint_interval)
     }
 
-    /// Begins a checkpoint of the state after the head op (nothing is written yet but the
-    /// first pages), after finishing the one in progress, if any: that one is a whole interval
-    /// older and all but done, because its pages are spread over the interval.
+    /// Begins a checkpoint of the state after the head op (nothing is written yet): the one
+    /// before is durable (a commit waits for that).
     fn checkpoint_begin(&mut self) -> Result<(), CheckpointError> {
-        self.checkpoint_finish()?;
+        assert!(self.data_file.checkpoint_in_progress().is_none());
         let core = &self.core;
         let (op, checksum, timestamp) = (core.commit_min, core.head_checksum, core.timestamp_head);
         let sessions = core.clients.persisted();
         self.data_file.checkpoint_begin(&core.state, sessions, op, checksum, timestamp)?;
-        self.data_file.checkpoint_advance(&core.state, sessions, CHECKPOINT_PAGES_PER_COMMIT_MIN)?;
+        self.grid_pages_due = 0;
         Ok(())
     }
 
-    /// Writes the rest of the checkpoint in progress, if any, and makes it durable.
+    /// Writes the rest of the checkpoint in progress here and now, if any, and makes it
+    /// durable (the replies it names must be written).
     fn checkpoint_finish(&mut self) -> Result<(), CheckpointError> {
+        assert!(!self.stage_in_flight(Stream::Grid));
         let core = &self.core;
-        while self.data_file.checkpoint_in_progress().is_some() {
-            self.data_file.checkpoint_advance(&core.state, core.clients.persisted(), usize::MAX)?;
+        if let Some((op, _)) = self.data_file.checkpoint_in_progress() {
+            assert!(self.replies.written_through(op));
+            self.data_file.checkpoint_run(&core.state, core.clients.persisted(), usize::MAX)?;
         }
+        assert!(self.data_file.checkpoint_in_progress().is_none());
         Ok(())
     }
 
-    /// Moves the checkpoint in progress along after a group's commits: a slice of its pages,
-    /// sized so that it is durable well before the WAL needs its slots back. The replica never
-    /// stops for a whole checkpoint (only for its final manifest and superblock syncs).
-    fn checkpoint_step(&mut self) -> Result<(), ReplicaStateError> {
-        let core = &self.core;
-        let durable = self.data_file.checkpoint_op();
-        if let Some((_, remaining)) = self.data_file.checkpoint_in_progress() {
-            let slot_count = self.data_file.journal().slot_count();
-            let deadline = durable + slot_count - self.prepares.len() as u64;
-            let ops_left = deadline.saturating_sub(core.commit_min).max(1) as usize;
-            let budget = remaining.div_ceil(ops_left).max(CHECKPOINT_PAGES_PER_COMMIT_MIN);
-            self.data_file.checkpoint_advance(&core.state, core.clients.persisted(), budget)?;
-        }
-        Ok(())
+    /// Lets the checkpoint in progress write more pages after `committed` more ops: a share
+    /// of what is left, sized so that its pages are written within the first half of the
+    /// interval and it is durable well before the next checkpoint op (where a commit would
+    /// wait for it) — the replica never stops for a whole checkpoint.
+    fn checkpoint_pace(&mut self, committed: u64) {
+        let Some((op, remaining)) = self.data_file.checkpoint_in_progress() else { return };
+        let deadline = op + (self.checkpoint_interval / 2).max(1);
+        let ops_left = deadline.saturating_sub(self.core.commit_min).max(1) as usize;
+        let share = remaining.div_ceil(ops_left).max(CHECKPOINT_PAGES_PER_COMMIT_MIN);
+        let due = self.grid_pages_due + share * committed.max(1) as usize;
+        self.grid_pages_due = due.min(remaining);
     }
 
     /// Writes the reply of session `slot` into its slot of the client-replies zone.
@@ -534,8 +672,9 @@ impl<S: Storage> ReplicaState<S> {
     /// from it unchanged): for tests and benches that need a durable checkpoint at a known
     /// point; a replica of a cluster never calls it, as its peers would not have the same one.
     pub fn checkpoint(&mut self) -> Result<(), ReplicaStateError> {
-        // A checkpoint in progress is finished first: it is the older state, and one checkpoint
-        // is written at a time.
+        // Replies first (the checkpoint names them), then a checkpoint in progress: it is the
+        // older state, and one checkpoint is written at a time.
+        self.storage_run()?;
         self.checkpoint_finish()?;
         let core = &self.core;
         if core.commit_min > self.data_file.checkpoint_op() {
@@ -662,6 +801,23 @@ impl Core {
         self.reply[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&header));
         header
     }
+}
+
+/// Fills `writes` with the writes of reply slots `slots` (each its session's latest reply,
+/// sector-padded, from the session's reply buffer); returns how many.
+fn reply_writes<'a>(
+    clients: &'a ClientTable,
+    layout: Layout,
+    slots: &[usize],
+    writes: &mut [Write<'a>],
+) -> usize {
+    assert!(slots.len() <= writes.len());
+    for (write, slot) in writes.iter_mut().zip(slots) {
+        let size = (clients.sessions()[*slot].reply_size as usize).next_multiple_of(SECTOR_SIZE);
+        let offset = layout.client_reply_offset(*slot as u64);
+        *write = Write { offset, data: &clients.reply_buffer(*slot)[..size] };
+    }
+    slots.len()
 }
 
 /// The size of the sealed reply message in `reply`.

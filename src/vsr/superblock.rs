@@ -343,12 +343,21 @@ impl SuperBlock {
     pub fn write_copies(&mut self, storage: &mut dyn Storage) -> Result<(), StorageError> {
         let mut buffer = AlignedBuffer::new(SUPERBLOCK_COPY_SIZE as usize);
         for copy in 0..SUPERBLOCK_COPIES {
-            self.copy = copy;
-            self.checksum = self.checksum_compute();
-            buffer[..core::mem::size_of::<SuperBlock>()].copy_from_slice(bytemuck::bytes_of(self));
-            storage.write_and_sync(&[Write { offset: Layout::superblock_offset(copy), data: &buffer }])?;
+            let write = self.seal_copy(copy, &mut buffer);
+            storage.write_and_sync(&[write])?;
         }
         Ok(())
+    }
+
+    /// Seals `self` as copy `copy` into `buffer` (one copy's size) and returns its write.
+    pub fn seal_copy<'a>(&mut self, copy: u64, buffer: &'a mut AlignedBuffer) -> Write<'a> {
+        assert!(copy < SUPERBLOCK_COPIES);
+        assert_eq!(buffer.len(), SUPERBLOCK_COPY_SIZE as usize);
+        self.copy = copy;
+        self.checksum = self.checksum_compute();
+        buffer[..core::mem::size_of::<SuperBlock>()].copy_from_slice(bytemuck::bytes_of(self));
+        buffer[core::mem::size_of::<SuperBlock>()..].fill(0);
+        Write { offset: Layout::superblock_offset(copy), data: buffer }
     }
 }
 

@@ -1,8 +1,8 @@
-//! The journal's write stages on the server's io_uring: a stage's writes are queued together
-//! from the replica's buffers (no copies), a short write is resubmitted for the rest, and once
-//! every write has completed the `fdatasync` is queued. The loop goes on serving sockets and
-//! executing the group before while the stage is in flight; when the sync completes, the
-//! replica ends the stage (`Replica::journal_stage_end`).
+//! One write stream's stages on the server's io_uring (`vsr::write_stage`): a stage's writes
+//! are queued together from the replica's buffers (no copies), a short write is resubmitted
+//! for the rest, and once every write has completed the `fdatasync` is queued if the stage has
+//! one. The loop goes on serving sockets and executing while stages are in flight; when the
+//! last operation of a stage completes, the replica ends it (`Replica::stage_end`).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -10,8 +10,8 @@ use std::os::fd::RawFd;
 use super::ServerError;
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::storage::{write_error, StorageError, Write};
-use crate::vsr::journal::STAGE_WRITES_MAX;
 use crate::vsr::replica_state::ReplicaStateError;
+use crate::vsr::write_stage::{Stage, STAGE_WRITES_MAX};
 
 /// The index of the stage's `fdatasync` among its operations (writes are `0..count`).
 pub const SYNC_INDEX: usize = STAGE_WRITES_MAX;
@@ -25,27 +25,29 @@ struct Pending {
     done: usize,
 }
 
-/// The journal stage in flight on the loop, if any.
-pub struct JournalIo {
+/// The stage of one stream in flight on the loop, if any.
+pub struct StageIo {
     fd: RawFd,
     /// The operation tag of this module; the operation index goes below it.
     tag: u64,
     writes: [Pending; STAGE_WRITES_MAX],
     /// Writes not yet complete.
     remaining: usize,
+    /// An `fdatasync` follows the writes.
+    sync: bool,
     /// A stage (its writes or its sync) is in flight.
     in_flight: bool,
 }
 
 // SAFETY: the pointers are into the replica's buffers, which the server owns along with this
 // and which move with it; they are only used on the thread running the loop.
-unsafe impl Send for JournalIo {}
+unsafe impl Send for StageIo {}
 
-impl JournalIo {
+impl StageIo {
     /// No stage in flight, for the data file `fd`, tagging operations `tag | index`.
-    pub fn new(fd: RawFd, tag: u64) -> JournalIo {
+    pub fn new(fd: RawFd, tag: u64) -> StageIo {
         let idle = Pending { offset: 0, data: std::ptr::null(), size: 0, done: 0 };
-        JournalIo { fd, tag, writes: [idle; STAGE_WRITES_MAX], remaining: 0, in_flight: false }
+        StageIo { fd, tag, writes: [idle; STAGE_WRITES_MAX], remaining: 0, sync: false, in_flight: false }
     }
 
     /// True while a stage is in flight.
@@ -53,13 +55,19 @@ impl JournalIo {
         self.in_flight
     }
 
-    /// Queues the writes of a stage (its `fdatasync` follows once they have all completed).
-    /// The buffers are the replica's pipeline buffers and headers ring, which nothing writes
-    /// while a stage is in flight and which outlive the loop.
-    pub fn start(&mut self, ring: &mut IoLoop, writes: &[Write<'_>]) -> Result<(), ServerError> {
-        assert!(!self.in_flight && writes.len() <= STAGE_WRITES_MAX);
+    /// Queues the writes of `stage` (its `fdatasync`, if any, follows once they have all
+    /// completed). The buffers are the replica's, which nothing changes while the stage is in
+    /// flight and which outlive the loop.
+    pub fn start(
+        &mut self,
+        ring: &mut IoLoop,
+        stage: Stage,
+        writes: &[Write<'_>],
+    ) -> Result<(), ServerError> {
+        assert!(!self.in_flight && writes.len() == stage.count && writes.len() <= STAGE_WRITES_MAX);
         self.in_flight = true;
         self.remaining = writes.len();
+        self.sync = stage.sync;
         for (pending, write) in self.writes.iter_mut().zip(writes) {
             assert!(!write.data.is_empty());
             *pending =
@@ -75,7 +83,8 @@ impl JournalIo {
     }
 
     /// Handles the completion of operation `index` of the stage: returns true once the stage is
-    /// durable. A failed write or sync is fatal (the process must stop: see `SyncFailed`).
+    /// done (written, and durable if it syncs). A failed write or sync is fatal (the process
+    /// must stop: see `SyncFailed`).
     pub fn on_completion(
         &mut self,
         ring: &mut IoLoop,
@@ -109,10 +118,15 @@ impl JournalIo {
             return Ok(false);
         }
         self.remaining -= 1;
-        if self.remaining == 0 {
-            self.queue_sync(ring)?;
+        if self.remaining > 0 {
+            return Ok(false);
         }
-        Ok(false)
+        if self.sync {
+            self.queue_sync(ring)?;
+            return Ok(false);
+        }
+        self.in_flight = false;
+        Ok(true)
     }
 
     fn queue_write(&mut self, ring: &mut IoLoop, index: usize) -> Result<(), ServerError> {
