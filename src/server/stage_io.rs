@@ -154,3 +154,116 @@ impl StageIo {
 fn storage_error(error: StorageError) -> ServerError {
     ServerError::Replica(ReplicaStateError::Storage(error))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    const TAG: u64 = 7 << 56;
+
+    fn file(name: &str) -> (std::fs::File, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("stage-io-{name}-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("a temporary file");
+        (file, path)
+    }
+
+    /// Waits for the ring's next completion: (operation index, result).
+    fn next(ring: &mut IoLoop) -> (usize, i32) {
+        ring.submit_and_wait(1).expect("submit");
+        let completion = ring.pop_completion().expect("a completion");
+        assert_eq!(completion.tag & !0xFF_FFFF, TAG);
+        ((completion.tag & 0xFF_FFFF) as usize, completion.result)
+    }
+
+    #[test]
+    fn a_short_write_is_resubmitted_for_the_rest_and_the_sync_follows_the_last_write() {
+        let (file, path) = file("short");
+        let mut ring = IoLoop::new(8).expect("ring");
+        let mut stage_io = StageIo::new(file.as_raw_fd(), TAG);
+        let (first, second) = (vec![0xA1u8; 8192], vec![0xB2u8; 4096]);
+        let writes = [Write { offset: 0, data: &first }, Write { offset: 8192, data: &second }];
+        stage_io.start(&mut ring, Stage::new(2, true), &writes).expect("start");
+        assert!(stage_io.in_flight());
+        // The first write's first completion is reported short (only half of it happened):
+        // the rest (bytes 4096..8192) must be queued again, and the sync only after it.
+        let (mut completions, mut shortened, mut done) = ([0usize; 2], false, false);
+        while !done {
+            let (index, result) = next(&mut ring);
+            let reported = if index == 0 && !shortened {
+                shortened = true;
+                assert_eq!(result, 8192);
+                4096
+            } else {
+                result
+            };
+            if index == SYNC_INDEX {
+                assert_eq!(completions, [2, 1], "the sync follows every write, the rest included");
+            } else {
+                completions[index] += 1;
+                if index == 0 && completions[0] == 2 {
+                    assert_eq!(result, 4096, "the rest of the first write, from where it stopped");
+                }
+            }
+            done = stage_io.on_completion(&mut ring, index, reported).expect("no error");
+        }
+        assert!(!stage_io.in_flight());
+        let mut content = Vec::new();
+        std::fs::File::open(&path).expect("open").read_to_end(&mut content).expect("read");
+        assert_eq!(&content[..8192], &first[..]);
+        assert_eq!(&content[8192..], &second[..]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_stage_without_a_sync_is_done_when_its_writes_are_and_one_without_writes_is_a_sync() {
+        let (file, path) = file("nosync");
+        let mut ring = IoLoop::new(8).expect("ring");
+        let mut stage_io = StageIo::new(file.as_raw_fd(), TAG);
+        let data = vec![7u8; 4096];
+        stage_io.start(&mut ring, Stage::new(1, false), &[Write { offset: 0, data: &data }]).expect("start");
+        let (index, result) = next(&mut ring);
+        assert!(stage_io.on_completion(&mut ring, index, result).expect("no error"), "done without a sync");
+        stage_io.start(&mut ring, Stage::new(0, true), &[]).expect("start");
+        let (index, result) = next(&mut ring);
+        assert_eq!(index, SYNC_INDEX);
+        assert!(stage_io.on_completion(&mut ring, index, result).expect("no error"));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_failed_write_a_write_that_makes_no_progress_and_a_failed_sync_are_fatal_errors() {
+        let (file, path) = file("errors");
+        let mut ring = IoLoop::new(8).expect("ring");
+        let data = vec![1u8; 4096];
+        let cases: [(usize, i32, &str); 4] = [
+            (0, -libc::ENOSPC, "no space left"),
+            (0, -libc::EIO, "write of 4096 bytes at offset 8192 failed"),
+            (0, 0, "write of 4096 bytes at offset 8192 failed"),
+            (SYNC_INDEX, -libc::EIO, "fdatasync failed"),
+        ];
+        for (index, result, message) in cases {
+            let mut stage_io = StageIo::new(file.as_raw_fd(), TAG);
+            stage_io
+                .start(&mut ring, Stage::new(1, true), &[Write { offset: 8192, data: &data }])
+                .expect("start");
+            let (_, real) = next(&mut ring);
+            assert_eq!(real, 4096);
+            if index == SYNC_INDEX {
+                assert!(!stage_io.on_completion(&mut ring, 0, real).expect("the write succeeded"));
+                let _ = next(&mut ring); // The real sync.
+            }
+            let error = stage_io.on_completion(&mut ring, index, result).expect_err("fatal");
+            let text = error.to_string();
+            assert!(text.contains(message), "{text}");
+        }
+        let _ = std::fs::remove_file(path);
+    }
+}
