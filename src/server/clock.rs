@@ -1,39 +1,21 @@
-//! The replica's clock: this machine's wall clock in nanoseconds, read at every prepare, and
-//! watched against the monotonic clock so that a step of the wall clock (an operator setting
-//! the time, NTP stepping it, a VM resumed) is noticed and logged. What a step does to
-//! timestamps and to pending-transfer expiry is in docs/operating.md ("The clock").
+//! The operating system's clocks as the replica's [`Time`]: the monotonic clock since the
+//! server started, and this machine's wall clock, read at every prepare and tick. What a step
+//! of the wall clock does to timestamps and to pending-transfer expiry is in docs/operating.md
+//! ("The clock"); the replica notices it (`vsr::time::ClockWatch`) and the server logs it.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::constants::CLOCK_JUMP_TOLERANCE_NS;
+use crate::vsr::time::Time;
 
-/// The wall clock and the last reading compared against the monotonic clock.
+/// The operating system's clocks.
 pub struct Clock {
-    monotonic_last: Instant,
-    realtime_last: u64,
+    start: Instant,
 }
 
 impl Clock {
-    /// A clock whose first comparison starts now.
+    /// A clock whose monotonic reading starts now.
     pub fn new() -> Clock {
-        Clock { monotonic_last: Instant::now(), realtime_last: realtime_ns() }
-    }
-
-    /// The wall clock in nanoseconds since the Unix epoch.
-    pub fn realtime(&self) -> u64 {
-        realtime_ns()
-    }
-
-    /// Reads both clocks and returns by how much the wall clock stepped since the last call
-    /// (positive: forward), if that is beyond [`CLOCK_JUMP_TOLERANCE_NS`].
-    pub fn jump(&mut self) -> Option<i128> {
-        let monotonic = Instant::now();
-        let realtime = realtime_ns();
-        let elapsed = monotonic.duration_since(self.monotonic_last).as_nanos();
-        let jump = jump_ns(elapsed, self.realtime_last, realtime);
-        self.monotonic_last = monotonic;
-        self.realtime_last = realtime;
-        jump
+        Clock { start: Instant::now() }
     }
 }
 
@@ -43,11 +25,15 @@ impl Default for Clock {
     }
 }
 
-/// The step of the wall clock between readings `realtime_before` and `realtime_now` taken
-/// `monotonic_elapsed` ns apart, if it is beyond the tolerance.
-fn jump_ns(monotonic_elapsed: u128, realtime_before: u64, realtime_now: u64) -> Option<i128> {
-    let step = i128::from(realtime_now) - i128::from(realtime_before) - monotonic_elapsed as i128;
-    (step.unsigned_abs() > u128::from(CLOCK_JUMP_TOLERANCE_NS)).then_some(step)
+impl Time for Clock {
+    fn monotonic(&self) -> u64 {
+        // Saturates after 584 years of uptime rather than wrap.
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn realtime(&self) -> u64 {
+        realtime_ns()
+    }
 }
 
 /// This machine's wall clock in nanoseconds since the Unix epoch: 0 before 1970, and
@@ -65,24 +51,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_step_beyond_the_tolerance_is_a_jump_and_drift_is_not() {
-        let second = 1_000_000_000u64;
-        // Both clocks moved by a second.
-        assert_eq!(jump_ns(u128::from(second), 5 * second, 6 * second), None);
-        // Drift within the tolerance, either way.
-        let tolerance = CLOCK_JUMP_TOLERANCE_NS;
-        assert_eq!(jump_ns(u128::from(second), 5 * second, 6 * second + tolerance), None);
-        assert_eq!(jump_ns(u128::from(second), 5 * second, 6 * second - tolerance), None);
-        // Forward and backward steps.
-        assert_eq!(jump_ns(u128::from(second), 5 * second, 66 * second), Some(i128::from(60 * second)));
-        assert_eq!(jump_ns(u128::from(second), 5 * second, 2 * second), Some(-i128::from(4 * second)));
-        // The extremes of the wall clock do not overflow.
-        assert_eq!(jump_ns(0, 0, u64::MAX), Some(i128::from(u64::MAX)));
-        assert_eq!(jump_ns(u128::from(u64::MAX), u64::MAX, 0), Some(-2 * i128::from(u64::MAX)));
-    }
-
-    #[test]
-    fn the_wall_clock_reads_after_2020() {
-        assert!(realtime_ns() > 1_577_836_800 * 1_000_000_000);
+    fn the_wall_clock_reads_after_2020_and_the_monotonic_clock_never_goes_back() {
+        let clock = Clock::new();
+        assert!(clock.realtime() > 1_577_836_800 * 1_000_000_000);
+        let first = clock.monotonic();
+        assert!(clock.monotonic() >= first);
     }
 }

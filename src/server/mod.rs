@@ -262,7 +262,7 @@ impl<S: Storage + AsRawFd> Server<S> {
 
     /// Prepares what the replica has queued, as far as its pipeline has room.
     fn prepare_queued(&mut self) -> Result<(), ServerError> {
-        match self.replica.prepare_queued(self.clock.realtime()) {
+        match self.replica.prepare_queued(&self.clock) {
             Ok(()) => Ok(()),
             // Nothing was prepared: the requests were dropped (their clients retry, and are
             // served once the clock is right); keep serving.
@@ -456,7 +456,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             self.accept_resting = false;
             self.queue_accept()?;
         }
-        if let Some(jump) = self.clock.jump() {
+        if let Some(jump) = self.replica.on_tick(&self.clock) {
             eprintln!(
                 "warning: the system clock stepped {} by {:.3}s; timestamps stay monotonic, but pending \
                  transfers' timeouts are measured on this clock (docs/operating.md, \"The clock\")",
@@ -475,7 +475,6 @@ impl<S: Storage + AsRawFd> Server<S> {
                     || connection.send_in_flight
             );
         }
-        self.replica.on_tick(self.clock.realtime());
         Ok(())
     }
 

@@ -272,12 +272,11 @@ impl Cluster {
                 self.nodes[index].disk().crash_after(steps);
             }
         }
-        self.nodes[index].on_tick(self.time.realtime());
+        self.nodes[index].on_tick(&self.time);
         let mut outbox = Vec::new();
         let committed = match self.options.stage_latency_ticks_max {
             Some(latency) => {
-                let (now, realtime) = (self.time.tick(), self.time.realtime());
-                let stepped = self.nodes[index].step(now, realtime, &mut self.prng, latency, &mut outbox);
+                let stepped = self.nodes[index].step(&self.time, &mut self.prng, latency, &mut outbox);
                 stepped.map(|stepped| {
                     let ops = stepped.committed;
                     self.stats.commit_calls += u64::from(ops > 0);
@@ -294,7 +293,7 @@ impl Cluster {
                     return Ok(());
                 }
                 let op_before = self.nodes[index].replica().state().commit_min();
-                let committed = self.nodes[index].commit(self.time.realtime(), &mut outbox);
+                let committed = self.nodes[index].commit(&self.time, &mut outbox);
                 if committed.is_ok() {
                     let ops = self.nodes[index].replica().state().commit_min() - op_before;
                     self.stats.commit_calls += 1;

@@ -17,6 +17,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::disk::SimDisk;
 use super::network::{Address, Packet};
+use super::time::SimTime;
 use crate::constants::HEADER_SIZE;
 use crate::net::codec::{eviction_header, validate_body, validate_header, MessageBuffer};
 use crate::prng::Prng;
@@ -177,10 +178,12 @@ impl Node {
         Received::Admitted(admission)
     }
 
-    /// The replica's tick with the cluster clock (it may queue a pulse).
-    pub fn on_tick(&mut self, realtime: u64) {
+    /// The replica's tick at simulated `time` (it may queue a pulse). The simulated wall clock
+    /// never steps, so the replica must never report that it did.
+    pub fn on_tick(&mut self, time: &SimTime) {
         if let Some(replica) = self.replica.as_mut() {
-            replica.on_tick(realtime);
+            let jump = replica.on_tick(time);
+            assert_eq!(jump, None, "the replica saw a step of a wall clock that never steps");
         }
     }
 
@@ -189,28 +192,28 @@ impl Node {
         self.replica.as_ref().is_some_and(|replica| replica.has_queued())
     }
 
-    /// Commits what is queued at the cluster clock `realtime`, and queues the replies and
-    /// evictions it reports in `outbox`.
-    pub fn commit(&mut self, realtime: u64, outbox: &mut Vec<Packet>) -> Result<(), NodeError> {
+    /// Commits what is queued at simulated `time`, and queues the replies and evictions it
+    /// reports in `outbox`.
+    pub fn commit(&mut self, time: &SimTime, outbox: &mut Vec<Packet>) -> Result<(), NodeError> {
         let replica = self.replica.as_mut().expect("the replica is up");
         let (cluster, from) = (self.cluster, Address::Replica(self.index));
-        let committed = replica.commit_queued(realtime, |event| carry_out(cluster, from, event, outbox));
+        let committed = replica.commit_queued(time, |event| carry_out(cluster, from, event, outbox));
         committed.map_err(|error| self.error(error.to_string()))
     }
 
-    /// One tick of a replica driven as the server drives it, at tick `now` and the cluster clock
-    /// `realtime`: the stages due complete (in an order drawn from `prng`: writes, then sync,
+    /// One tick of a replica driven as the server drives it, at simulated `time`: the stages
+    /// due complete (in an order drawn from `prng`: writes, then sync,
     /// then the replica ends the stage and commits what it may), queued requests are
     /// prepared, and every stream without a stage in flight begins its next one, which will
     /// complete after 0 to `latency_ticks_max` ticks. Replies and evictions go to `outbox`.
     pub fn step(
         &mut self,
-        now: u64,
-        realtime: u64,
+        time: &SimTime,
         prng: &mut Prng,
         latency_ticks_max: u64,
         outbox: &mut Vec<Packet>,
     ) -> Result<Stepped, NodeError> {
+        let now = time.tick();
         let commit_min = self.replica().state().commit_min();
         let mut stepped = Stepped::default();
         while let Some(position) = self.due(now, prng) {
@@ -225,7 +228,7 @@ impl Node {
             stepped.commit_waits += u64::from(self.replica().state().commit_waits());
         }
         let replica = self.replica.as_mut().expect("the replica is up");
-        let prepared = replica.prepare_queued(realtime);
+        let prepared = replica.prepare_queued(time);
         prepared.map_err(|error| self.error(error.to_string()))?;
         for stream in STREAMS {
             if self.in_flight.iter().any(|stage| stage.stream == stream) {

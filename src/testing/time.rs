@@ -1,13 +1,14 @@
 //! Simulated time: a monotonic tick counter and the cluster clock derived from it.
 //!
-//! The replica never reads a clock; it is handed `realtime` (ns since the Unix epoch). Here
-//! `realtime` is a seed-derived epoch plus the simulated time elapsed: one [`TICK_NS`] per tick
-//! and whatever the simulated disk spent in I/O. So pending transfers' timeouts (whole seconds)
+//! The replica never reads a clock; it is handed a `vsr::time::Time`. Here its monotonic
+//! reading is the simulated time elapsed (one [`TICK_NS`] per tick and whatever the simulated
+//! disk spent in I/O) and `realtime` a seed-derived epoch plus that. So pending transfers' timeouts (whole seconds)
 //! really expire after enough ticks, and the pulses that expire them come from the replica's own
 //! `on_tick`, as in production.
 
 use crate::constants::NS_PER_S;
 use crate::prng::Prng;
+use crate::vsr::time::Time;
 
 /// Simulated time per tick (the server's loop ticks every 10 ms too).
 pub const TICK_NS: u64 = 10_000_000;
@@ -52,6 +53,16 @@ impl SimTime {
     /// Adds the time an I/O took (the disk's latency) to the clock.
     pub fn advance_ns(&mut self, ns: u64) {
         self.elapsed_ns += ns;
+    }
+}
+
+impl Time for SimTime {
+    fn monotonic(&self) -> u64 {
+        self.elapsed_ns
+    }
+
+    fn realtime(&self) -> u64 {
+        SimTime::realtime(self)
     }
 }
 

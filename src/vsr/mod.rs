@@ -12,4 +12,5 @@ pub mod replica;
 pub mod replica_state;
 pub mod reply_writes;
 pub mod superblock;
+pub mod time;
 pub mod write_stage;

@@ -1,12 +1,14 @@
 //! The replica: takes client requests (admission, spec §7), queues them, schedules its own
 //! pulses, and has its durable state ([`ReplicaState`]) prepare and commit them, a pipeline's worth per
 //! WAL write. It never touches a socket or a clock: the loop around it (the server, the
-//! simulator) hands it requests and the time, and carries out what it reports — replies and
-//! evictions addressed to client ids, which the loop routes to connections.
+//! simulator) hands it requests, a [`Time`] to read, and the completions of the write stages
+//! it handed out, and carries out what it reports — replies and evictions addressed to client
+//! ids, which the loop routes to connections.
 
 use super::admission::{admit, Admission};
 use super::header::{Command, Header};
 use super::replica_state::{ReplicaState, ReplicaStateError, Request};
+use super::time::{ClockWatch, Time};
 use super::write_stage::{Stage, Stream, STREAMS};
 use crate::constants::PIPELINE_PREPARE_MAX;
 use crate::net::codec::MessageBuffer;
@@ -48,6 +50,8 @@ pub struct Replica<S: Storage> {
     state: ReplicaState<S>,
     /// One slot per client session (each has at most one request in flight) plus the pulse.
     queue: Vec<Queued>,
+    /// The clocks' readings at the last tick, to notice a step of the wall clock.
+    clock_watch: ClockWatch,
     queue_free: Vec<MessageBuffer>,
     /// How many of the queue's first requests are prepared (they leave it once committed).
     prepared: usize,
@@ -61,6 +65,7 @@ impl<S: Storage> Replica<S> {
         Replica {
             state,
             queue: Vec::with_capacity(queue_max),
+            clock_watch: ClockWatch::default(),
             queue_free: (0..queue_max).map(|_| MessageBuffer::new()).collect(),
             prepared: 0,
             pulse_queued: false,
@@ -112,9 +117,18 @@ impl<S: Storage> Replica<S> {
         admission
     }
 
-    /// The loop's tick, with the cluster clock: queues a pulse if a pending transfer is due to
-    /// expire and none is queued yet.
-    pub fn on_tick(&mut self, realtime: u64) {
+    /// The loop's tick: queues a pulse if a pending transfer is due to expire (on the wall
+    /// clock of `time`) and none is queued yet. Returns by how much the wall clock stepped since
+    /// the last tick, if beyond the tolerance (the loop tells the operator: timestamps stay
+    /// monotonic, but expiry is measured on that clock).
+    pub fn on_tick(&mut self, time: &impl Time) -> Option<i128> {
+        let jump = self.clock_watch.jump(time);
+        self.pulse_queue(time.realtime());
+        jump
+    }
+
+    /// Queues a pulse if a pending transfer is due at `realtime` and none is queued yet.
+    fn pulse_queue(&mut self, realtime: u64) {
         let due = self.state.state_machine().expiry_next().is_some_and(|expires_at| expires_at <= realtime);
         if !due || self.pulse_queued {
             return;
@@ -127,10 +141,11 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Prepares the queued requests not yet prepared, as many as the pipeline has room for, at
-    /// the cluster clock `realtime`. With a clock beyond the timestamp range nothing is
+    /// the wall clock of `time`. With a clock beyond the timestamp range nothing is
     /// prepared: those requests are dropped (their clients retry) and
     /// [`ReplicaStateError::ClockOutOfRange`] is returned; the replica can go on.
-    pub fn prepare_queued(&mut self, realtime: u64) -> Result<(), ReplicaStateError> {
+    pub fn prepare_queued(&mut self, time: &impl Time) -> Result<(), ReplicaStateError> {
+        let realtime = time.realtime();
         let count = (self.queue.len() - self.prepared).min(self.state.pipeline_room());
         if count == 0 {
             return Ok(());
@@ -218,12 +233,12 @@ impl<S: Storage> Replica<S> {
     /// carried out on the replica's storage, and [`Replica::commit`]). Errors as those.
     pub fn commit_queued(
         &mut self,
-        realtime: u64,
+        time: &impl Time,
         mut event: impl FnMut(Event<'_>),
     ) -> Result<(), ReplicaStateError> {
         assert!(STREAMS.iter().all(|stream| !self.state.stage_in_flight(*stream)));
         while self.prepared < self.queue.len() || self.state.commit_min() < self.state.op() {
-            self.prepare_queued(realtime)?;
+            self.prepare_queued(time)?;
             self.state.journal_sync()?;
             loop {
                 self.commit(&mut event)?;
@@ -250,6 +265,18 @@ mod tests {
     use crate::vsr::header::RegisterResult;
 
     const CLUSTER: u128 = 3;
+
+    /// A wall clock fixed at its value (the monotonic clock stands still).
+    struct Wall(u64);
+
+    impl Time for Wall {
+        fn monotonic(&self) -> u64 {
+            0
+        }
+        fn realtime(&self) -> u64 {
+            self.0
+        }
+    }
     const CLIENT: u128 = 41;
 
     fn replica() -> Replica<SimStorage> {
@@ -292,7 +319,7 @@ mod tests {
     fn commit(replica: &mut Replica<SimStorage>, realtime: u64) -> (Vec<Header>, usize) {
         let (mut replies, mut others) = (Vec::new(), 0);
         replica
-            .commit_queued(realtime, |event| match event {
+            .commit_queued(&Wall(realtime), |event| match event {
                 Event::Reply { client, message } => {
                     assert_eq!(client, CLIENT);
                     replies.push(bytemuck::pod_read_unaligned(&message[..256]));
@@ -356,18 +383,19 @@ mod tests {
         let (transfer, body) = request(session, 2, Operation::CreateTransfers, &[pending]);
         replica.on_request(&transfer, &body);
         commit(&mut replica, 3 * NS_PER_S);
-        replica.on_tick(3 * NS_PER_S);
+        replica.on_tick(&Wall(3 * NS_PER_S));
         assert!(!replica.has_queued(), "not due yet");
         // A clock past the timestamp range: the pulse is queued, then dropped unprepared.
-        replica.on_tick(TIMESTAMP_MAX + 1);
+        replica.on_tick(&Wall(TIMESTAMP_MAX + 1));
         assert!(replica.has_queued());
         let op = replica.state().commit_min();
-        let error = replica.commit_queued(TIMESTAMP_MAX + 1, |_| panic!("nothing commits")).unwrap_err();
+        let error =
+            replica.commit_queued(&Wall(TIMESTAMP_MAX + 1), |_| panic!("nothing commits")).unwrap_err();
         assert!(matches!(error, ReplicaStateError::ClockOutOfRange { .. }));
         assert!(!replica.has_queued());
         assert_eq!(replica.state().commit_min(), op);
         // With the clock right again, the pulse expires the transfer.
-        replica.on_tick(5 * NS_PER_S);
+        replica.on_tick(&Wall(5 * NS_PER_S));
         assert!(replica.has_queued());
         let (replies, _) = commit(&mut replica, 5 * NS_PER_S);
         assert!(replies.is_empty(), "a pulse has no client");
