@@ -71,6 +71,16 @@ pub const MANIFEST_BLOCKS_MAX: usize = 96;
 /// The fewest checkpoint pages written per commit while a checkpoint is in progress.
 pub const CHECKPOINT_PAGES_PER_COMMIT_MIN: usize = 8;
 
+/// The most grid blocks one write stage carries (the grid's staging area): a checkpoint that a
+/// commit waits for is written this many at a time.
+pub const GRID_STAGE_BLOCKS_MAX: usize = 32;
+
+/// The most grid blocks of a paced write stage. Small, because a stage's writes queue at the
+/// disk ahead of the journal's next stage, which clients wait for: on a disk that is the
+/// bottleneck, 32 blocks of 64 KiB per stage cost ~15 % of throughput against 8 (measured,
+/// docs/BENCHMARKS.md, 2026-12-02).
+pub const GRID_STAGE_BLOCKS_PACED: usize = 8;
+
 /// How often the replica checks for pending transfers to expire (and the server's tick).
 pub const PULSE_INTERVAL_NS: u64 = 100_000_000;
 

@@ -38,7 +38,7 @@ pub const RECORD_SIZES: [usize; CHECKPOINT_ARRAYS] = {
 const APPEND_ONLY: [bool; CHECKPOINT_ARRAYS] = [false, true, false, true, true, false];
 
 /// Blocks staged in memory before they are submitted as one batch of writes.
-const STAGING_BLOCKS: usize = 32;
+const STAGING_BLOCKS: usize = crate::constants::GRID_STAGE_BLOCKS_MAX;
 
 /// The most writes of one grid stage ([`Grid::stage_begin`]).
 pub const GRID_STAGE_WRITES_MAX: usize = STAGING_BLOCKS;

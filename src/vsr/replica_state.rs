@@ -15,8 +15,8 @@ use super::journal::Recovered;
 use super::reply_writes::ReplyWrites;
 use super::write_stage::{Stage, Stream, REPLIES_STAGE_WRITES_MAX};
 use crate::constants::{
-    CHECKPOINT_PAGES_PER_COMMIT_MIN, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, NS_PER_S, PULSE_EXPIRIES_MAX,
-    SECTOR_SIZE, TIMESTAMP_MAX,
+    CHECKPOINT_PAGES_PER_COMMIT_MIN, GRID_STAGE_BLOCKS_PACED, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, NS_PER_S,
+    PULSE_EXPIRIES_MAX, SECTOR_SIZE, TIMESTAMP_MAX,
 };
 use crate::multi_batch::MultiBatch;
 use crate::operation::Operation;
@@ -396,8 +396,13 @@ impl<S: Storage> ReplicaState<S> {
             Stream::Journal => Ok(self.journal_stage_begin(writes).map(|count| Stage::new(count, true))),
             Stream::Grid => {
                 let Some((op, _)) = self.data_file.checkpoint_in_progress() else { return Ok(None) };
-                let pages_max =
-                    if self.commit_waits_for_checkpoint() { usize::MAX } else { self.grid_pages_due };
+                // Paced stages stay small (they queue at the disk ahead of the journal's next
+                // stage); a checkpoint a commit waits for goes as fast as the staging area allows.
+                let pages_max = if self.commit_waits_for_checkpoint() {
+                    usize::MAX
+                } else {
+                    self.grid_pages_due.min(GRID_STAGE_BLOCKS_PACED)
+                };
                 let may_finish = self.replies.written_through(op);
                 let core = &self.core;
                 let sessions = core.clients.persisted();
@@ -648,12 +653,13 @@ impl<S: Storage> ReplicaState<S> {
     }
 
     /// Lets the checkpoint in progress write more pages after `committed` more ops: a share
-    /// of what is left, sized so that its pages are written within the first half of the
-    /// interval and it is durable well before the next checkpoint op (where a commit would
-    /// wait for it) — the replica never stops for a whole checkpoint.
+    /// of what is left, sized so that its pages are written within three quarters of the
+    /// interval and it is durable before the next checkpoint op (where a commit would wait for
+    /// it) — the replica never stops for a whole checkpoint, and the grid's writes are spread
+    /// thin beside the journal's.
     fn checkpoint_pace(&mut self, committed: u64) {
         let Some((op, remaining)) = self.data_file.checkpoint_in_progress() else { return };
-        let deadline = op + (self.checkpoint_interval / 2).max(1);
+        let deadline = op + (self.checkpoint_interval * 3 / 4).max(1);
         let ops_left = deadline.saturating_sub(self.core.commit_min).max(1) as usize;
         let share = remaining.div_ceil(ops_left).max(CHECKPOINT_PAGES_PER_COMMIT_MIN);
         let due = self.grid_pages_due + share * committed.max(1) as usize;
