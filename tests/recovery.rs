@@ -251,24 +251,30 @@ fn run_pipelined(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops
     }
 }
 
+/// Copies of a stage's writes (offset and data), taken when it begins, as the server's ring
+/// would read the buffers then.
+fn copies_of(writes: &[ledger::storage::Write<'_>]) -> Vec<(u64, ledger::storage::AlignedBuffer)> {
+    writes
+        .iter()
+        .map(|write| {
+            let mut copy = ledger::storage::AlignedBuffer::new(write.data.len());
+            copy.copy_from_slice(write.data);
+            (write.offset, copy)
+        })
+        .collect()
+}
+
 /// Carries out the next stage of `stream`, if it has one, as the server does: from copies of
 /// its writes (taken when it begins), then a sync if it asks for one. `Err` if the disk crashed.
 fn run_stage(ledger: &mut ReplicaState<SimStorage>, stream: Stream) -> Option<Result<(), ()>> {
-    use ledger::storage::{AlignedBuffer, Write};
+    use ledger::storage::Write;
     use ledger::vsr::write_stage::STAGE_WRITES_MAX;
     let mut writes = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
     let stage = match ledger.stage_begin(stream, &mut writes) {
         Ok(stage) => stage?,
         Err(_) => return Some(Err(())),
     };
-    let copies: Vec<(u64, AlignedBuffer)> = writes[..stage.count]
-        .iter()
-        .map(|write| {
-            let mut copy = AlignedBuffer::new(write.data.len());
-            copy.copy_from_slice(write.data);
-            (write.offset, copy)
-        })
-        .collect();
+    let copies = copies_of(&writes[..stage.count]);
     let storage = ledger.data_file_mut().storage_mut();
     let writes: Vec<Write<'_>> =
         copies.iter().map(|(offset, data)| Write { offset: *offset, data }).collect();
@@ -760,7 +766,7 @@ fn superblock_copies_left_by_a_torn_update_are_rewritten_before_the_next_checkpo
 
 #[test]
 fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
-    use ledger::storage::{AlignedBuffer, Write};
+    use ledger::storage::Write;
     use ledger::vsr::write_stage::STAGE_WRITES_MAX;
     let groups = workload(7);
     let mut ledger = ReplicaState::open(formatted_with(options_with_slots(32)), Some(CLUSTER)).expect("open");
@@ -773,14 +779,7 @@ fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
         let count =
             ledger.stage_begin(Stream::Journal, &mut writes).expect("no error").expect("a stage").count;
         let header_writes = writes[..count].iter().filter(|write| headers.contains(&write.offset)).count();
-        let copies: Vec<(u64, AlignedBuffer)> = writes[..count]
-            .iter()
-            .map(|write| {
-                let mut copy = AlignedBuffer::new(write.data.len());
-                copy.copy_from_slice(write.data);
-                (write.offset, copy)
-            })
-            .collect();
+        let copies = copies_of(&writes[..count]);
         let mut none = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
         assert!(
             ledger.stage_begin(Stream::Journal, &mut none).expect("no error").is_none(),
