@@ -453,12 +453,7 @@ impl<S: Storage> ReplicaState<S> {
     fn journal_stage_begin<'a>(&'a mut self, writes: &mut [Write<'a>]) -> Option<usize> {
         let (first, last) = (self.op_staged + 1, self.op);
         self.op_staged = last;
-        let pipeline = self.prepares.len() as u64;
-        let mut messages: [&[u8]; PIPELINE_PREPARE_MAX] = [&[]; PIPELINE_PREPARE_MAX];
-        for (message, op) in messages.iter_mut().zip(first..=last) {
-            *message = &self.prepares[(op % pipeline) as usize];
-        }
-        let count = (last + 1 - first) as usize;
+        let (messages, count) = pipeline_prepares(&self.prepares, first, last);
         self.data_file.stage_begin(&messages[..count], writes)
     }
 
@@ -491,12 +486,7 @@ impl<S: Storage> ReplicaState<S> {
         while self.commit_max < self.op {
             let (first, last) = (self.op_staged + 1, self.op);
             self.op_staged = last;
-            let pipeline = self.prepares.len() as u64;
-            let mut messages: [&[u8]; PIPELINE_PREPARE_MAX] = [&[]; PIPELINE_PREPARE_MAX];
-            for (message, op) in messages.iter_mut().zip(first..=last) {
-                *message = &self.prepares[(op % pipeline) as usize];
-            }
-            let count = (last + 1 - first) as usize;
+            let (messages, count) = pipeline_prepares(&self.prepares, first, last);
             if let Some(durable) = self.data_file.stage_run(&messages[..count])? {
                 self.commit_max_advance(durable);
             }
@@ -807,6 +797,21 @@ impl Core {
         self.reply[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&header));
         header
     }
+}
+
+/// The sealed prepares of ops `first..=last` (none if `first > last`) from the pipeline's
+/// buffers, and how many.
+fn pipeline_prepares(
+    prepares: &[AlignedBuffer],
+    first: u64,
+    last: u64,
+) -> ([&[u8]; PIPELINE_PREPARE_MAX], usize) {
+    let pipeline = prepares.len() as u64;
+    let mut messages: [&[u8]; PIPELINE_PREPARE_MAX] = [&[]; PIPELINE_PREPARE_MAX];
+    for (message, op) in messages.iter_mut().zip(first..=last) {
+        *message = &prepares[(op % pipeline) as usize];
+    }
+    (messages, (last + 1 - first) as usize)
 }
 
 /// Fills `writes` with the writes of reply slots `slots` (each its session's latest reply,
