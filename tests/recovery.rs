@@ -216,7 +216,7 @@ fn run_pipelined(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops
                     request
                 })
                 .collect();
-            ledger.prepare(&requests, realtime(next)).expect("prepare");
+            ledger.prepare_requests(&requests, realtime(next)).expect("prepare");
             prepared.extend(requests.iter().map(|request| (request.operation, request.body.to_vec())));
             next += 1;
         }
@@ -796,10 +796,10 @@ fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
     let second: Vec<Request<'_>> = groups[1].iter().zip(numbers).map(|(job, n)| job.request(n)).collect();
     let (a, b) = (first.len() as u64, second.len() as u64);
 
-    ledger.prepare(&first, realtime(0)).expect("prepare");
+    ledger.prepare_requests(&first, realtime(0)).expect("prepare");
     assert_eq!(run_stage(&mut ledger), (a as usize, 0), "the first group's prepares alone");
     assert_eq!((ledger.op(), ledger.commit_max()), (a, 0), "durable prepares without headers: not yet");
-    ledger.prepare(&second, realtime(1)).expect("prepare");
+    ledger.prepare_requests(&second, realtime(1)).expect("prepare");
     let (prepares, header_sectors) = run_stage(&mut ledger);
     assert_eq!(prepares, b as usize, "the second group's prepares ...");
     assert!(header_sectors >= 1, "... ride with the first group's headers");

@@ -8,6 +8,7 @@ pub mod data_file;
 pub mod header;
 pub mod inspect;
 pub mod journal;
+pub mod message_pool;
 pub mod replica;
 pub mod replica_state;
 pub mod reply_writes;

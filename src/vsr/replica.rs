@@ -7,21 +7,13 @@
 
 use super::admission::{admit, Admission};
 use super::header::{Command, Header};
-use super::replica_state::{ReplicaState, ReplicaStateError, Request};
+use super::replica_state::{PendingRequest, ReplicaState, ReplicaStateError};
 use super::time::{ClockWatch, Time};
 use super::write_stage::{Stage, Stream, STREAMS};
-use crate::constants::PIPELINE_PREPARE_MAX;
-use crate::net::codec::MessageBuffer;
+use crate::constants::HEADER_SIZE;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, Table};
 use crate::storage::{Storage, Write};
-
-/// A request waiting to be prepared.
-struct Queued {
-    header: Header,
-    body: MessageBuffer,
-    body_size: usize,
-}
 
 /// What committing a request reports to the loop.
 #[derive(Debug)]
@@ -48,11 +40,12 @@ pub enum Event<'a> {
 /// One replica: its durable core and the requests waiting for it.
 pub struct Replica<S: Storage> {
     state: ReplicaState<S>,
-    /// One slot per client session (each has at most one request in flight) plus the pulse.
-    queue: Vec<Queued>,
+    /// Requests in arrival order, each in a message of the state's pool until it is prepared:
+    /// at most one per message (one per client session, each with at most one request in
+    /// flight, plus the pulse).
+    queue: Vec<PendingRequest>,
     /// The clocks' readings at the last tick, to notice a step of the wall clock.
     clock_watch: ClockWatch,
-    queue_free: Vec<MessageBuffer>,
     /// How many of the queue's first requests are prepared (they leave it once committed).
     prepared: usize,
     pulse_queued: bool,
@@ -61,12 +54,12 @@ pub struct Replica<S: Storage> {
 impl<S: Storage> Replica<S> {
     /// A replica serving `state`; allocates its request queue.
     pub fn new(state: ReplicaState<S>) -> Replica<S> {
-        let queue_max = state.clients().sessions().len() + 1;
+        assert_eq!(state.pool().available(), state.pool().capacity(), "a new replica holds no message");
+        let queue_max = state.pool().capacity();
         Replica {
             state,
             queue: Vec::with_capacity(queue_max),
             clock_watch: ClockWatch::default(),
-            queue_free: (0..queue_max).map(|_| MessageBuffer::new()).collect(),
             prepared: 0,
             pulse_queued: false,
         }
@@ -108,11 +101,15 @@ impl<S: Storage> Replica<S> {
         }
         let admission = admit(self.state.clients(), header, body, self.state.batch_size_limit());
         if let Admission::Prepare(_) = admission {
-            // A free slot exists unless more clients than sessions are talking: this one then
-            // waits for its retry.
-            let Some(mut buffer) = self.queue_free.pop() else { return Admission::Drop };
-            buffer.as_bytes_mut()[..body.len()].copy_from_slice(body);
-            self.queue.push(Queued { header: *header, body: buffer, body_size: body.len() });
+            // A free message exists unless more clients than sessions are talking: this one
+            // then waits for its retry.
+            let pool = self.state.pool_mut();
+            let Some(message) = pool.acquire() else { return Admission::Drop };
+            let buffer = pool.bytes_mut(&message);
+            assert_eq!(header.size as usize, HEADER_SIZE + body.len());
+            buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(header));
+            buffer[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+            self.queue.push(PendingRequest { header: *header, message: Some(message) });
         }
         admission
     }
@@ -133,10 +130,15 @@ impl<S: Storage> Replica<S> {
         if !due || self.pulse_queued {
             return;
         }
-        let Some(buffer) = self.queue_free.pop() else { return };
         let cluster = self.state.data_file().superblock().cluster;
-        let header = Header { operation: Operation::Pulse as u8, ..Header::new(Command::Request, cluster) };
-        self.queue.push(Queued { header, body: buffer, body_size: 0 });
+        let pool = self.state.pool_mut();
+        let Some(message) = pool.acquire() else { return };
+        let mut header =
+            Header { operation: Operation::Pulse as u8, ..Header::new(Command::Request, cluster) };
+        // The replica's own request: no client, so no request checksum to echo (context 0).
+        header.set_body(&[]);
+        pool.bytes_mut(&message)[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&header));
+        self.queue.push(PendingRequest { header, message: Some(message) });
         self.pulse_queued = true;
     }
 
@@ -150,19 +152,7 @@ impl<S: Storage> Replica<S> {
         if count == 0 {
             return Ok(());
         }
-        let placeholder =
-            Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 };
-        let mut requests = [placeholder; PIPELINE_PREPARE_MAX];
-        for (request, queued) in requests.iter_mut().zip(&self.queue[self.prepared..self.prepared + count]) {
-            *request = Request {
-                operation: Operation::from_u8(queued.header.operation).expect("admitted operation"),
-                body: &queued.body.as_bytes()[..queued.body_size],
-                client: queued.header.client,
-                request: queued.header.request,
-                checksum: queued.header.checksum,
-            };
-        }
-        match self.state.prepare(&requests[..count], realtime) {
+        match self.state.prepare(&mut self.queue[self.prepared..self.prepared + count], realtime) {
             Ok(()) => {
                 self.prepared += count;
                 Ok(())
@@ -172,7 +162,8 @@ impl<S: Storage> Replica<S> {
                     if queued.header.client == 0 {
                         self.pulse_queued = false;
                     }
-                    self.queue_free.push(queued.body);
+                    let message = queued.message.expect("an unprepared request's message");
+                    self.state.pool_mut().release(message);
                 }
                 Err(error)
             }
@@ -222,7 +213,7 @@ impl<S: Storage> Replica<S> {
             if queued.header.client == 0 {
                 self.pulse_queued = false;
             }
-            self.queue_free.push(queued.body);
+            assert!(queued.message.is_none(), "a committed request's message is its prepare's");
         }
         self.prepared -= committed_count;
         result
@@ -257,7 +248,7 @@ mod tests {
     use super::*;
     use crate::constants::{NS_PER_S, TIMESTAMP_MAX};
     use crate::multi_batch::encode_single;
-    use crate::net::codec::request_header;
+    use crate::net::codec::{request_header, MessageBuffer};
     use crate::state_machine::Config;
     use crate::storage::{SimFaults, SimStorage};
     use crate::types::{Account, Transfer, TransferFlags};

@@ -12,6 +12,7 @@ use super::client_table::{ClientSession, ClientTable, CLIENT_SESSION_SIZE};
 use super::data_file::{DataFile, DataFileError};
 use super::header::{Command, Header, RegisterResult, ReplyStatus};
 use super::journal::Recovered;
+use super::message_pool::{Message, MessagePool};
 use super::reply_writes::ReplyWrites;
 use super::write_stage::{Stage, Stream, REPLIES_STAGE_WRITES_MAX};
 use crate::constants::{
@@ -92,7 +93,9 @@ pub struct Committed {
     pub evicted: Option<u128>,
 }
 
-/// A request to prepare: operation and (validated) body.
+/// A request to prepare given as bytes: operation and (validated) body. For callers that wait
+/// for the disk ([`ReplicaState::submit`]); the replica's own path keeps requests in pooled
+/// messages ([`PendingRequest`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
     /// The operation.
@@ -105,6 +108,33 @@ pub struct Request<'a> {
     pub request: u32,
     /// The checksum of the client's request header (echoed in the reply's `context`).
     pub checksum: u128,
+}
+
+impl Request<'_> {
+    /// The request header that describes this request of `cluster` (what the replica would
+    /// have received: `checksum` is the given one, `checksum_body` is computed).
+    pub fn header(&self, cluster: u128) -> Header {
+        let mut header = Header {
+            client: self.client,
+            request: self.request,
+            operation: self.operation as u8,
+            ..Header::new(Command::Request, cluster)
+        };
+        header.set_body(self.body);
+        header.checksum = self.checksum;
+        header
+    }
+}
+
+/// A request waiting to be prepared: the client's request header as received (both checksums
+/// verified), and the pooled message holding it, header and body. [`ReplicaState::prepare`]
+/// takes the message and turns it into the prepare in place.
+#[derive(Debug)]
+pub struct PendingRequest {
+    /// The request's header.
+    pub header: Header,
+    /// The message holding the request; `None` once prepared.
+    pub message: Option<Message>,
 }
 
 /// A single replica's log, state and sessions.
@@ -125,7 +155,10 @@ pub struct ReplicaState<S: Storage> {
     grid_pages_due: usize,
     /// Reply slots still to write.
     replies: ReplyWrites,
-    prepares: Vec<AlignedBuffer>,
+    /// Every message buffer of the replica: requests waiting, and the pipeline's prepares.
+    pool: MessagePool,
+    /// The prepares of ops `commit_min + 1..=op`, op `n` at `n % pipeline.len()`.
+    pipeline: Vec<Option<Message>>,
     recovered: Recovered,
 }
 
@@ -189,7 +222,8 @@ impl<S: Storage> ReplicaState<S> {
             checkpoint_interval: (layout.journal_slot_count - pipeline) / 2,
             grid_pages_due: 0,
             replies: ReplyWrites::new(layout.clients_max as usize, superblock.checkpoint.op),
-            prepares: (0..pipeline).map(|_| AlignedBuffer::new(layout.message_size_max as usize)).collect(),
+            pool: MessagePool::new(messages_max(layout.clients_max), layout.message_size_max as usize),
+            pipeline: (0..pipeline).map(|_| None).collect(),
             recovered: Recovered::default(),
         };
         // Replay the WAL through the same commit path as live requests, checkpointing at the
@@ -326,27 +360,49 @@ impl<S: Storage> ReplicaState<S> {
 
     /// The most requests [`ReplicaState::submit`] takes at once.
     pub fn pipeline_max(&self) -> usize {
-        self.prepares.len()
+        self.pipeline.len()
     }
 
     /// How many more requests [`ReplicaState::prepare`] takes now: the pipeline less the ops
     /// prepared and not yet committed.
     pub fn pipeline_room(&self) -> usize {
-        self.prepares.len() - (self.op - self.core.commit_min) as usize
+        self.pipeline.len() - (self.op - self.core.commit_min) as usize
+    }
+
+    /// The replica's message buffers.
+    pub fn pool(&self) -> &MessagePool {
+        &self.pool
+    }
+
+    /// The replica's message buffers, mutably (to take a request in, or give one back).
+    pub fn pool_mut(&mut self) -> &mut MessagePool {
+        &mut self.pool
     }
 
     /// Prepares `requests` as the next consecutive ops at the cluster clock `realtime` (ns):
-    /// op number, hash chain and timestamp, sealed into the pipeline's buffers. Nothing is
-    /// written: the journal stages do that ([`ReplicaState::journal_stage_begin`]). With a
-    /// clock beyond the timestamp range nothing is prepared ([`ReplicaStateError::ClockOutOfRange`]).
-    pub fn prepare(&mut self, requests: &[Request<'_>], realtime: u64) -> Result<(), ReplicaStateError> {
+    /// op number, hash chain and timestamp, each sealed in place over its request's message,
+    /// which moves into the pipeline. Nothing is written: the journal stages do that
+    /// ([`ReplicaState::stage_begin`]). With a clock beyond the timestamp range nothing is
+    /// prepared and every message stays with its request ([`ReplicaStateError::ClockOutOfRange`]).
+    pub fn prepare(
+        &mut self,
+        requests: &mut [PendingRequest],
+        realtime: u64,
+    ) -> Result<(), ReplicaStateError> {
         assert!(!requests.is_empty() && requests.len() <= self.pipeline_room());
+        let cluster = self.data_file.superblock().cluster;
         // Timestamps only grow and must stay in range: with a clock beyond it, nothing is
         // prepared or written (a prepare the state machine cannot apply would poison the WAL).
         let mut timestamps = [0u64; PIPELINE_PREPARE_MAX];
         let mut timestamp = self.op_timestamp;
         for (request, slot) in requests.iter().zip(timestamps.iter_mut()) {
-            let delta = 1 + timestamp_delta(request.operation, request.body);
+            let header = &request.header;
+            assert_eq!(header.command, Command::Request as u8);
+            assert_eq!(header.cluster, cluster);
+            let message = request.message.as_ref().expect("a request not yet prepared");
+            let operation = Operation::from_u8(header.operation).expect("an admitted operation");
+            let body = &self.pool.bytes(message)[HEADER_SIZE..header.size as usize];
+            let delta = 1 + timestamp_delta(operation, body);
             let next = timestamp.max(realtime.saturating_sub(1)).checked_add(delta);
             let Some(next) = next.filter(|next| *next <= TIMESTAMP_MAX) else {
                 return Err(ReplicaStateError::ClockOutOfRange { realtime });
@@ -359,15 +415,53 @@ impl<S: Storage> ReplicaState<S> {
         // intervals and a pipeline above the durable checkpoint.
         let op_last = self.op + requests.len() as u64;
         assert!(op_last <= self.data_file.checkpoint_op() + self.data_file.journal().slot_count());
-        let cluster = self.data_file.superblock().cluster;
-        let pipeline = self.prepares.len() as u64;
-        for (request, timestamp) in requests.iter().zip(timestamps) {
+        let pipeline = self.pipeline.len() as u64;
+        for (request, timestamp) in requests.iter_mut().zip(timestamps) {
             let op = self.op + 1;
-            let buffer = &mut self.prepares[(op % pipeline) as usize];
-            let header = seal_prepare(buffer, cluster, request, op, self.op_checksum, timestamp);
+            let message = request.message.take().expect("a request not yet prepared");
+            let buffer = self.pool.bytes_mut(&message);
+            let header = seal_prepare_in_place(buffer, &request.header, op, self.op_checksum, timestamp);
+            let slot = &mut self.pipeline[(op % pipeline) as usize];
+            assert!(slot.is_none(), "the pipeline slot of op {op} is still in use");
+            *slot = Some(message);
             (self.op, self.op_checksum, self.op_timestamp) = (op, header.checksum, timestamp);
         }
         Ok(())
+    }
+
+    /// Prepares `requests`, given as bytes: copies each into a pooled message, then as
+    /// [`ReplicaState::prepare`] (on an error every message goes back to the pool). For callers
+    /// that build requests themselves (tests, benches, tools).
+    pub fn prepare_requests(
+        &mut self,
+        requests: &[Request<'_>],
+        realtime: u64,
+    ) -> Result<(), ReplicaStateError> {
+        let mut pending = self.pending_requests(requests);
+        let result = self.prepare(&mut pending[..requests.len()], realtime);
+        for message in pending.iter_mut().filter_map(|request| request.message.take()) {
+            assert!(result.is_err(), "a prepared request's message is in the pipeline");
+            self.pool.release(message);
+        }
+        result
+    }
+
+    /// Copies `requests` into pooled messages, for [`ReplicaState::prepare`].
+    fn pending_requests(&mut self, requests: &[Request<'_>]) -> [PendingRequest; PIPELINE_PREPARE_MAX] {
+        assert!(requests.len() <= PIPELINE_PREPARE_MAX);
+        let cluster = self.data_file.superblock().cluster;
+        let mut pending: [PendingRequest; PIPELINE_PREPARE_MAX] = std::array::from_fn(|_| PendingRequest {
+            header: Header::new(Command::Reserved, cluster),
+            message: None,
+        });
+        for (request, pending) in requests.iter().zip(pending.iter_mut()) {
+            // The pool holds at least a pipeline's worth, and the pipeline has room for these.
+            let message = self.pool.acquire().expect("a free message for the pipeline");
+            let buffer = self.pool.bytes_mut(&message);
+            buffer[HEADER_SIZE..HEADER_SIZE + request.body.len()].copy_from_slice(request.body);
+            *pending = PendingRequest { header: request.header(cluster), message: Some(message) };
+        }
+        pending
     }
 
     /// Begins the next stage of `stream`, if none of it is in flight and it has one to write
@@ -453,7 +547,7 @@ impl<S: Storage> ReplicaState<S> {
     fn journal_stage_begin<'a>(&'a mut self, writes: &mut [Write<'a>]) -> Option<usize> {
         let (first, last) = (self.op_staged + 1, self.op);
         self.op_staged = last;
-        let (messages, count) = pipeline_prepares(&self.prepares, first, last);
+        let (messages, count) = pipeline_prepares(&self.pool, &self.pipeline, first, last);
         self.data_file.stage_begin(&messages[..count], writes)
     }
 
@@ -486,7 +580,7 @@ impl<S: Storage> ReplicaState<S> {
         while self.commit_max < self.op {
             let (first, last) = (self.op_staged + 1, self.op);
             self.op_staged = last;
-            let (messages, count) = pipeline_prepares(&self.prepares, first, last);
+            let (messages, count) = pipeline_prepares(&self.pool, &self.pipeline, first, last);
             if let Some(durable) = self.data_file.stage_run(&messages[..count])? {
                 self.commit_max_advance(durable);
             }
@@ -511,12 +605,13 @@ impl<S: Storage> ReplicaState<S> {
         if self.core.commit_min == self.commit_max {
             return Ok(());
         }
-        let prepares = std::mem::take(&mut self.prepares);
-        let pipeline = prepares.len() as u64;
+        let pipeline = self.pipeline.len() as u64;
         let mut result: Result<(), ReplicaStateError> = Ok(());
         let commit_min_before = self.core.commit_min;
         while self.core.commit_min < self.commit_max {
-            let buffer = &prepares[((self.core.commit_min + 1) % pipeline) as usize];
+            let index = ((self.core.commit_min + 1) % pipeline) as usize;
+            let message = self.pipeline[index].as_ref().expect("a prepared op's message");
+            let buffer = self.pool.bytes(message);
             let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
             let body = &buffer[HEADER_SIZE..header.size as usize];
             if self.waits(&header) {
@@ -526,6 +621,9 @@ impl<S: Storage> ReplicaState<S> {
             // the state machine could half-apply it.
             assert_eq!(self.core.applicable(&header, body), Ok(()));
             let (committed, slot) = self.core.commit(&header, body);
+            // Executed: the prepare is durable, and its message is needed no more.
+            let message = self.pipeline[index].take().expect("a prepared op's message");
+            self.pool.release(message);
             if let Some(slot) = slot {
                 self.replies.queue(slot, header.op);
             }
@@ -538,7 +636,6 @@ impl<S: Storage> ReplicaState<S> {
                 }
             }
         }
-        self.prepares = prepares;
         result?;
         self.checkpoint_pace(self.core.commit_min - commit_min_before);
         Ok(())
@@ -550,9 +647,9 @@ impl<S: Storage> ReplicaState<S> {
         if self.core.commit_min == self.commit_max {
             return false;
         }
-        let pipeline = self.prepares.len() as u64;
-        let buffer = &self.prepares[((self.core.commit_min + 1) % pipeline) as usize];
-        self.waits(&bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]))
+        let pipeline = self.pipeline.len() as u64;
+        let message = self.pipeline[((self.core.commit_min + 1) % pipeline) as usize].as_ref();
+        self.waits(&self.pool.header(message.expect("a prepared op's message")))
     }
 
     /// True if committing `header` (the op after `commit_min`) must wait for a stage.
@@ -583,7 +680,7 @@ impl<S: Storage> ReplicaState<S> {
     /// Prepares `requests` as consecutive ops, makes them durable in the WAL (two stages: the
     /// prepares, then their headers, each with one `fdatasync`), commits them in order, and
     /// carries out the grid and reply writes that committing makes due; the composition of
-    /// [`ReplicaState::prepare`], [`ReplicaState::journal_sync`], [`ReplicaState::commit`] and
+    /// [`ReplicaState::prepare_requests`], [`ReplicaState::journal_sync`], [`ReplicaState::commit`] and
     /// [`ReplicaState::storage_run`] for callers that wait for the disk (tests, benches, tools).
     pub fn submit(
         &mut self,
@@ -592,7 +689,7 @@ impl<S: Storage> ReplicaState<S> {
         mut reply: impl FnMut(&Committed, &[u8]),
     ) -> Result<(), ReplicaStateError> {
         assert!(self.core.commit_min == self.commit_max && self.commit_max == self.op);
-        self.prepare(requests, realtime)?;
+        self.prepare_requests(requests, realtime)?;
         self.journal_sync()?;
         self.commit_sync(&mut reply)
     }
@@ -801,15 +898,17 @@ impl Core {
 
 /// The sealed prepares of ops `first..=last` (none if `first > last`) from the pipeline's
 /// buffers, and how many.
-fn pipeline_prepares(
-    prepares: &[AlignedBuffer],
+fn pipeline_prepares<'a>(
+    pool: &'a MessagePool,
+    pipeline: &'a [Option<Message>],
     first: u64,
     last: u64,
-) -> ([&[u8]; PIPELINE_PREPARE_MAX], usize) {
-    let pipeline = prepares.len() as u64;
+) -> ([&'a [u8]; PIPELINE_PREPARE_MAX], usize) {
+    let length = pipeline.len() as u64;
     let mut messages: [&[u8]; PIPELINE_PREPARE_MAX] = [&[]; PIPELINE_PREPARE_MAX];
     for (message, op) in messages.iter_mut().zip(first..=last) {
-        *message = &prepares[(op % pipeline) as usize];
+        let prepare = pipeline[(op % length) as usize].as_ref().expect("a prepared op's message");
+        *message = pool.bytes(prepare);
     }
     (messages, (last + 1 - first) as usize)
 }
@@ -857,6 +956,14 @@ fn timestamp_delta(operation: Operation, body: &[u8]) -> u64 {
     }
 }
 
+/// How many message buffers a replica of `clients_max` sessions needs: one per session (each
+/// has at most one request in flight) and one for the replica's own pulse; a request's message
+/// is its prepare once prepared. At least a full pipeline, for callers that prepare requests of
+/// their own ([`ReplicaState::prepare_requests`]).
+pub fn messages_max(clients_max: u64) -> usize {
+    (clients_max as usize + 1).max(PIPELINE_PREPARE_MAX)
+}
+
 /// Writes a sealed prepare of `request` (op `op`, chained to `parent`, stamped `timestamp`) into
 /// `buffer`, sector-padded with zeros; returns its header. Public for benches and tools that
 /// build WAL entries directly.
@@ -868,12 +975,28 @@ pub fn seal_prepare(
     parent: u128,
     timestamp: u64,
 ) -> Header {
-    let body_size = request.body.len();
-    assert!(HEADER_SIZE + body_size <= buffer.len());
-    buffer[HEADER_SIZE..HEADER_SIZE + body_size].copy_from_slice(request.body);
-    let size_padded = (HEADER_SIZE + body_size).next_multiple_of(SECTOR_SIZE);
+    assert!(HEADER_SIZE + request.body.len() <= buffer.len());
+    buffer[HEADER_SIZE..HEADER_SIZE + request.body.len()].copy_from_slice(request.body);
+    seal_prepare_in_place(buffer, &request.header(cluster), op, parent, timestamp)
+}
+
+/// Turns the request in `buffer` (described by `request`, its body after the header) into its
+/// prepare: op `op`, chained to `parent`, stamped `timestamp`, sector-padded with zeros; returns
+/// the prepare's header. The body is the request's, byte for byte, so `checksum_body` is the
+/// request's, verified when it arrived, and is not computed again (recovery and the simulator
+/// verify it against the bytes in the WAL).
+fn seal_prepare_in_place(
+    buffer: &mut [u8],
+    request: &Header,
+    op: u64,
+    parent: u128,
+    timestamp: u64,
+) -> Header {
+    let size = request.size as usize;
+    assert!(size >= HEADER_SIZE && size <= buffer.len());
     // Zero the sector padding: the WAL slot's bytes are then a pure function of the prepare.
-    buffer[HEADER_SIZE + body_size..size_padded].fill(0);
+    let size_padded = size.next_multiple_of(SECTOR_SIZE);
+    buffer[size..size_padded].fill(0);
     let mut header = Header {
         op,
         parent,
@@ -881,10 +1004,11 @@ pub fn seal_prepare(
         client: request.client,
         request: request.request,
         context: request.checksum,
-        operation: request.operation as u8,
-        ..Header::new(Command::Prepare, cluster)
+        operation: request.operation,
+        size: request.size,
+        checksum_body: request.checksum_body,
+        ..Header::new(Command::Prepare, request.cluster)
     };
-    header.set_body(&buffer[HEADER_SIZE..HEADER_SIZE + body_size]);
     header.set_checksum();
     buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&header));
     header
