@@ -46,6 +46,11 @@ pub const NS_PER_S: u64 = 1_000_000_000;
 /// Today they are also the most made durable together with one group of `fdatasync`s.
 pub const PIPELINE_PREPARE_MAX: usize = 8;
 
+/// The most messages the replica hands the loop from one call (its outbox): a pipeline of
+/// commits, each a reply and perhaps the eviction of the session it replaced. The loop empties
+/// the outbox after every call.
+pub const OUTBOX_MESSAGES_MAX: usize = 2 * PIPELINE_PREPARE_MAX;
+
 /// The WAL slots of a production data file: one prepare of up to `MESSAGE_SIZE_MAX` each.
 pub const JOURNAL_SLOT_COUNT: u64 = 1024;
 

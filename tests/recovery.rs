@@ -232,7 +232,7 @@ fn run_pipelined(ledger: &mut ReplicaState<SimStorage>, groups: &[Vec<Job>], ops
         }
         durable = ledger.commit_max();
         assert!(ledger.op() - ledger.commit_max() <= ledger.pipeline_max() as u64);
-        let committed = ledger.commit(|done, _| {
+        let committed = ledger.commit(|done, _, _| {
             let (operation, body) = prepared.pop_front().expect("a prepared op");
             assert_eq!(done.op as usize, ops.len() + 1);
             ops.push(Op { operation, timestamp: done.timestamp, body });
@@ -805,11 +805,11 @@ fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
     assert!(header_sectors >= 1, "... ride with the first group's headers");
     assert_eq!(ledger.commit_max(), a, "the first group is durable, headers and all");
     let mut replies = 0;
-    ledger.commit(|_, _| replies += 1).expect("commit");
+    ledger.commit(|_, _, _| replies += 1).expect("commit");
     assert_eq!((ledger.commit_min(), replies), (a, a), "and commits while the second is in the log");
     assert_eq!(run_stage(&mut ledger), (0, 1), "the second group's headers");
     assert_eq!(ledger.commit_max(), a + b);
-    ledger.commit(|_, _| {}).expect("commit");
+    ledger.commit(|_, _, _| {}).expect("commit");
     assert_eq!(ledger.commit_min(), a + b);
     let mut none = [Write { offset: 0, data: &[] }; STAGE_WRITES_MAX];
     assert!(

@@ -27,13 +27,14 @@ pub use signals::stop_on_signals;
 use stage_io::StageIo;
 use warning::Warning;
 
-use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, WARNING_INTERVAL_NS};
+use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, WARNING_INTERVAL_NS};
 use crate::io::{IoLoop, Operation as IoOperation};
-use crate::net::codec::{eviction_header, FrameError};
+use crate::net::codec::FrameError;
 use crate::storage::{Storage, Write};
 use crate::vsr::admission::Admission;
 use crate::vsr::header::{Command, EvictionReason, Header};
-use crate::vsr::replica::{Event, Replica};
+use crate::vsr::outbox::Destination;
+use crate::vsr::replica::Replica;
 use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
 use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
@@ -131,10 +132,6 @@ enum Action {
     None,
     /// Close the connection: the message broke the protocol.
     Close(String),
-    /// Send the stored reply of the session in this slot (a retried request).
-    Reply(usize),
-    /// Evict the client.
-    Evict(EvictionReason),
 }
 
 /// The running server.
@@ -150,7 +147,6 @@ pub struct Server<S: Storage + AsRawFd> {
     connections: Vec<Connection>,
     /// Messages received so far: stamps which connection a client used last.
     messages_received: u64,
-    cluster: u128,
     clock: Clock,
     /// `accept` failed and rests until the next tick, instead of spinning on the error.
     accept_resting: bool,
@@ -196,7 +192,6 @@ impl<S: Storage + AsRawFd> Server<S> {
             listener,
             connections,
             messages_received: 0,
-            cluster,
             clock: Clock::new(),
             accept_resting: false,
             warnings: Warnings {
@@ -393,7 +388,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             if connection.state != ConnectionState::Open || connection.sending() {
                 return;
             }
-            let (header, action) = match connection.decoder.next_message() {
+            let action = match connection.decoder.next_message() {
                 Ok(None) => return,
                 Ok(Some(message)) => {
                     let header = *message.header();
@@ -409,28 +404,34 @@ impl<S: Storage + AsRawFd> Server<S> {
                         ))
                     } else {
                         match replica.on_request(&header, message.body()) {
-                            Admission::Prepare(_) | Admission::Drop => Action::None,
-                            Admission::Reply(slot) => Action::Reply(slot),
-                            Admission::Evict(reason) => Action::Evict(reason),
+                            // A stored reply or an eviction is in the replica's outbox.
+                            Admission::Prepare(_)
+                            | Admission::Drop
+                            | Admission::Reply(_)
+                            | Admission::Evict(_) => Action::None,
                             Admission::Close(reason) => Action::Close(reason.to_string()),
                         }
                     };
                     if connection.client == 0 {
                         connection.client = header.client;
                     }
-                    (header, action)
+                    action
                 }
                 Err(error) => {
                     // A client of another cluster is told so before the connection closes.
                     if matches!(error, FrameError::Cluster { .. }) && connection.reject_wrong_cluster(index) {
                         return;
                     }
-                    (Header::new(Command::Reserved, 0), Action::Close(error.to_string()))
+                    Action::Close(error.to_string())
                 }
             };
             self.messages_received += 1;
             connection.client_stamp = self.messages_received;
             connection.message_completed();
+            // Routed by client id, after the stamp: this connection is its client's newest.
+            let Server { replica, connections, .. } = self;
+            replica.outbox_drain(|to, message| send(connections, to, message));
+            let connection = &mut self.connections[index];
             match action {
                 Action::None => {}
                 Action::Close(reason) => {
@@ -441,11 +442,6 @@ impl<S: Storage + AsRawFd> Server<S> {
                     connection.close_if_idle();
                     return;
                 }
-                Action::Reply(slot) => {
-                    let reply = self.replica.state().clients().reply(slot);
-                    self.connections[index].send(reply, index);
-                }
-                Action::Evict(reason) => send_eviction(&mut self.connections, index, &header, reason),
             }
         }
     }
@@ -479,22 +475,14 @@ impl<S: Storage + AsRawFd> Server<S> {
     }
 
     /// Has the replica commit every durable op, and carries out what it reports: replies and
-    /// evictions routed to their clients' connections, warnings logged.
+    /// evictions routed to their clients' connections, full tables logged.
     fn commit(&mut self) -> Result<(), ServerError> {
-        let Server { replica, connections, warnings, cluster, .. } = self;
-        replica.commit(|event| match event {
-            Event::Reply { client, message } => {
-                if let Some(index) = route(connections, client) {
-                    connections[index].send(message, index);
-                }
-            }
-            Event::Evicted { client } => {
-                if let Some(index) = route(connections, client) {
-                    let header = Header { client, ..Header::new(Command::Request, *cluster) };
-                    send_eviction(connections, index, &header, EvictionReason::NoSession);
-                }
-            }
-            Event::TableFull { table } => {
+        let Server { replica, connections, warnings, .. } = self;
+        let committed = replica.commit();
+        replica.outbox_drain(|to, message| send(connections, to, message));
+        let report = committed?;
+        if let Some(table) = report.table_full_last {
+            for _ in 0..report.table_full {
                 if let Some(count) = warnings.table_full.due(Instant::now()) {
                     eprintln!(
                         "warning: the {table:?} table is full: {count} request(s) rejected whole in the last {}s \
@@ -503,7 +491,7 @@ impl<S: Storage + AsRawFd> Server<S> {
                     );
                 }
             }
-        })?;
+        }
         Ok(())
     }
 
@@ -574,12 +562,17 @@ fn route(connections: &[Connection], client: u128) -> Option<usize> {
 }
 
 /// Sends connection `index` an eviction answering `request`.
-fn send_eviction(connections: &mut [Connection], index: usize, request: &Header, reason: EvictionReason) {
-    eprintln!("info: evicting client {} on connection {index}: {reason:?}", request.client);
-    let mut header = eviction_header(request, reason);
-    header.set_body(&[]);
-    header.set_checksum();
-    connections[index].send(bytemuck::bytes_of(&header), index);
+/// Sends `message` from the replica's outbox to its destination: a client's newest connection
+/// (nobody to tell if it has none). An eviction is logged.
+fn send(connections: &mut [Connection], to: Destination, message: &[u8]) {
+    let Destination::Client(client) = to;
+    let Some(index) = route(connections, client) else { return };
+    let header: Header = bytemuck::pod_read_unaligned(&message[..HEADER_SIZE]);
+    if header.command() == Some(Command::Eviction) {
+        let reason = EvictionReason::from_u8(header.status).expect("the replica's own eviction");
+        eprintln!("info: evicting client {client} on connection {index}: {reason:?}");
+    }
+    connections[index].send(message, index);
 }
 
 /// Raises this process's soft limit of open file descriptors (up to its hard limit) so that

@@ -200,7 +200,7 @@ impl Cluster {
             match packet.to {
                 Address::Replica(index) => {
                     let mut outbox = Vec::new();
-                    match self.nodes[index as usize].on_message(packet.from, &packet.message, &mut outbox) {
+                    match self.nodes[index as usize].on_message(&packet.message, &mut outbox) {
                         Received::Admitted(Admission::Reply(_)) => self.stats.replies_resent += 1,
                         Received::Admitted(Admission::Drop) => self.stats.requests_dropped += 1,
                         Received::Admitted(Admission::Close(reason)) => {

@@ -19,14 +19,15 @@ use super::disk::SimDisk;
 use super::network::{Address, Packet};
 use super::time::SimTime;
 use crate::constants::HEADER_SIZE;
-use crate::net::codec::{eviction_header, validate_body, validate_header, MessageBuffer};
+use crate::net::codec::{validate_body, validate_header, MessageBuffer};
 use crate::prng::Prng;
 use crate::storage::{CrashMode, SimStorage};
 use crate::storage::{Storage, Write};
 use crate::vsr::admission::Admission;
 use crate::vsr::data_file::{DataFile, FormatOptions};
-use crate::vsr::header::{Command, EvictionReason, Header};
-use crate::vsr::replica::{Event, Replica};
+use crate::vsr::header::{Command, Header};
+use crate::vsr::outbox::Destination;
+use crate::vsr::replica::Replica;
 use crate::vsr::replica_state::ReplicaState;
 use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
@@ -148,8 +149,8 @@ impl Node {
         self.disk.restart(mode);
     }
 
-    /// Hands the replica one message from `from`, and queues what it answers in `outbox`.
-    pub fn on_message(&mut self, from: Address, message: &[u8], outbox: &mut Vec<Packet>) -> Received {
+    /// Hands the replica one message, and queues what it answers in `outbox`.
+    pub fn on_message(&mut self, message: &[u8], outbox: &mut Vec<Packet>) -> Received {
         let Some(replica) = self.replica.as_mut() else { return Received::Down };
         if message.len() < HEADER_SIZE || message.len() > self.receive.as_bytes().len() {
             return Received::Invalid;
@@ -165,16 +166,7 @@ impl Node {
         }
         let admission = replica.on_request(&header, body);
         let from_replica = Address::Replica(self.index);
-        match admission {
-            Admission::Prepare(_) | Admission::Drop | Admission::Close(_) => {}
-            Admission::Reply(slot) => {
-                let reply = replica.state().clients().reply(slot).to_vec();
-                outbox.push(Packet { from: from_replica, to: from, message: reply });
-            }
-            Admission::Evict(reason) => {
-                outbox.push(Packet { from: from_replica, to: from, message: eviction(&header, reason) });
-            }
-        }
+        replica.outbox_drain(|to, message| outbox.push(packet(from_replica, to, message)));
         Received::Admitted(admission)
     }
 
@@ -196,9 +188,9 @@ impl Node {
     /// reports in `outbox`.
     pub fn commit(&mut self, time: &SimTime, outbox: &mut Vec<Packet>) -> Result<(), NodeError> {
         let replica = self.replica.as_mut().expect("the replica is up");
-        let (cluster, from) = (self.cluster, Address::Replica(self.index));
-        let committed = replica.commit_queued(time, |event| carry_out(cluster, from, event, outbox));
-        committed.map_err(|error| self.error(error.to_string()))
+        let from = Address::Replica(self.index);
+        let committed = replica.commit_queued(time, |to, message| outbox.push(packet(from, to, message)));
+        committed.map(drop).map_err(|error| self.error(error.to_string()))
     }
 
     /// One tick of a replica driven as the server drives it, at simulated `time`: the stages
@@ -305,8 +297,10 @@ impl Node {
     /// Commits what the replica may now, queueing its replies and evictions in `outbox`.
     fn commit_ready(&mut self, outbox: &mut Vec<Packet>) -> Result<(), String> {
         let replica = self.replica.as_mut().expect("the replica is up");
-        let (cluster, from) = (self.cluster, Address::Replica(self.index));
-        replica.commit(|event| carry_out(cluster, from, event, outbox)).map_err(|error| error.to_string())
+        let from = Address::Replica(self.index);
+        let committed = replica.commit();
+        replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
+        committed.map(drop).map_err(|error| error.to_string())
     }
 
     /// Classifies an error of the replica: a crash of the disk, or a bug.
@@ -321,28 +315,8 @@ impl Node {
     }
 }
 
-/// Queues what a commit reports in `outbox`, as the server sends it.
-fn carry_out(cluster: u128, from: Address, event: Event<'_>, outbox: &mut Vec<Packet>) {
-    match event {
-        Event::Reply { client, message } => {
-            outbox.push(Packet { from, to: Address::Client(client), message: message.to_vec() });
-        }
-        Event::Evicted { client } => {
-            let header = Header { client, ..Header::new(Command::Request, cluster) };
-            outbox.push(Packet {
-                from,
-                to: Address::Client(client),
-                message: eviction(&header, EvictionReason::NoSession),
-            });
-        }
-        Event::TableFull { .. } => {} // The reply says so too; the server only logs it.
-    }
-}
-
-/// The sealed eviction answering `request`, as the server sends it.
-fn eviction(request: &Header, reason: EvictionReason) -> Vec<u8> {
-    let mut header = eviction_header(request, reason);
-    header.set_body(&[]);
-    header.set_checksum();
-    bytemuck::bytes_of(&header).to_vec()
+/// The packet carrying `message` from the replica's outbox to its destination.
+fn packet(from: Address, to: Destination, message: &[u8]) -> Packet {
+    let Destination::Client(client) = to;
+    Packet { from, to: Address::Client(client), message: message.to_vec() }
 }

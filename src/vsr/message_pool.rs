@@ -11,7 +11,6 @@
 
 use super::header::Header;
 use crate::constants::{HEADER_SIZE, SECTOR_SIZE};
-use crate::storage::AlignedBuffer;
 
 /// One reference to a pooled message buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,7 +21,10 @@ pub struct Message {
 
 /// A fixed number of sector-aligned message buffers with reference counts.
 pub struct MessagePool {
-    buffers: Vec<AlignedBuffer>,
+    /// Every buffer, one after the other.
+    memory: Mapping,
+    /// The size of every buffer, a multiple of the sector size.
+    size: usize,
     /// References held to each buffer (0: free).
     references: Vec<u32>,
     /// The free buffers' indexes, the most recently freed last (reused first: warm in cache).
@@ -47,7 +49,8 @@ impl MessagePool {
         assert!(message_size >= HEADER_SIZE);
         let size = message_size.next_multiple_of(SECTOR_SIZE);
         MessagePool {
-            buffers: (0..count).map(|_| AlignedBuffer::new(size)).collect(),
+            memory: Mapping::new(count * size),
+            size,
             references: vec![0; count],
             free: (0..count as u32).rev().collect(),
         }
@@ -55,7 +58,7 @@ impl MessagePool {
 
     /// How many buffers the pool has.
     pub fn capacity(&self) -> usize {
-        self.buffers.len()
+        self.references.len()
     }
 
     /// How many buffers are free.
@@ -65,7 +68,7 @@ impl MessagePool {
 
     /// The size of every buffer, a multiple of the sector size.
     pub fn message_size(&self) -> usize {
-        self.buffers[0].len()
+        self.size
     }
 
     /// A free buffer with one reference, or `None` if every buffer is in use (the caller
@@ -92,7 +95,7 @@ impl MessagePool {
         assert!(*references > 0, "a message released twice");
         *references -= 1;
         if *references == 0 {
-            assert!(self.free.len() < self.buffers.len());
+            assert!(self.free.len() < self.capacity());
             self.free.push(message.index);
         }
     }
@@ -100,18 +103,75 @@ impl MessagePool {
     /// The whole buffer of `message` ([`MessagePool::message_size`] bytes).
     pub fn bytes(&self, message: &Message) -> &[u8] {
         assert!(self.references[message.index as usize] > 0);
-        &self.buffers[message.index as usize]
+        let start = message.index as usize * self.size;
+        &self.memory.bytes()[start..start + self.size]
     }
 
     /// The whole buffer of `message`, to write: only its one owner may.
     pub fn bytes_mut(&mut self, message: &Message) -> &mut [u8] {
         assert_eq!(self.references[message.index as usize], 1, "a shared message is read-only");
-        &mut self.buffers[message.index as usize]
+        let start = message.index as usize * self.size;
+        &mut self.memory.bytes_mut()[start..start + self.size]
     }
 
     /// The header at the start of `message`'s buffer.
     pub fn header(&self, message: &Message) -> Header {
         bytemuck::pod_read_unaligned(&self.bytes(message)[..HEADER_SIZE])
+    }
+}
+
+/// Zeroed, page-aligned memory mapped straight from the operating system: its pages are zero
+/// until first touched, so a pool costs nothing until used (an allocator would zero it all at
+/// once, which the simulator's thousands of restarts would pay for each time).
+struct Mapping {
+    pointer: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the mapping is owned exclusively, like a `Box<[u8]>`.
+unsafe impl Send for Mapping {}
+// SAFETY: shared access is read-only through `bytes`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(size: usize) -> Mapping {
+        assert!(size > 0 && size.is_multiple_of(SECTOR_SIZE));
+        // SAFETY: an anonymous private mapping of `size` bytes at an address the kernel picks.
+        let pointer = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if pointer == libc::MAP_FAILED {
+            let layout =
+                std::alloc::Layout::from_size_align(size, SECTOR_SIZE).expect("sector-aligned layout");
+            std::alloc::handle_alloc_error(layout);
+        }
+        assert!((pointer as usize).is_multiple_of(SECTOR_SIZE), "mappings are page-aligned");
+        Mapping { pointer: pointer.cast(), size }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `pointer` is valid for `size` bytes (zero until written) for the mapping's life.
+        unsafe { std::slice::from_raw_parts(self.pointer, self.size) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `bytes`, and `&mut self` guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.pointer, self.size) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `Mapping::new` with this size and is unmapped once.
+        let result = unsafe { libc::munmap(self.pointer.cast(), self.size) };
+        assert_eq!(result, 0, "munmap of a message pool failed");
     }
 }
 

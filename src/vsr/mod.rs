@@ -9,6 +9,7 @@ pub mod header;
 pub mod inspect;
 pub mod journal;
 pub mod message_pool;
+pub mod outbox;
 pub mod replica;
 pub mod replica_state;
 pub mod reply_writes;

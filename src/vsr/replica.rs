@@ -2,39 +2,39 @@
 //! pulses, and has its durable state ([`ReplicaState`]) prepare and commit them, a pipeline's worth per
 //! WAL write. It never touches a socket or a clock: the loop around it (the server, the
 //! simulator) hands it requests, a [`Time`] to read, and the completions of the write stages
-//! it handed out, and carries out what it reports — replies and evictions addressed to client
-//! ids, which the loop routes to connections.
+//! it handed out, and empties its outbox after every call: replies and evictions, each a pooled
+//! message addressed to a client id, which the loop routes to connections.
 
 use super::admission::{admit, Admission};
-use super::header::{Command, Header};
+use super::header::{Command, EvictionReason, Header};
+use super::message_pool::MessagePool;
+use super::outbox::{Destination, Envelope, Outbox};
 use super::replica_state::{PendingRequest, ReplicaState, ReplicaStateError};
 use super::time::{ClockWatch, Time};
 use super::write_stage::{Stage, Stream, STREAMS};
-use crate::constants::HEADER_SIZE;
+use crate::constants::{HEADER_SIZE, OUTBOX_MESSAGES_MAX};
+use crate::net::codec::eviction_header;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, Table};
 use crate::storage::{Storage, Write};
 
-/// What committing a request reports to the loop.
-#[derive(Debug)]
-pub enum Event<'a> {
-    /// Send `message`, the reply to its request, to client `client`.
-    Reply {
-        /// The client.
-        client: u128,
-        /// The reply message (header and body).
-        message: &'a [u8],
-    },
-    /// Client `client`'s session was evicted to make room for a new one: tell it, if connected.
-    Evicted {
-        /// The evicted client.
-        client: u128,
-    },
-    /// A request was rejected whole, because `table` is full (its reply says so too).
-    TableFull {
-        /// The full table.
-        table: Table,
-    },
+/// What a call to [`Replica::commit`] did, beyond the messages in the outbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Ops committed.
+    pub ops: u64,
+    /// Requests rejected whole because a table is full (their replies say so too).
+    pub table_full: u64,
+    /// The last table found full.
+    pub table_full_last: Option<Table>,
+}
+
+impl CommitReport {
+    fn add(&mut self, other: CommitReport) {
+        self.ops += other.ops;
+        self.table_full += other.table_full;
+        self.table_full_last = other.table_full_last.or(self.table_full_last);
+    }
 }
 
 /// One replica: its durable core and the requests waiting for it.
@@ -46,28 +46,36 @@ pub struct Replica<S: Storage> {
     queue: Vec<PendingRequest>,
     /// The clocks' readings at the last tick, to notice a step of the wall clock.
     clock_watch: ClockWatch,
+    /// The most requests queued at once.
+    queue_max: usize,
     /// How many of the queue's first requests are prepared (they leave it once committed).
     prepared: usize,
     pulse_queued: bool,
+    /// What to send, emptied by the loop after every call that fills it.
+    outbox: Outbox,
 }
 
 impl<S: Storage> Replica<S> {
     /// A replica serving `state`; allocates its request queue.
     pub fn new(state: ReplicaState<S>) -> Replica<S> {
         assert_eq!(state.pool().available(), state.pool().capacity(), "a new replica holds no message");
-        let queue_max = state.pool().capacity();
+        let queue_max = state.clients().sessions().len() + 1;
+        // Every queued request and every message of the outbox has its message.
+        assert!(state.pool().capacity() >= queue_max + OUTBOX_MESSAGES_MAX);
         Replica {
             state,
             queue: Vec::with_capacity(queue_max),
             clock_watch: ClockWatch::default(),
+            queue_max,
             prepared: 0,
             pulse_queued: false,
+            outbox: Outbox::new(OUTBOX_MESSAGES_MAX),
         }
     }
 
     /// The most requests queued at once.
     pub fn queue_max(&self) -> usize {
-        self.queue.capacity()
+        self.queue_max
     }
 
     /// The durable core.
@@ -91,27 +99,55 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Takes a request whose framing and checksums are valid: decides what to do with it
-    /// ([`admit`]) and queues it if it is to be prepared. The loop carries out the rest of the
-    /// decision (resend a stored reply, evict, close); `Prepare` needs nothing from it.
+    /// ([`admit`]), queues it if it is to be prepared, and puts the answer due now in the
+    /// outbox: its stored reply to a retry, or its eviction. The loop carries out a `Close`.
     pub fn on_request(&mut self, header: &Header, body: &[u8]) -> Admission {
+        assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
         // Already queued: the reply will come. (Checked first: its session has not committed
         // it yet, so admission would take it for a new request.)
         if header.client != 0 && self.queue.iter().any(|queued| queued.header.client == header.client) {
             return Admission::Drop;
         }
         let admission = admit(self.state.clients(), header, body, self.state.batch_size_limit());
-        if let Admission::Prepare(_) = admission {
-            // A free message exists unless more clients than sessions are talking: this one
-            // then waits for its retry.
-            let pool = self.state.pool_mut();
-            let Some(message) = pool.acquire() else { return Admission::Drop };
-            let buffer = pool.bytes_mut(&message);
-            assert_eq!(header.size as usize, HEADER_SIZE + body.len());
-            buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(header));
-            buffer[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
-            self.queue.push(PendingRequest { header: *header, message: Some(message) });
+        match admission {
+            Admission::Prepare(_) => {
+                // Room exists unless more clients than sessions are talking: this one then
+                // waits for its retry.
+                if self.queue.len() == self.queue_max {
+                    return Admission::Drop;
+                }
+                let pool = self.state.pool_mut();
+                let message = pool.acquire().expect("a message for every queued request");
+                let buffer = pool.bytes_mut(&message);
+                assert_eq!(header.size as usize, HEADER_SIZE + body.len());
+                buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(header));
+                buffer[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+                self.queue.push(PendingRequest { header: *header, message: Some(message) });
+            }
+            Admission::Reply(slot) => {
+                let (clients, pool) = self.state.clients_and_pool_mut();
+                let message = message_of(pool, clients.reply(slot));
+                self.outbox.push(Envelope { to: Destination::Client(header.client), message });
+            }
+            Admission::Evict(reason) => {
+                let message = eviction(self.state.pool_mut(), header, reason);
+                self.outbox.push(Envelope { to: Destination::Client(header.client), message });
+            }
+            Admission::Drop | Admission::Close(_) => {}
         }
         admission
+    }
+
+    /// Hands every message of the outbox to `send` (its destination and bytes, valid during
+    /// the call), oldest first, and gives each back to the pool. The loop calls it after every
+    /// call that may fill the outbox (`on_request`, `commit`).
+    pub fn outbox_drain(&mut self, mut send: impl FnMut(Destination, &[u8])) {
+        while let Some(envelope) = self.outbox.pop() {
+            let pool = self.state.pool_mut();
+            let size = pool.header(&envelope.message).size as usize;
+            send(envelope.to, &pool.bytes(&envelope.message)[..size]);
+            pool.release(envelope.message);
+        }
     }
 
     /// The loop's tick: queues a pulse if a pending transfer is due to expire (on the wall
@@ -130,9 +166,12 @@ impl<S: Storage> Replica<S> {
         if !due || self.pulse_queued {
             return;
         }
+        if self.queue.len() == self.queue_max {
+            return;
+        }
         let cluster = self.state.data_file().superblock().cluster;
         let pool = self.state.pool_mut();
-        let Some(message) = pool.acquire() else { return };
+        let message = pool.acquire().expect("a message for every queued request");
         let mut header =
             Header { operation: Operation::Pulse as u8, ..Header::new(Command::Request, cluster) };
         // The replica's own request: no client, so no request checksum to echo (context 0).
@@ -189,25 +228,32 @@ impl<S: Storage> Replica<S> {
         self.state.stage_in_flight(stream)
     }
 
-    /// Commits every durable prepared request, reporting each reply, eviction and full table
-    /// to `event` (the reply's bytes are only valid during the call). An error is fatal.
-    pub fn commit(&mut self, mut event: impl FnMut(Event<'_>)) -> Result<(), ReplicaStateError> {
-        let mut committed_count = 0;
-        // Replies go straight from the state's reply buffer to the loop: nothing is allocated
-        // per request.
-        let result = self.state.commit(|committed, reply| {
-            committed_count += 1;
+    /// Commits every durable prepared request, putting each reply, and the eviction of each
+    /// session a `register` replaced, in the outbox (at most two messages per op, a pipeline of
+    /// ops). An error is fatal.
+    pub fn commit(&mut self) -> Result<CommitReport, ReplicaStateError> {
+        assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
+        let mut report = CommitReport::default();
+        let outbox = &mut self.outbox;
+        let cluster = self.state.data_file().superblock().cluster;
+        let result = self.state.commit(|committed, reply, pool| {
+            report.ops += 1;
             if let Err(ExecuteError::TableFull { table }) = committed.result {
-                event(Event::TableFull { table });
+                report.table_full += 1;
+                report.table_full_last = Some(table);
             }
             if committed.client != 0 {
-                event(Event::Reply { client: committed.client, message: reply });
+                let message = message_of(pool, reply);
+                outbox.push(Envelope { to: Destination::Client(committed.client), message });
             }
             if let Some(client) = committed.evicted {
-                event(Event::Evicted { client });
+                let request = Header { client, ..Header::new(Command::Request, cluster) };
+                let message = eviction(pool, &request, EvictionReason::NoSession);
+                outbox.push(Envelope { to: Destination::Client(client), message });
             }
         });
         // Committed requests leave the queue in order: they were prepared in queue order.
+        let committed_count = report.ops as usize;
         assert!(committed_count <= self.prepared);
         for queued in self.queue.drain(..committed_count) {
             if queued.header.client == 0 {
@@ -216,31 +262,55 @@ impl<S: Storage> Replica<S> {
             assert!(queued.message.is_none(), "a committed request's message is its prepare's");
         }
         self.prepared -= committed_count;
-        result
+        result.map(|()| report)
     }
 
     /// Prepares and commits every queued request, a pipeline's worth per group, waiting for
     /// the disk (the composition of [`Replica::prepare_queued`], the stages of every stream
-    /// carried out on the replica's storage, and [`Replica::commit`]). Errors as those.
+    /// carried out on the replica's storage, [`Replica::commit`] and
+    /// [`Replica::outbox_drain`] into `send`). Errors as those.
     pub fn commit_queued(
         &mut self,
         time: &impl Time,
-        mut event: impl FnMut(Event<'_>),
-    ) -> Result<(), ReplicaStateError> {
+        mut send: impl FnMut(Destination, &[u8]),
+    ) -> Result<CommitReport, ReplicaStateError> {
         assert!(STREAMS.iter().all(|stream| !self.state.stage_in_flight(*stream)));
+        let mut report = CommitReport::default();
         while self.prepared < self.queue.len() || self.state.commit_min() < self.state.op() {
             self.prepare_queued(time)?;
             self.state.journal_sync()?;
             loop {
-                self.commit(&mut event)?;
+                let committed = self.commit();
+                self.outbox_drain(&mut send);
+                report.add(committed?);
                 self.state.storage_run()?;
                 if self.state.commit_min() == self.state.commit_max() {
                     break;
                 }
             }
         }
-        Ok(())
+        Ok(report)
     }
+}
+
+/// A pooled message holding a copy of `bytes` (a sealed message).
+fn message_of(pool: &mut MessagePool, bytes: &[u8]) -> super::message_pool::Message {
+    let message = pool.acquire().expect("a message for every message of the outbox");
+    pool.bytes_mut(&message)[..bytes.len()].copy_from_slice(bytes);
+    assert_eq!(pool.header(&message).size as usize, bytes.len());
+    message
+}
+
+/// A pooled message holding the sealed eviction answering `request`.
+fn eviction(
+    pool: &mut MessagePool,
+    request: &Header,
+    reason: EvictionReason,
+) -> super::message_pool::Message {
+    let mut header = eviction_header(request, reason);
+    header.set_body(&[]);
+    header.set_checksum();
+    message_of(pool, bytemuck::bytes_of(&header))
 }
 
 #[cfg(test)]
@@ -254,6 +324,7 @@ mod tests {
     use crate::types::{Account, Transfer, TransferFlags};
     use crate::vsr::data_file::{DataFile, FormatOptions};
     use crate::vsr::header::RegisterResult;
+    use crate::vsr::outbox::Destination;
 
     const CLUSTER: u128 = 3;
 
@@ -306,19 +377,31 @@ mod tests {
         (bytemuck::pod_read_unaligned(&message.as_bytes()[..256]), body)
     }
 
-    /// Commits what is queued; returns the replies to `CLIENT` (headers) and the other events.
+    /// Commits what is queued; returns the headers of the replies to `CLIENT`, and how many
+    /// other messages were sent. Every message is back in the pool afterwards.
     fn commit(replica: &mut Replica<SimStorage>, realtime: u64) -> (Vec<Header>, usize) {
         let (mut replies, mut others) = (Vec::new(), 0);
         replica
-            .commit_queued(&Wall(realtime), |event| match event {
-                Event::Reply { client, message } => {
-                    assert_eq!(client, CLIENT);
-                    replies.push(bytemuck::pod_read_unaligned(&message[..256]));
+            .commit_queued(&Wall(realtime), |to, message| {
+                let header: Header = bytemuck::pod_read_unaligned(&message[..256]);
+                assert_eq!(header.size as usize, message.len());
+                if to == Destination::Client(CLIENT) && header.command == Command::Reply as u8 {
+                    replies.push(header);
+                } else {
+                    others += 1;
                 }
-                _ => others += 1,
             })
             .expect("commit");
+        let pool = replica.state().pool();
+        assert_eq!(pool.available(), pool.capacity(), "every message is back in the pool");
         (replies, others)
+    }
+
+    /// The messages in the outbox: (destination, header).
+    fn sent(replica: &mut Replica<SimStorage>) -> Vec<(Destination, Header)> {
+        let mut sent = Vec::new();
+        replica.outbox_drain(|to, message| sent.push((to, bytemuck::pod_read_unaligned(&message[..256]))));
+        sent
     }
 
     #[test]
@@ -335,6 +418,9 @@ mod tests {
         let stored: Header = bytemuck::pod_read_unaligned(&replica.state().clients().reply(0)[..256]);
         assert_eq!(stored.checksum, replies[0].checksum, "the stored reply is the one sent");
         assert_eq!(stored.size as usize, 256 + std::mem::size_of::<RegisterResult>());
+        let resent = sent(&mut replica);
+        assert_eq!(resent.len(), 1, "the stored reply is in the outbox");
+        assert_eq!(resent[0], (Destination::Client(CLIENT), stored));
 
         let accounts = [Account { id: 1, ledger: 1, code: 1, ..Account::default() }];
         let (create, body) = request(session, 1, Operation::CreateAccounts, &accounts);
@@ -346,7 +432,37 @@ mod tests {
             Admission::Reply(0),
             "the retry is not executed again"
         );
+        assert_eq!(sent(&mut replica)[0].1.checksum, replies[0].checksum);
         assert_eq!(replica.state().state_machine().accounts().len(), 1);
+    }
+
+    #[test]
+    fn evictions_go_through_the_outbox_to_the_evicted_client() {
+        let mut replica = replica();
+        // A request without a session is answered by an eviction, at once.
+        let accounts = [Account { id: 1, ledger: 1, code: 1, ..Account::default() }];
+        let (create, body) = request(7, 1, Operation::CreateAccounts, &accounts);
+        assert_eq!(replica.on_request(&create, &body), Admission::Evict(EvictionReason::NoSession));
+        let evicted = sent(&mut replica);
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0].0, Destination::Client(CLIENT));
+        assert_eq!(evicted[0].1.command, Command::Eviction as u8);
+        assert_eq!(evicted[0].1.status, EvictionReason::NoSession as u8);
+        assert!(evicted[0].1.valid_checksum());
+        // Two sessions fit (clients_max = 2): a third client's register evicts the oldest.
+        for client in [CLIENT, CLIENT + 1, CLIENT + 2] {
+            let (mut register, _) = request::<u8>(0, 0, Operation::Register, &[]);
+            register.client = client;
+            register.set_checksum();
+            assert_eq!(replica.on_request(&register, &[]), Admission::Prepare(Operation::Register));
+            let (replies, others) = commit(&mut replica, NS_PER_S * (1 + client as u64 - CLIENT as u64));
+            let first = client == CLIENT;
+            assert_eq!(
+                (replies.len(), others),
+                if first { (1, 0) } else { (0, 1 + usize::from(client == CLIENT + 2)) }
+            );
+        }
+        assert!(replica.state().clients().get(CLIENT).is_none(), "the oldest session was evicted");
     }
 
     #[test]
@@ -381,7 +497,7 @@ mod tests {
         assert!(replica.has_queued());
         let op = replica.state().commit_min();
         let error =
-            replica.commit_queued(&Wall(TIMESTAMP_MAX + 1), |_| panic!("nothing commits")).unwrap_err();
+            replica.commit_queued(&Wall(TIMESTAMP_MAX + 1), |_, _| panic!("nothing commits")).unwrap_err();
         assert!(matches!(error, ReplicaStateError::ClockOutOfRange { .. }));
         assert!(!replica.has_queued());
         assert_eq!(replica.state().commit_min(), op);

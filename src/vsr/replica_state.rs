@@ -17,7 +17,7 @@ use super::reply_writes::ReplyWrites;
 use super::write_stage::{Stage, Stream, REPLIES_STAGE_WRITES_MAX};
 use crate::constants::{
     CHECKPOINT_PAGES_PER_COMMIT_MIN, GRID_STAGE_BLOCKS_PACED, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, NS_PER_S,
-    PULSE_EXPIRIES_MAX, SECTOR_SIZE, TIMESTAMP_MAX,
+    OUTBOX_MESSAGES_MAX, PULSE_EXPIRIES_MAX, SECTOR_SIZE, TIMESTAMP_MAX,
 };
 use crate::multi_batch::MultiBatch;
 use crate::operation::Operation;
@@ -222,7 +222,12 @@ impl<S: Storage> ReplicaState<S> {
             checkpoint_interval: (layout.journal_slot_count - pipeline) / 2,
             grid_pages_due: 0,
             replies: ReplyWrites::new(layout.clients_max as usize, superblock.checkpoint.op),
-            pool: MessagePool::new(messages_max(layout.clients_max), layout.message_size_max as usize),
+            // A message holds a request (at most the data file's message size) or a reply,
+            // which may be larger: a lookup's results outweigh its ids.
+            pool: MessagePool::new(
+                messages_max(layout.clients_max),
+                (layout.message_size_max as usize).max(REPLY_SIZE_MAX as usize),
+            ),
             pipeline: (0..pipeline).map(|_| None).collect(),
             recovered: Recovered::default(),
         };
@@ -377,6 +382,12 @@ impl<S: Storage> ReplicaState<S> {
     /// The replica's message buffers, mutably (to take a request in, or give one back).
     pub fn pool_mut(&mut self) -> &mut MessagePool {
         &mut self.pool
+    }
+
+    /// The client sessions and the message buffers, at once (to copy a stored reply into a
+    /// message).
+    pub fn clients_and_pool_mut(&mut self) -> (&ClientTable, &mut MessagePool) {
+        (&self.core.clients, &mut self.pool)
     }
 
     /// Prepares `requests` as the next consecutive ops at the cluster clock `realtime` (ns):
@@ -596,12 +607,15 @@ impl<S: Storage> ReplicaState<S> {
 
     /// Commits every op up to `commit_max` not yet executed, in op order: executes it, records
     /// the reply in its client's session (queued for the replies stream), and calls
-    /// `reply(committed, reply_message)` for each (the message is empty for the replica's own
-    /// requests); begins a checkpoint at each checkpoint op. Stops early, with
+    /// `reply(committed, reply_message, pool)` for each (the message is empty for the replica's
+    /// own requests; the pool is the replica's, to put the reply in a message of its own); begins a checkpoint at each checkpoint op. Stops early, with
     /// [`ReplicaState::commit_waits`] true, where going on would change a buffer that a write in
     /// flight is writing, or begin a checkpoint before the one in progress is durable: the
     /// stages then in flight (or due) end the wait.
-    pub fn commit(&mut self, mut reply: impl FnMut(&Committed, &[u8])) -> Result<(), ReplicaStateError> {
+    pub fn commit(
+        &mut self,
+        mut reply: impl FnMut(&Committed, &[u8], &mut MessagePool),
+    ) -> Result<(), ReplicaStateError> {
         if self.core.commit_min == self.commit_max {
             return Ok(());
         }
@@ -628,7 +642,7 @@ impl<S: Storage> ReplicaState<S> {
                 self.replies.queue(slot, header.op);
             }
             let size = if committed.client == 0 { 0 } else { reply_size(&self.core.reply) };
-            reply(&committed, &self.core.reply[..size]);
+            reply(&committed, &self.core.reply[..size], &mut self.pool);
             if self.checkpoint_due(header.op) {
                 if let Err(error) = self.checkpoint_begin() {
                     result = Err(error.into());
@@ -698,7 +712,7 @@ impl<S: Storage> ReplicaState<S> {
     /// whenever committing waits for them, and those due once it is done.
     pub fn commit_sync(&mut self, mut reply: impl FnMut(&Committed, &[u8])) -> Result<(), ReplicaStateError> {
         loop {
-            self.commit(&mut reply)?;
+            self.commit(|committed, message, _| reply(committed, message))?;
             self.storage_run()?;
             if self.core.commit_min == self.commit_max {
                 return Ok(());
@@ -960,8 +974,9 @@ fn timestamp_delta(operation: Operation, body: &[u8]) -> u64 {
 /// has at most one request in flight) and one for the replica's own pulse; a request's message
 /// is its prepare once prepared. At least a full pipeline, for callers that prepare requests of
 /// their own ([`ReplicaState::prepare_requests`]).
+/// Plus the outbox: the messages the replica hands the loop from one call.
 pub fn messages_max(clients_max: u64) -> usize {
-    (clients_max as usize + 1).max(PIPELINE_PREPARE_MAX)
+    (clients_max as usize + 1).max(PIPELINE_PREPARE_MAX) + OUTBOX_MESSAGES_MAX
 }
 
 /// Writes a sealed prepare of `request` (op `op`, chained to `parent`, stamped `timestamp`) into
