@@ -46,10 +46,29 @@ pub const NS_PER_S: u64 = 1_000_000_000;
 /// Today they are also the most made durable together with one group of `fdatasync`s.
 pub const PIPELINE_PREPARE_MAX: usize = 8;
 
+/// The most replicas of a cluster (the quorum table of `vsr::quorums` is defined up to it).
+pub const REPLICAS_MAX: u8 = 6;
+
 /// The most messages the replica hands the loop from one call (its outbox): a pipeline of
-/// commits, each a reply and perhaps the eviction of the session it replaced. The loop empties
-/// the outbox after every call.
-pub const OUTBOX_MESSAGES_MAX: usize = 2 * PIPELINE_PREPARE_MAX;
+/// prepares to every other replica (a prepare or its resend), or a pipeline of commits, each a
+/// reply and perhaps the eviction of the session it replaced. The loop empties the outbox after
+/// every call.
+pub const OUTBOX_MESSAGES_MAX: usize = PIPELINE_PREPARE_MAX * REPLICAS_MAX as usize;
+
+/// The most messages of one outbox that are copies in messages of the replica's pool (replies
+/// and evictions of a pipeline of commits; prepares go out as references to the pipeline's
+/// messages, small messages as bare headers).
+pub const OUTBOX_COPIES_MAX: usize = 2 * PIPELINE_PREPARE_MAX;
+
+/// How often the primary sends the backups its commit point (a `commit` message), so that a
+/// backup learns of commits that no later prepare carries.
+pub const COMMIT_HEARTBEAT_NS: u64 = 100_000_000;
+
+/// How long a prepare waits for a backup's `prepare_ok` before the primary sends it again.
+pub const PREPARE_RESEND_NS: u64 = 50_000_000;
+
+/// How often a backup that lacks ops asks for them again (`request_prepare`).
+pub const REPAIR_INTERVAL_NS: u64 = 20_000_000;
 
 /// The WAL slots of a production data file: one prepare of up to `MESSAGE_SIZE_MAX` each.
 pub const JOURNAL_SLOT_COUNT: u64 = 1024;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ledger::testing::{run_seed, RunReport};
+use ledger::testing::cluster::Cluster;
+use ledger::testing::options::SimOptions;
+use ledger::testing::RunReport;
 
 /// Runs the real replica over a simulated disk, network, clock and clients, one seed per run,
 /// and checks it against the reference model. The same seed always gives the same run and the
@@ -28,21 +30,28 @@ struct Options {
     /// With --duration-s: the first seed.
     #[arg(long, default_value_t = 0, requires = "duration_s")]
     first_seed: u64,
+    /// Run every seed with a cluster of N replicas (1 to 6) instead of the size the seed
+    /// picks (half the seeds a cluster of one, the others 2 to 6).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=6))]
+    replica_count: Option<u8>,
 }
 
 const AFTER_HELP: &str = "\
-Each line: seed, configuration (clients, session slots, WAL slots, capacities, run length, crash
-rate per thousand ticks, invalid-request percentage, and how the disk is driven: `staged=Nt` as
+Each line: seed, configuration (replicas, clients, session slots, WAL slots, capacities, run
+length, crash rate per thousand ticks, invalid-request percentage, loss and duplication of
+packets between replicas and whether they reorder, and how the disk is driven: `staged=Nt` as
 the server does, each write stage in flight for up to N ticks, or `commit=P%` waiting for every
-write), ops committed, crashes (of which during recovery), replies checked against the model,
-retries answered from the session, evictions, pulses committed, write stages completed
-(journal/grid/replies) and commits that waited for one (staged runs), trace hash, wall time,
-result. A failure also prints the checker's message and the command that re-runs the seed.
+write), ops committed (summed over replicas), crashes (of which during recovery), replies
+checked against the model, retries answered from the session, evictions, pulses committed,
+write stages completed (journal/grid/replies) and commits that waited for one (staged runs),
+messages between replicas sent/lost/acted on/ignored, trace hash, wall time, result. A failure
+also prints the checker's message and the command that re-runs the seed.
 Exit status: 0 if every seed passed, 1 otherwise.
 
 Examples:
   cargo run --release --bin simulator -- --seed 42
   cargo run --release --bin simulator -- --seeds 0..1000
+  cargo run --release --bin simulator -- --seeds 0..100 --replica-count 3
   cargo run --release --bin simulator -- --duration-s 600 --first-seed 100000";
 
 fn parse_range(text: &str) -> Result<Range<u64>, String> {
@@ -55,28 +64,34 @@ fn parse_range(text: &str) -> Result<Range<u64>, String> {
     Ok(start..end)
 }
 
-/// Runs one seed; a panic (an assertion in the replica or the harness) is a failure too.
-fn run(seed: u64) -> (bool, String) {
+/// Runs one seed (with `replica_count` replicas, if given); a panic (an assertion in the
+/// replica or the harness) is a failure too.
+fn run(seed: u64, replica_count: Option<u8>) -> (bool, String) {
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| run_seed(seed)));
+    let options = match replica_count {
+        Some(count) => SimOptions::of_seed_with(seed, count),
+        None => SimOptions::of_seed(seed),
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| Cluster::new(options).run()));
     let elapsed_ms = started.elapsed().as_millis();
     match outcome {
-        Ok(report) => line(&report, elapsed_ms),
+        Ok(report) => line(&report, elapsed_ms, replica_count),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
                 .unwrap_or_else(|| "(no message)".to_string());
-            (false, format!("seed={seed} FAILED: panic: {message}\n  rerun: {}", rerun(seed)))
+            (false, format!("seed={seed} FAILED: panic: {message}\n  rerun: {}", rerun(seed, replica_count)))
         }
     }
 }
 
-fn line(report: &RunReport, elapsed_ms: u128) -> (bool, String) {
+fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
+    let stats = &report.stats;
     let summary = format!(
         "seed={} {} commits={} crashes={} (in recovery {}) replies={} resent={} evictions={} pulses={} \
-         stages={}/{}/{} waits={} trace={:016x} time={}ms",
+         stages={}/{}/{} waits={} peer={}/{}/{}/{} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
         report.commits,
@@ -90,17 +105,28 @@ fn line(report: &RunReport, elapsed_ms: u128) -> (bool, String) {
         report.stats.stages[1],
         report.stats.stages[2],
         report.stats.commit_waits,
+        stats.peer_sent,
+        stats.peer_lost,
+        stats.peer_handled,
+        stats.peer_ignored,
         report.trace_hash,
         elapsed_ms
     );
     match &report.result {
         Ok(()) => (true, format!("{summary} ok")),
-        Err(failure) => (false, format!("{summary} FAILED\n  {failure}\n  rerun: {}", rerun(report.seed))),
+        Err(failure) => {
+            (false, format!("{summary} FAILED\n  {failure}\n  rerun: {}", rerun(report.seed, replica_count)))
+        }
     }
 }
 
-fn rerun(seed: u64) -> String {
-    format!("cargo run --release --bin simulator -- --seed {seed}")
+fn rerun(seed: u64, replica_count: Option<u8>) -> String {
+    match replica_count {
+        Some(count) => {
+            format!("cargo run --release --bin simulator -- --seed {seed} --replica-count {count}")
+        }
+        None => format!("cargo run --release --bin simulator -- --seed {seed}"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -109,7 +135,7 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let (mut passed, mut failed) = (0u64, 0u64);
     let mut tally = |seed: u64| {
-        let (ok, text) = run(seed);
+        let (ok, text) = run(seed, options.replica_count);
         println!("{text}");
         if ok {
             passed += 1;

@@ -257,7 +257,9 @@ impl<S: Storage + AsRawFd> Server<S> {
 
     /// Prepares what the replica has queued, as far as its pipeline has room.
     fn prepare_queued(&mut self) -> Result<(), ServerError> {
-        match self.replica.prepare_queued(&self.clock) {
+        let prepared = self.replica.prepare_queued(&self.clock);
+        self.outbox_drain();
+        match prepared {
             Ok(()) => Ok(()),
             // Nothing was prepared: the requests were dropped (their clients retry, and are
             // served once the clock is right); keep serving.
@@ -303,6 +305,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             return Ok(());
         }
         self.replica.stage_end(stream);
+        self.outbox_drain();
         if !self.stopping {
             self.prepare_queued()?;
         }
@@ -452,7 +455,9 @@ impl<S: Storage + AsRawFd> Server<S> {
             self.accept_resting = false;
             self.queue_accept()?;
         }
-        if let Some(jump) = self.replica.on_tick(&self.clock) {
+        let jump = self.replica.on_tick(&self.clock)?;
+        self.outbox_drain();
+        if let Some(jump) = jump {
             eprintln!(
                 "warning: the system clock stepped {} by {:.3}s; timestamps stay monotonic, but pending \
                  transfers' timeouts are measured on this clock (docs/operating.md, \"The clock\")",
@@ -472,6 +477,12 @@ impl<S: Storage + AsRawFd> Server<S> {
             );
         }
         Ok(())
+    }
+
+    /// Carries out the replica's outbox.
+    fn outbox_drain(&mut self) {
+        let Server { replica, connections, .. } = self;
+        replica.outbox_drain(|to, message| send(connections, to, message));
     }
 
     /// Has the replica commit every durable op, and carries out what it reports: replies and
@@ -561,11 +572,14 @@ fn route(connections: &[Connection], client: u128) -> Option<usize> {
         .map(|(index, _)| index)
 }
 
-/// Sends connection `index` an eviction answering `request`.
 /// Sends `message` from the replica's outbox to its destination: a client's newest connection
 /// (nobody to tell if it has none). An eviction is logged.
 fn send(connections: &mut [Connection], to: Destination, message: &[u8]) {
-    let Destination::Client(client) = to;
+    let client = match to {
+        Destination::Client(client) => client,
+        // `start` refuses a data file of more than one replica.
+        Destination::Replica(replica) => unreachable!("a cluster of one sent a message to replica {replica}"),
+    };
     let Some(index) = route(connections, client) else { return };
     let header: Header = bytemuck::pod_read_unaligned(&message[..HEADER_SIZE]);
     if header.command() == Some(Command::Eviction) {

@@ -99,10 +99,12 @@ impl SimClient {
         self.evictions
     }
 
-    /// Acts at tick `now`: sends, retries or makes noise into `sends`.
+    /// Acts at tick `now`: sends, retries or makes noise into `sends`. With `start_new`
+    /// false it starts no new request (the run is draining: what is in flight completes).
     pub fn tick(
         &mut self,
         now: u64,
+        start_new: bool,
         prng: &mut Prng,
         requests: &mut Requests,
         sealer: &mut MessageBuffer,
@@ -116,6 +118,7 @@ impl SimClient {
                 let message = in_flight.message.clone();
                 sends.push(self.send(message, false));
             }
+        } else if !start_new {
         } else if self.session == 0 {
             if prng.chance(1, 4) {
                 let message =

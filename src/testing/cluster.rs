@@ -1,18 +1,22 @@
-//! One simulated run: a cluster of replicas (one today, in a `Vec` so that the cluster issue
-//! adds more without reshaping anything), its clients, the network between them, simulated
-//! time, and the checkers, all driven by one seed.
+//! One simulated run: a cluster of 1–6 replicas, its clients, the network between them,
+//! simulated time, and the checkers, all driven by one seed.
 //!
-//! Each tick: packets due are delivered (to a replica: admission; to a client: the reply checker
-//! first); clients act; each running replica ticks (pulses) and, with `commit_percent` chance,
-//! commits what is queued; after every commit the reference model is advanced with the ops the
-//! replica logged, and the state, hash-chain and op-number checkers run. Crashes are armed at
-//! random and hit at a later I/O (or at once, between I/Os); the replica stays down a few ticks,
-//! and recovery may itself crash. A quiet phase without crashes ends the run.
+//! Each tick: packets due are delivered (to a replica: admission of a request, or the VSR
+//! message of a peer; to a client: the reply checker first); clients act; each running replica
+//! ticks (pulses, heartbeats, resends, repair) and steps its write stages (or, in a cluster of
+//! one, with `commit_percent` chance commits what is queued, waiting for the disk); after every
+//! commit the replica's reference model is advanced with the ops it logged, and the state,
+//! hash-chain, commits-agree and op-number checkers run. Crashes are armed at random and hit at
+//! a later I/O (or at once, between I/Os); the replica stays down a few ticks, and recovery may
+//! itself crash. In a cluster, replica 0 (the primary: view changes are not built yet) never
+//! crashes. A quiet phase without crashes ends the run, after which every replica must have
+//! caught up with the cluster's commits.
 
+use super::checkers::commits::CommitsChecker;
 use super::checkers::hash_chain::HashChain;
 use super::checkers::op_numbers::{OpNumbers, OpNumbersChecker};
 use super::checkers::replies::RepliesChecker;
-use super::checkers::{progress, state, Failure};
+use super::checkers::{convergence, progress, state, Failure};
 use super::client::{Send, SimClient};
 use super::network::{Address, Network, Packet};
 use super::node::{Node, NodeError, Received};
@@ -31,6 +35,7 @@ use crate::storage::{CrashMode, SimFaults, SimStorage};
 use crate::vsr::admission::Admission;
 use crate::vsr::data_file::root_checksum;
 use crate::vsr::header::{Command, Header};
+use crate::vsr::replica::PeerMessage;
 
 /// The most steps (writes and syncs) ahead at which an armed crash hits.
 const CRASH_STEPS_AHEAD_MAX: u64 = 48;
@@ -84,6 +89,14 @@ pub struct RunStats {
     pub stages: [u64; 3],
     /// Times committing waited for a stage in a staged run.
     pub commit_waits: u64,
+    /// Messages between replicas sent (each copy the network delivers counts), and lost.
+    pub peer_sent: u64,
+    /// Messages between replicas lost by the network.
+    pub peer_lost: u64,
+    /// Messages between replicas the receiver acted on.
+    pub peer_handled: u64,
+    /// Messages between replicas the receiver ignored (stale, duplicates, ahead of a gap).
+    pub peer_ignored: u64,
 }
 
 /// What the checkers remember of one replica.
@@ -108,29 +121,40 @@ pub struct Cluster {
     replies: RepliesChecker,
     trace: Trace,
     sealer: MessageBuffer,
+    /// Which prepare each op committed as, across replicas.
+    committed: CommitsChecker,
+    /// The newest op committed when clients stopped starting requests (the second half of
+    /// the quiet phase): every replica must reach it by the end.
+    drain_op: Option<u64>,
     commits: u64,
     crashes: u64,
     stats: RunStats,
 }
 
 impl Cluster {
-    /// A cluster of one freshly formatted replica and its clients, as `options` say.
+    /// A cluster of freshly formatted replicas and its clients, as `options` say.
     pub fn new(options: SimOptions) -> Cluster {
         let mut prng = Prng::new(options.seed);
         let time = SimTime::new(&mut prng);
         let network = Network::new(options.network, prng.next_u64());
-        let mut storage =
-            SimStorage::new(options.format.layout().file_size(), prng.next_u64(), SimFaults::default());
-        storage.set_latency(options.latency.clone());
-        let node = Node::format(0, &options.format, storage);
-        node.disk().take_elapsed_ns(); // Formatting is not part of the run's time.
         let batch_size_limit = (options.format.message_size_max as usize) - HEADER_SIZE;
-        let checked = Checked {
-            oracle: Oracle::new(&options.format.config, batch_size_limit),
-            chain: HashChain::new(0, root_checksum(options.format.cluster)),
-            op_numbers: OpNumbersChecker::new(),
-            restart_tick: None,
-        };
+        let mut nodes = Vec::new();
+        let mut checked = Vec::new();
+        for index in 0..options.replica_count {
+            let file_size = options.format.layout().file_size();
+            let mut storage = SimStorage::new(file_size, prng.next_u64(), SimFaults::default());
+            storage.set_latency(options.latency.clone());
+            let format = crate::vsr::data_file::FormatOptions { replica: index, ..options.format };
+            let node = Node::format(index, &format, storage);
+            node.disk().take_elapsed_ns(); // Formatting is not part of the run's time.
+            nodes.push(node);
+            checked.push(Checked {
+                oracle: Oracle::new(&options.format.config, batch_size_limit),
+                chain: HashChain::new(0, root_checksum(options.format.cluster)),
+                op_numbers: OpNumbersChecker::new(),
+                restart_tick: None,
+            });
+        }
         let clients = (0..options.client_count)
             .map(|_| SimClient::new(prng.next_u128() | 1, options.format.cluster, options.client))
             .collect();
@@ -140,13 +164,15 @@ impl Cluster {
             prng,
             time,
             network,
-            nodes: vec![node],
-            checked: vec![checked],
+            nodes,
+            checked,
             clients,
             requests,
             replies: RepliesChecker::new(),
             trace: Trace::new(),
             sealer: MessageBuffer::new(),
+            committed: CommitsChecker::new(),
+            drain_op: None,
             commits: 0,
             crashes: 0,
             stats: RunStats::default(),
@@ -174,8 +200,12 @@ impl Cluster {
             self.recover(index)?;
         }
         let ticks = self.options.ticks + self.options.ticks_quiet;
+        let drain_tick = ticks - self.options.ticks_quiet / 2;
         for _ in 0..ticks {
             self.time.advance_tick();
+            if self.time.tick() == drain_tick {
+                self.drain_op = Some(self.committed.op_max());
+            }
             self.deliver()?;
             self.clients_act();
             for index in 0..self.nodes.len() {
@@ -183,7 +213,10 @@ impl Cluster {
             }
         }
         self.replies.finish()?;
-        progress::check(self.commits)
+        progress::check(self.commits)?;
+        let commit_mins: Vec<Option<u64>> =
+            self.nodes.iter().map(|node| node.is_up().then(|| node.replica().state().commit_min())).collect();
+        convergence::check(&commit_mins, self.drain_op.expect("the run drained"))
     }
 
     /// Whether crashes may happen now (not in the quiet phase).
@@ -199,25 +232,45 @@ impl Cluster {
                 .record(TraceEvent::Delivered, &[u128::from(now), address_code(packet.to), header.checksum]);
             match packet.to {
                 Address::Replica(index) => {
+                    let index = index as usize;
                     let mut outbox = Vec::new();
-                    match self.nodes[index as usize].on_message(&packet.message, &mut outbox) {
-                        Received::Admitted(Admission::Reply(_)) => self.stats.replies_resent += 1,
-                        Received::Admitted(Admission::Drop) => self.stats.requests_dropped += 1,
-                        Received::Admitted(Admission::Close(reason)) => {
+                    let received = self.nodes[index].on_message(&packet.message, &mut outbox);
+                    self.send_all(outbox);
+                    match received {
+                        Ok(Received::Admitted(Admission::Reply(_))) => self.stats.replies_resent += 1,
+                        Ok(Received::Admitted(Admission::Drop)) => self.stats.requests_dropped += 1,
+                        Ok(Received::Admitted(Admission::Close(reason))) => {
                             return Err(Failure::new(
                                 "replica",
                                 format!("closed a simulated client: {reason}"),
                             ));
                         }
-                        Received::Invalid => {
+                        Ok(Received::Invalid) => {
                             return Err(Failure::new(
                                 "replica",
-                                "a simulated client's framing was refused".into(),
+                                "a simulated message's framing was refused".into(),
                             ));
                         }
-                        Received::Down | Received::Admitted(_) => {}
+                        Ok(Received::Peer(peer, committed)) => {
+                            match peer {
+                                PeerMessage::Handled => self.stats.peer_handled += 1,
+                                PeerMessage::Ignored(_) => self.stats.peer_ignored += 1,
+                            }
+                            if committed > 0 {
+                                self.stats.commit_calls += 1;
+                                self.stats.commit_calls_single += u64::from(committed == 1);
+                                self.catch_up(index)?;
+                            }
+                        }
+                        Ok(Received::Down | Received::Admitted(_)) => {}
+                        Err(NodeError::Crashed) => self.crash(index),
+                        Err(NodeError::Fatal(message)) => {
+                            return Err(Failure::new(
+                                "replica",
+                                format!("replica {index} failed: {message}"),
+                            ));
+                        }
                     }
-                    self.send_all(outbox);
                 }
                 Address::Client(id) => {
                     let client = self.clients.iter_mut().find(|client| client.id() == id);
@@ -234,9 +287,10 @@ impl Cluster {
 
     fn clients_act(&mut self) {
         let now = self.time.tick();
+        let start_new = self.drain_op.is_none();
         let mut sends: Vec<Send> = Vec::new();
         for client in &mut self.clients {
-            client.tick(now, &mut self.prng, &mut self.requests, &mut self.sealer, &mut sends);
+            client.tick(now, start_new, &mut self.prng, &mut self.requests, &mut self.sealer, &mut sends);
         }
         for send in sends {
             let header: Header = bytemuck::pod_read_unaligned(&send.packet.message[..HEADER_SIZE]);
@@ -250,8 +304,20 @@ impl Cluster {
 
     fn send_all(&mut self, outbox: Vec<Packet>) {
         for packet in outbox {
-            self.network.send(self.time.tick(), packet);
+            let between_replicas =
+                matches!(packet.to, Address::Replica(_)) && matches!(packet.from, Address::Replica(_));
+            let copies = self.network.send(self.time.tick(), packet);
+            if between_replicas {
+                self.stats.peer_sent += copies as u64;
+                self.stats.peer_lost += u64::from(copies == 0);
+            }
         }
+    }
+
+    /// Whether replica `index` may crash: any replica of a cluster of one; in a larger
+    /// cluster not the primary, replica 0 (a view change would have to replace it).
+    fn crashable(&self, index: usize) -> bool {
+        self.nodes.len() == 1 || index != 0
     }
 
     fn node_act(&mut self, index: usize) -> Result<(), Failure> {
@@ -261,7 +327,7 @@ impl Cluster {
             }
             return Ok(());
         }
-        if self.faulty() && self.prng.chance(self.options.crash_per_mille, 1000) {
+        if self.faulty() && self.crashable(index) && self.prng.chance(self.options.crash_per_mille, 1000) {
             if self.prng.chance(1, 8) {
                 // At once, between two I/Os (unsynced writes are then at the mercy of the crash).
                 self.crash(index);
@@ -272,8 +338,18 @@ impl Cluster {
                 self.nodes[index].disk().crash_after(steps);
             }
         }
-        self.nodes[index].on_tick(&self.time);
         let mut outbox = Vec::new();
+        match self.nodes[index].on_tick(&self.time, &mut outbox) {
+            Ok(()) => {}
+            Err(NodeError::Crashed) => {
+                self.send_all(outbox);
+                self.crash(index);
+                return Ok(());
+            }
+            Err(NodeError::Fatal(message)) => {
+                return Err(Failure::new("replica", format!("replica {index} failed: {message}")));
+            }
+        }
         let committed = match self.options.stage_latency_ticks_max {
             Some(latency) => {
                 let stepped = self.nodes[index].step(&self.time, &mut self.prng, latency, &mut outbox);
@@ -317,9 +393,10 @@ impl Cluster {
                 self.crash(index);
                 Ok(())
             }
-            Err(NodeError::Fatal(message)) => {
-                Err(Failure::new("replica", format!("commit failed without a crash: {message}")))
-            }
+            Err(NodeError::Fatal(message)) => Err(Failure::new(
+                "replica",
+                format!("replica {index}: commit failed without a crash: {message}"),
+            )),
         }
     }
 
@@ -347,8 +424,10 @@ impl Cluster {
     fn recover(&mut self, index: usize) -> Result<(), Failure> {
         let mut recovery_crashes = 0;
         loop {
-            let crash_armed =
-                recovery_crashes < RECOVERY_CRASHES_MAX && self.faulty() && self.prng.chance(1, 4);
+            let crash_armed = recovery_crashes < RECOVERY_CRASHES_MAX
+                && self.faulty()
+                && self.crashable(index)
+                && self.prng.chance(1, 4);
             if crash_armed {
                 let steps = self.prng.below(CRASH_STEPS_AHEAD_MAX + 1);
                 self.nodes[index].disk().crash_after(steps);
@@ -378,7 +457,9 @@ impl Cluster {
             TraceEvent::Recovered,
             &[u128::from(self.time.tick()), index as u128, u128::from(numbers.commit_min)],
         );
-        if numbers.commit_min < checked.chain.op() {
+        // A backup executes after a restart only what its log proves committed; the rest it
+        // executes again once its primary says so (deterministically: the same state).
+        if numbers.commit_min < checked.chain.op() && self.nodes.len() == 1 {
             return Err(Failure::new(
                 "op numbers",
                 format!(
@@ -400,6 +481,12 @@ impl Cluster {
         let state = node.replica().state();
         let layout = state.data_file().superblock().layout();
         let commit_min = state.commit_min();
+        let numbers = OpNumbers { op: state.op(), commit_min, commit_max: state.commit_max() };
+        if commit_min < checked.chain.op() {
+            // A restarted backup executing again what it executed before its crash: its state
+            // is compared once it is past the ops the model has seen.
+            return checked.op_numbers.check(numbers);
+        }
         let op_first = checked.chain.op() + 1;
         // Every op since the last check is still in the WAL (a commit takes at most the queue).
         assert!(commit_min + 1 - op_first <= layout.journal_slot_count, "the checkers fell behind the WAL");
@@ -423,8 +510,10 @@ impl Cluster {
                 ));
             }
             let expected = checked.oracle.apply(operation, header.timestamp, &body);
-            self.replies.committed(&header, &body, expected)?;
-            self.stats.pulses += u64::from(operation == Operation::Pulse);
+            if self.committed.committed(index as u8, op, header.checksum)? {
+                self.replies.committed(&header, &body, expected)?;
+                self.stats.pulses += u64::from(operation == Operation::Pulse);
+            }
             self.trace.record(
                 TraceEvent::Committed,
                 &[u128::from(op), header.checksum, u128::from(header.timestamp)],
@@ -432,7 +521,6 @@ impl Cluster {
             self.commits += 1;
         }
         state::check(state.state_machine(), checked.oracle.model(), commit_min)?;
-        let numbers = OpNumbers { op: state.op(), commit_min, commit_max: state.commit_max() };
         checked.op_numbers.check(numbers)
     }
 }

@@ -1,9 +1,8 @@
 //! The simulated network between clients and replicas: a queue of packets, each delivered a
-//! seeded number of ticks after it was sent, in order per path (sender → receiver), as one TCP
-//! connection delivers them: today's protocol runs over TCP, and a client's duplicate of a
-//! request never overtakes its next one. Packets of different paths interleave freely.
-//! Loss-free and without duplication today; the packet simulator of the cluster issue (loss,
-//! duplication, reordering, partitions) replaces the delivery rule here and nothing else.
+//! seeded number of ticks after it was sent. Paths with a client are in order and lossless, as
+//! one TCP connection delivers them (a client's duplicate of a request never overtakes its next
+//! one). Paths between replicas are what VSR must survive: a packet may be lost, duplicated,
+//! or overtaken by a later one, at seeded rates. Packets of different paths interleave freely.
 
 use std::collections::BTreeMap;
 
@@ -29,18 +28,39 @@ pub struct Packet {
     pub message: Vec<u8>,
 }
 
-/// The delays of one run, in ticks.
+/// The delays and faults of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetworkOptions {
-    /// The shortest one-way delay.
+    /// The shortest one-way delay, in ticks.
     pub delay_ticks_min: u64,
-    /// The longest one-way delay.
+    /// The longest one-way delay, in ticks.
     pub delay_ticks_max: u64,
+    /// Percent of packets between replicas lost.
+    pub loss_percent: u64,
+    /// Percent of packets between replicas delivered twice (each copy with its own delay).
+    pub duplicate_percent: u64,
+    /// Whether packets between replicas may overtake each other (else in order per path).
+    pub reorder: bool,
+}
+
+impl NetworkOptions {
+    /// One-tick delays and no faults (tests start from it).
+    pub fn lossless() -> NetworkOptions {
+        NetworkOptions {
+            delay_ticks_min: 1,
+            delay_ticks_max: 1,
+            loss_percent: 0,
+            duplicate_percent: 0,
+            reorder: false,
+        }
+    }
 }
 
 /// The most packets in flight at once: every client has one request and a few retries and
-/// noise messages out, and each gets at most a reply or an eviction back; more is a harness bug.
-pub const PACKETS_IN_FLIGHT_MAX: usize = 4096;
+/// noise messages out, and each gets at most a reply or an eviction back; replicas have a
+/// pipeline of prepares, their acknowledgements, resends and repairs out; more is a harness
+/// bug.
+pub const PACKETS_IN_FLIGHT_MAX: usize = 16384;
 
 /// Packets in flight, in delivery order.
 pub struct Network {
@@ -67,16 +87,29 @@ impl Network {
         }
     }
 
-    /// Sends `packet` at tick `now`.
-    pub fn send(&mut self, now: u64, packet: Packet) {
+    /// Sends `packet` at tick `now`. Returns how many copies are on their way (0: lost).
+    pub fn send(&mut self, now: u64, packet: Packet) -> usize {
         assert!(self.in_flight.len() < PACKETS_IN_FLIGHT_MAX, "{PACKETS_IN_FLIGHT_MAX} packets in flight");
-        let delay = self.prng.range_inclusive(self.options.delay_ticks_min, self.options.delay_ticks_max);
-        let path_tick = self.path_tick_last.entry((packet.from, packet.to)).or_insert(0);
-        // Same tick as the path's previous packet at the earliest: the sequence orders them.
-        let tick = (now + delay).max(*path_tick);
-        *path_tick = tick;
-        self.sequence += 1;
-        self.in_flight.insert((tick, self.sequence), packet);
+        let between_replicas = matches!((packet.from, packet.to), (Address::Replica(_), Address::Replica(_)));
+        if between_replicas && self.prng.chance(self.options.loss_percent, 100) {
+            return 0;
+        }
+        let copies =
+            if between_replicas && self.prng.chance(self.options.duplicate_percent, 100) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self.prng.range_inclusive(self.options.delay_ticks_min, self.options.delay_ticks_max);
+            let mut tick = now + delay;
+            if !(between_replicas && self.options.reorder) {
+                let path_tick = self.path_tick_last.entry((packet.from, packet.to)).or_insert(0);
+                // Same tick as the path's previous packet at the earliest: the sequence orders
+                // them.
+                tick = tick.max(*path_tick);
+                *path_tick = tick;
+            }
+            self.sequence += 1;
+            self.in_flight.insert((tick, self.sequence), packet.clone());
+        }
+        copies
     }
 
     /// The next packet due at or before tick `now`, if any.
@@ -109,7 +142,7 @@ mod tests {
 
     #[test]
     fn packets_arrive_after_a_seeded_delay_in_a_reproducible_order() {
-        let options = NetworkOptions { delay_ticks_min: 1, delay_ticks_max: 5 };
+        let options = NetworkOptions { delay_ticks_min: 1, delay_ticks_max: 5, ..NetworkOptions::lossless() };
         let run = |seed| {
             let mut network = Network::new(options, seed);
             for tag in 0..20 {
@@ -133,8 +166,41 @@ mod tests {
     }
 
     #[test]
+    fn packets_between_replicas_are_lost_duplicated_and_reordered_and_client_paths_are_not() {
+        let options = NetworkOptions {
+            delay_ticks_min: 1,
+            delay_ticks_max: 8,
+            loss_percent: 20,
+            duplicate_percent: 20,
+            reorder: true,
+        };
+        let mut network = Network::new(options, 7);
+        let (mut sent, mut client_sent) = (0, 0);
+        for tag in 0..200u8 {
+            let to_replica =
+                Packet { from: Address::Replica(1), to: Address::Replica(0), message: vec![tag] };
+            sent += network.send(0, to_replica);
+            client_sent += network.send(0, packet(Address::Client(1), tag));
+        }
+        assert!(sent < 200 + 200 / 4 && sent != 200, "some lost, some duplicated: {sent}");
+        assert_eq!(client_sent, 200, "a client's path is lossless and never duplicates");
+        let (mut replica_tags, mut client_tags) = (Vec::new(), Vec::new());
+        for now in 1..=8 {
+            while let Some(packet) = network.deliver(now) {
+                match packet.to {
+                    Address::Replica(_) => replica_tags.push(packet.message[0]),
+                    Address::Client(_) => client_tags.push(packet.message[0]),
+                }
+            }
+        }
+        assert_eq!(replica_tags.len(), sent);
+        assert!(replica_tags.windows(2).any(|pair| pair[0] > pair[1]), "reordered");
+        assert_eq!(client_tags, (0..200).collect::<Vec<u8>>(), "a client's path stays in order");
+    }
+
+    #[test]
     fn a_crashed_receiver_loses_its_packets() {
-        let options = NetworkOptions { delay_ticks_min: 1, delay_ticks_max: 1 };
+        let options = NetworkOptions { delay_ticks_min: 1, delay_ticks_max: 1, ..NetworkOptions::lossless() };
         let mut network = Network::new(options, 1);
         network.send(0, packet(Address::Client(1), 1));
         network.send(0, packet(Address::Replica(0), 2));

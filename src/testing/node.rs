@@ -27,7 +27,7 @@ use crate::vsr::admission::Admission;
 use crate::vsr::data_file::{DataFile, FormatOptions};
 use crate::vsr::header::{Command, Header};
 use crate::vsr::outbox::Destination;
-use crate::vsr::replica::Replica;
+use crate::vsr::replica::{PeerMessage, Replica};
 use crate::vsr::replica_state::ReplicaState;
 use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
@@ -47,8 +47,11 @@ pub enum Received {
     Down,
     /// The framing was invalid: the connection would be closed.
     Invalid,
-    /// The replica's admission decision (already carried out).
+    /// The replica's admission decision on a request (already carried out).
     Admitted(Admission),
+    /// What the replica made of another replica's message (its answers are in the outbox),
+    /// and how many ops it committed after it (a `prepare_ok` or a commit point can let it).
+    Peer(PeerMessage, u64),
 }
 
 /// A replica and its disk.
@@ -149,11 +152,12 @@ impl Node {
         self.disk.restart(mode);
     }
 
-    /// Hands the replica one message, and queues what it answers in `outbox`.
-    pub fn on_message(&mut self, message: &[u8], outbox: &mut Vec<Packet>) -> Received {
-        let Some(replica) = self.replica.as_mut() else { return Received::Down };
+    /// Hands the replica one message (a client's request or another replica's message), and
+    /// queues what it answers in `outbox`.
+    pub fn on_message(&mut self, message: &[u8], outbox: &mut Vec<Packet>) -> Result<Received, NodeError> {
+        let Some(replica) = self.replica.as_mut() else { return Ok(Received::Down) };
         if message.len() < HEADER_SIZE || message.len() > self.receive.as_bytes().len() {
-            return Received::Invalid;
+            return Ok(Received::Invalid);
         }
         self.receive.as_bytes_mut()[..message.len()].copy_from_slice(message);
         let header: Header = bytemuck::pod_read_unaligned(&message[..HEADER_SIZE]);
@@ -161,21 +165,42 @@ impl Node {
         let framed = validate_header(&header, self.cluster).is_ok()
             && header.size as usize == message.len()
             && validate_body(&header, body).is_ok();
-        if !framed || header.command() != Some(Command::Request) {
-            return Received::Invalid;
+        if !framed {
+            return Ok(Received::Invalid);
         }
-        let admission = replica.on_request(&header, body);
+        let received = match header.command() {
+            Some(Command::Request) => Received::Admitted(replica.on_request(&header, body)),
+            Some(Command::Prepare | Command::PrepareOk | Command::Commit | Command::RequestPrepare) => {
+                match replica.on_peer_message(&header, body) {
+                    Ok(peer) => Received::Peer(peer, 0),
+                    Err(error) => return Err(self.error(error.to_string())),
+                }
+            }
+            _ => return Ok(Received::Invalid),
+        };
+        let replica = self.replica.as_mut().expect("the replica is up");
         let from_replica = Address::Replica(self.index);
         replica.outbox_drain(|to, message| outbox.push(packet(from_replica, to, message)));
-        Received::Admitted(admission)
+        let Received::Peer(peer, _) = received else { return Ok(received) };
+        let commit_min = replica.state().commit_min();
+        self.commit_ready(outbox).map_err(|error| self.error(error))?;
+        Ok(Received::Peer(peer, self.replica().state().commit_min() - commit_min))
     }
 
-    /// The replica's tick at simulated `time` (it may queue a pulse). The simulated wall clock
-    /// never steps, so the replica must never report that it did.
-    pub fn on_tick(&mut self, time: &SimTime) {
-        if let Some(replica) = self.replica.as_mut() {
-            let jump = replica.on_tick(time);
-            assert_eq!(jump, None, "the replica saw a step of a wall clock that never steps");
+    /// The replica's tick at simulated `time` (it may queue a pulse, and its timeouts send
+    /// to `outbox`). The simulated wall clock never steps, so the replica must never report
+    /// that it did.
+    pub fn on_tick(&mut self, time: &SimTime, outbox: &mut Vec<Packet>) -> Result<(), NodeError> {
+        let Some(replica) = self.replica.as_mut() else { return Ok(()) };
+        let ticked = replica.on_tick(time);
+        let from = Address::Replica(self.index);
+        replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
+        match ticked {
+            Ok(jump) => {
+                assert_eq!(jump, None, "the replica saw a step of a wall clock that never steps");
+                Ok(())
+            }
+            Err(error) => Err(self.error(error.to_string())),
         }
     }
 
@@ -215,12 +240,16 @@ impl Node {
             }
             let replica = self.replica.as_mut().expect("the replica is up");
             replica.stage_end(stage.stream);
+            let from = Address::Replica(self.index);
+            replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
             stepped.stages[stage.stream.index()] += 1;
             self.commit_ready(outbox).map_err(|error| self.error(error))?;
             stepped.commit_waits += u64::from(self.replica().state().commit_waits());
         }
         let replica = self.replica.as_mut().expect("the replica is up");
         let prepared = replica.prepare_queued(time);
+        let from = Address::Replica(self.index);
+        replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
         prepared.map_err(|error| self.error(error.to_string()))?;
         for stream in STREAMS {
             if self.in_flight.iter().any(|stage| stage.stream == stream) {
@@ -317,6 +346,9 @@ impl Node {
 
 /// The packet carrying `message` from the replica's outbox to its destination.
 fn packet(from: Address, to: Destination, message: &[u8]) -> Packet {
-    let Destination::Client(client) = to;
-    Packet { from, to: Address::Client(client), message: message.to_vec() }
+    let to = match to {
+        Destination::Client(client) => Address::Client(client),
+        Destination::Replica(replica) => Address::Replica(replica),
+    };
+    Packet { from, to, message: message.to_vec() }
 }

@@ -37,11 +37,29 @@ const STAGE_LATENCY_TICKS_MAX: u64 = 4;
 /// The most crashes armed per thousand ticks.
 const CRASH_PER_MILLE_MAX: u64 = 12;
 
+/// The cluster sizes a run picks from when it is not a cluster of one (half the runs are).
+const REPLICA_COUNTS: [u8; 5] = [2, 3, 4, 5, 6];
+
+/// The WAL sizes of a cluster of more than one: a backup that is down falls behind, and without
+/// state sync it must still find the ops it lacks in its peers' WALs when it is back.
+const JOURNAL_SLOT_COUNTS_CLUSTER: [u64; 2] = [32, 64];
+
+/// The quiet phase of a cluster of more than one.
+const TICKS_QUIET_CLUSTER: u64 = 1_000;
+
+/// The most packets between replicas lost, and duplicated, in percent.
+const LOSS_PERCENT_MAX: u64 = 10;
+const DUPLICATE_PERCENT_MAX: u64 = 5;
+
 /// Everything one run depends on besides the seed's generator itself.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     /// The seed.
     pub seed: u64,
+    /// Replicas of the cluster (`format.replica_count`; each replica's `format.replica` is its
+    /// index). The primary of view 0, replica 0, never crashes in a cluster of more than one:
+    /// view changes are not built yet.
+    pub replica_count: u8,
     /// How many clients.
     pub client_count: usize,
     /// The data file.
@@ -75,8 +93,17 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
-    /// The configuration of `seed`.
+    /// The configuration of `seed`, its cluster size drawn from the seed too (half the runs
+    /// are a cluster of one).
     pub fn of_seed(seed: u64) -> SimOptions {
+        let mut prng = Prng::new(seed ^ 0x05EE_D0F0);
+        let replica_count = if prng.chance(1, 2) { 1 } else { *prng.pick(&REPLICA_COUNTS) };
+        SimOptions::of_seed_with(seed, replica_count)
+    }
+
+    /// The configuration of `seed` with `replica_count` replicas.
+    pub fn of_seed_with(seed: u64, replica_count: u8) -> SimOptions {
+        assert!((1..=crate::constants::REPLICAS_MAX).contains(&replica_count));
         let mut prng = Prng::new(seed ^ 0x0F71_0115);
         let accounts_max = prng.range_inclusive(4, 64) as u32;
         let transfers_max = prng.range_inclusive(16, 1024) as u32;
@@ -98,8 +125,9 @@ impl SimOptions {
         };
         let delay_ticks_max = prng.range_inclusive(1, 8);
         let write_ns_max = prng.range_inclusive(10_000, 2_000_000);
-        SimOptions {
+        let mut options = SimOptions {
             seed,
+            replica_count,
             client_count: prng.range_inclusive(1, CLIENT_COUNT_MAX) as usize,
             format,
             client: ClientOptions {
@@ -108,7 +136,13 @@ impl SimOptions {
                 retry_ticks_min: 2 * delay_ticks_max + 2,
                 retry_ticks_max: 2 * delay_ticks_max + 2 + prng.range_inclusive(0, 40),
             },
-            network: NetworkOptions { delay_ticks_min: 1, delay_ticks_max },
+            network: NetworkOptions {
+                delay_ticks_min: 1,
+                delay_ticks_max,
+                loss_percent: 0,
+                duplicate_percent: 0,
+                reorder: false,
+            },
             latency: SimLatency {
                 read_ns_min: 20_000,
                 read_ns_max: 200_000,
@@ -129,15 +163,30 @@ impl SimOptions {
             stage_latency_ticks_max: prng
                 .chance(3, 4)
                 .then(|| prng.range_inclusive(0, STAGE_LATENCY_TICKS_MAX)),
+        };
+        if replica_count > 1 {
+            // Drawn after everything else, so that a cluster of one is configured as it was
+            // before clusters existed. A cluster runs its stages as the server does (it cannot
+            // wait for the disk: its commits wait for its peers).
+            options.format.replica_count = replica_count;
+            options.format.journal_slot_count = *prng.pick(&JOURNAL_SLOT_COUNTS_CLUSTER);
+            options.stage_latency_ticks_max = Some(prng.range_inclusive(0, STAGE_LATENCY_TICKS_MAX));
+            options.network.loss_percent = prng.range_inclusive(0, LOSS_PERCENT_MAX);
+            options.network.duplicate_percent = prng.range_inclusive(0, DUPLICATE_PERCENT_MAX);
+            options.network.reorder = prng.chance(1, 2);
+            // Time for a backup back from a crash to repair what it missed.
+            options.ticks_quiet = TICKS_QUIET_CLUSTER;
         }
+        options
     }
 
     /// The configuration in one line, for the runner's output.
     pub fn describe(&self) -> String {
         let config = &self.format.config;
         format!(
-            "clients={} clients_max={} slots={} accounts={} transfers={} expiries={} history={} \
-             ticks={} crash={}‰ invalid={}% {}",
+            "replicas={} clients={} clients_max={} slots={} accounts={} transfers={} expiries={} history={} \
+             ticks={} crash={}‰ invalid={}% loss={}% dup={}%{} {}",
+            self.replica_count,
             self.client_count,
             self.format.clients_max,
             self.format.journal_slot_count,
@@ -148,6 +197,9 @@ impl SimOptions {
             self.ticks,
             self.crash_per_mille,
             self.invalid_percent,
+            self.network.loss_percent,
+            self.network.duplicate_percent,
+            if self.network.reorder { " reorder" } else { "" },
             match self.stage_latency_ticks_max {
                 Some(ticks) => format!("staged={ticks}t"),
                 None => format!("commit={}%", self.commit_percent),
@@ -164,8 +216,16 @@ mod tests {
     fn every_seed_gives_valid_format_options_and_the_same_seed_the_same_ones() {
         for seed in 0..200 {
             let options = SimOptions::of_seed(seed);
-            assert!(options.format.validate().is_ok(), "seed {seed}: {:?}", options.format);
+            // `ledger format` refuses clusters still (the server serves one replica); the rest
+            // of a cluster's options must be valid.
+            let format = FormatOptions { replica_count: 1, ..options.format };
+            assert!(format.validate().is_ok(), "seed {seed}: {:?}", options.format);
             assert_eq!(options.describe(), SimOptions::of_seed(seed).describe());
+            assert_eq!(options.format.replica_count, options.replica_count);
+            assert!(options.replica_count == 1 || options.stage_latency_ticks_max.is_some());
         }
+        let counts: std::collections::BTreeSet<u8> =
+            (0..200).map(|seed| SimOptions::of_seed(seed).replica_count).collect();
+        assert_eq!(counts.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6], "every cluster size comes up");
     }
 }

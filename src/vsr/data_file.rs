@@ -4,7 +4,7 @@
 use super::checkpoint::{CheckpointError, CheckpointStats, Grid, CHECKPOINT_ARRAYS};
 use super::client_table::CLIENT_SESSION_SIZE;
 use super::header::Header;
-use super::journal::{Journal, JournalError, Recovered, Replay, JOURNAL_STAGE_WRITES_MAX};
+use super::journal::{Journal, JournalError, Recovered, Replay, SlotRead, JOURNAL_STAGE_WRITES_MAX};
 use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
 use super::write_stage::Stage;
 use crate::constants::HEADER_SIZE;
@@ -337,6 +337,11 @@ impl<S: Storage> DataFile<S> {
     pub fn read_reply(&mut self, slot: u64, buffer: &mut [u8]) -> Result<(), StorageError> {
         let offset = self.superblock.layout().client_reply_offset(slot);
         self.storage.read(offset, buffer)
+    }
+
+    /// Reads the WAL slot of `op` into `buffer` ([`Journal::read_prepare`]).
+    pub fn read_prepare(&mut self, op: u64, buffer: &mut [u8]) -> Result<SlotRead, StorageError> {
+        self.journal.read_prepare(&mut self.storage, op, buffer)
     }
 
     /// Begins the WAL's next write stage ([`Journal::stage_begin`]): the writes to carry out,

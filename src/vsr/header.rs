@@ -20,14 +20,18 @@ pub enum Command {
     Request = 1,
     /// A request ordered by the primary: one WAL entry.
     Prepare = 2,
-    /// A replica's acknowledgement that a prepare is durable.
+    /// A backup's acknowledgement that a prepare and its redundant header are durable: `op`,
+    /// and the prepare's checksum in `context`.
     PrepareOk = 3,
     /// The result of a committed request.
     Reply = 4,
-    /// The primary's commit point.
+    /// The primary's heartbeat: its commit point in `commit` and its newest op in `op`.
     Commit = 5,
     /// Tells a client that its session was evicted.
     Eviction = 6,
+    /// A replica's request for the prepare of one op (repair): `op`, and the prepare's
+    /// checksum in `context` if known (0 if not).
+    RequestPrepare = 7,
 }
 
 impl Command {
@@ -41,6 +45,7 @@ impl Command {
             4 => Command::Reply,
             5 => Command::Commit,
             6 => Command::Eviction,
+            7 => Command::RequestPrepare,
             _ => return None,
         })
     }

@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod journal;
 pub mod message_pool;
 pub mod outbox;
+pub mod quorums;
 pub mod replica;
 pub mod replica_state;
 pub mod reply_writes;

@@ -1,10 +1,11 @@
-//! What the replica has to send: pooled messages, each addressed to a destination, in the
-//! order they were made. The loop around the replica (the server, the simulator) empties it
+//! What the replica has to send: pooled messages and bare headers (messages without a body),
+//! each addressed to a destination, in the order they were made. The loop around the replica (the server, the simulator) empties it
 //! after every call that fills it and carries each message to its destination; the outbox is
 //! bounded, so a message can never be dropped for want of room, only refused by an assertion.
 
 use std::collections::VecDeque;
 
+use super::header::Header;
 use super::message_pool::Message;
 
 /// Where a message goes.
@@ -12,6 +13,21 @@ use super::message_pool::Message;
 pub enum Destination {
     /// A client, by id: the loop routes it to that client's newest connection, if any.
     Client(u128),
+    /// Another replica of the cluster, by index.
+    Replica(u8),
+}
+
+/// What an envelope carries.
+// The header is kept inline on purpose: the outbox is allocated once, and a small message then
+// takes no 1 MiB buffer of the pool.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Payload {
+    /// A pooled message (a prepare, a reply): its header's `size` bytes are what is sent.
+    Message(Message),
+    /// A sealed header with no body (`prepare_ok`, `commit`, `request_prepare`): kept inline,
+    /// so that small messages take no buffer of the pool.
+    Header(Header),
 }
 
 /// A message and where it goes.
@@ -19,8 +35,8 @@ pub enum Destination {
 pub struct Envelope {
     /// Where it goes.
     pub to: Destination,
-    /// The message: its header's `size` bytes are what is sent.
-    pub message: Message,
+    /// The message.
+    pub payload: Payload,
 }
 
 /// A bounded queue of envelopes, allocated at start.
@@ -67,18 +83,26 @@ mod tests {
     #[test]
     fn envelopes_leave_in_the_order_they_came() {
         let mut pool = MessagePool::new(2, 4096);
-        let mut outbox = Outbox::new(2);
         let (first, second) = (pool.acquire().expect("free"), pool.acquire().expect("free"));
         let first_ref = pool.reference(&first);
-        outbox.push(Envelope { to: Destination::Client(1), message: first });
-        outbox.push(Envelope { to: Destination::Client(2), message: second });
-        assert_eq!(outbox.len(), 2);
+        let mut outbox = Outbox::new(3);
+        outbox.push(Envelope { to: Destination::Client(1), payload: Payload::Message(first) });
+        outbox.push(Envelope { to: Destination::Replica(2), payload: Payload::Message(second) });
+        let header = Header::new(crate::vsr::header::Command::PrepareOk, 1);
+        outbox.push(Envelope { to: Destination::Replica(1), payload: Payload::Header(header) });
+        assert_eq!(outbox.len(), 3);
         let envelope = outbox.pop().expect("first");
         assert_eq!(envelope.to, Destination::Client(1));
-        assert_eq!(envelope.message, first_ref);
-        pool.release(envelope.message);
+        let Payload::Message(message) = envelope.payload else { panic!("a message") };
+        assert_eq!(message, first_ref);
+        pool.release(message);
         pool.release(first_ref);
-        pool.release(outbox.pop().expect("second").message);
+        let second = outbox.pop().expect("second");
+        assert_eq!(second.to, Destination::Replica(2));
+        let Payload::Message(message) = second.payload else { panic!("a message") };
+        pool.release(message);
+        let third = outbox.pop().expect("third");
+        assert!(matches!(third.payload, Payload::Header(sent) if sent == header));
         assert!(outbox.is_empty() && outbox.pop().is_none());
         assert_eq!(pool.available(), 2);
     }
@@ -86,9 +110,9 @@ mod tests {
     #[test]
     #[should_panic(expected = "the outbox is full")]
     fn an_outbox_never_grows_past_its_bound() {
-        let mut pool = MessagePool::new(2, 4096);
         let mut outbox = Outbox::new(1);
-        outbox.push(Envelope { to: Destination::Client(1), message: pool.acquire().expect("free") });
-        outbox.push(Envelope { to: Destination::Client(1), message: pool.acquire().expect("free") });
+        let header = Header::new(crate::vsr::header::Command::Commit, 1);
+        outbox.push(Envelope { to: Destination::Replica(1), payload: Payload::Header(header) });
+        outbox.push(Envelope { to: Destination::Replica(2), payload: Payload::Header(header) });
     }
 }

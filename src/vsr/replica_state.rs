@@ -1,8 +1,9 @@
 //! The durable core of a replica: turns requests into prepares (op number, hash chain,
-//! timestamp), makes each group of prepares durable in the WAL with one `fdatasync`, commits
-//! them in op order — to the state machine and to the client sessions — and checkpoints
-//! periodically so WAL slots can be reused. With one replica, "durable on this replica" is the
-//! commit quorum.
+//! timestamp) or takes in the prepares of its primary, makes each group of prepares durable in
+//! the WAL with one `fdatasync`, commits them in op order — to the state machine and to the
+//! client sessions — and checkpoints periodically so WAL slots can be reused. What is committed
+//! is not decided here: the replica ([`super::replica`]) raises `commit_max` when a replication
+//! quorum holds an op, and this core executes up to it, as far as its own WAL holds the ops.
 //!
 //! Committing is a pure function of the prepare and the state before it, so recovery replays
 //! the WAL through the very same `commit` and rebuilds the identical state, sessions and replies.
@@ -11,13 +12,13 @@ use super::checkpoint::CheckpointError;
 use super::client_table::{ClientSession, ClientTable, CLIENT_SESSION_SIZE};
 use super::data_file::{DataFile, DataFileError};
 use super::header::{Command, Header, RegisterResult, ReplyStatus};
-use super::journal::Recovered;
+use super::journal::{Recovered, SlotRead};
 use super::message_pool::{Message, MessagePool};
 use super::reply_writes::ReplyWrites;
 use super::write_stage::{Stage, Stream, REPLIES_STAGE_WRITES_MAX};
 use crate::constants::{
     CHECKPOINT_PAGES_PER_COMMIT_MIN, GRID_STAGE_BLOCKS_PACED, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX, NS_PER_S,
-    OUTBOX_MESSAGES_MAX, PULSE_EXPIRIES_MAX, SECTOR_SIZE, TIMESTAMP_MAX,
+    OUTBOX_COPIES_MAX, PULSE_EXPIRIES_MAX, SECTOR_SIZE, TIMESTAMP_MAX,
 };
 use crate::multi_batch::MultiBatch;
 use crate::operation::Operation;
@@ -37,6 +38,21 @@ pub enum ReplicaStateError {
     /// Writing a checkpoint failed.
     #[error("checkpoint failed: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// A backup's log ends further behind its primary's than a WAL reaches: the prepares it
+    /// lacks are gone from its peers' WALs, so repair cannot catch it up.
+    #[error(
+        "this replica's log ends at op {op}, but its primary is at op {op_primary}, more than the \
+         WAL's {slot_count} slots ahead: the ops it lacks are no longer in any peer's WAL, so it \
+         cannot catch up by repair (state sync is not supported yet); stopping"
+    )]
+    BehindLog {
+        /// This replica's newest op.
+        op: u64,
+        /// Its primary's newest op.
+        op_primary: u64,
+        /// WAL slots.
+        slot_count: u64,
+    },
     /// The cluster clock is beyond the range of timestamps: nothing was prepared or written.
     /// Not fatal: the requests can be retried once the clock is right.
     #[error(
@@ -76,6 +92,13 @@ pub enum PrepareInvalid {
     /// The body is not a valid request of its operation.
     #[error("invalid body: {0}")]
     Body(InvalidRequest),
+    /// The commit point it carries is more than a pipeline behind it: no primary prepares so
+    /// far ahead of what it committed.
+    #[error("its commit point {commit} is more than a pipeline behind it")]
+    CommitBehind {
+        /// The commit point the prepare carries.
+        commit: u64,
+    },
 }
 
 /// One committed request's outcome.
@@ -149,6 +172,9 @@ pub struct ReplicaState<S: Storage> {
     op_timestamp: u64,
     /// The newest op handed to a journal write stage.
     op_staged: u64,
+    /// The newest op whose prepare and redundant header are durable in this replica's WAL
+    /// (every op up to it is: prepares become durable in op order).
+    op_durable: u64,
     commit_max: u64,
     checkpoint_interval: u64,
     /// Pages of the checkpoint in progress that its pacing lets the grid write now.
@@ -205,7 +231,8 @@ impl<S: Storage> ReplicaState<S> {
             op_checksum: superblock.checkpoint.prepare_checksum,
             op_timestamp: superblock.checkpoint.timestamp,
             op_staged: superblock.checkpoint.op,
-            commit_max: superblock.checkpoint.op,
+            op_durable: superblock.checkpoint.op,
+            commit_max: superblock.checkpoint.op.max(superblock.commit_max),
             core: Core {
                 state,
                 clients,
@@ -234,35 +261,49 @@ impl<S: Storage> ReplicaState<S> {
         // Replay the WAL through the same commit path as live requests, checkpointing at the
         // same fixed ops (each checkpoint replayed past is written before going on, so the
         // durable checkpoint is the newest one at or below the head, as if no crash happened).
+        //
+        // Only ops proved committed are executed: in a cluster of one, every durable op (its
+        // own quorum); otherwise the ops up to the newest commit point that a prepare of the
+        // chain carries (its primary had committed them when it prepared it). The ops after
+        // that wait in the pipeline for the cluster to say whether they committed; a primary
+        // prepares at most a pipeline beyond its commit point, so they fit.
+        let cluster_of_one = superblock.replica_count == 1;
         let mut replay = ledger.data_file.replay_start()?;
         let mut replayed = Vec::new();
         let mut unwritten = Vec::new();
         while let Some((header, message)) = ledger.data_file.replay_next(&mut replay)? {
+            let op = header.op;
+            let slot = op % layout.journal_slot_count;
+            let offset = layout.wal_prepare_offset(slot);
             let body = &message[HEADER_SIZE..];
-            if let Err(reason) = ledger.core.applicable(&header, body) {
-                let op = header.op;
-                let slot = op % layout.journal_slot_count;
-                let offset = layout.wal_prepare_offset(slot);
+            if let Err(reason) =
+                Core::applicable(&header, body, ledger.op_timestamp, ledger.core.batch_size_limit)
+            {
                 return Err(DataFileError::PrepareInvalid { op, slot, offset, reason });
             }
-            if let Some(slot) = ledger.core.commit(&header, body).1 {
-                replayed.push(slot);
-                unwritten.push(slot);
+            // The ops before it that its commit point proves committed make room for it.
+            let committed = if cluster_of_one { op } else { header.commit.min(op) };
+            ledger.commit_max = ledger.commit_max.max(committed);
+            while ledger.core.commit_min < ledger.commit_max.min(ledger.op) {
+                ledger.replay_commit(&mut replayed, &mut unwritten)?;
             }
-            if ledger.checkpoint_due(header.op) {
-                // The checkpointed sessions name their latest replies: those go to disk first.
-                ledger.write_replies(&mut unwritten)?;
-                ledger.checkpoint_begin()?;
-                ledger.checkpoint_finish()?;
+            if op - ledger.core.commit_min > ledger.pipeline.len() as u64 {
+                let reason = PrepareInvalid::CommitBehind { commit: header.commit };
+                return Err(DataFileError::PrepareInvalid { op, slot, offset, reason });
+            }
+            let message_pooled = ledger.pool.acquire().expect("a free message for the pipeline");
+            ledger.pool.bytes_mut(&message_pooled)[..message.len()].copy_from_slice(message);
+            let index = (op % ledger.pipeline.len() as u64) as usize;
+            assert!(ledger.pipeline[index].is_none());
+            ledger.pipeline[index] = Some(message_pooled);
+            (ledger.op, ledger.op_checksum, ledger.op_timestamp) = (op, header.checksum, header.timestamp);
+            while ledger.core.commit_min < ledger.commit_max.min(ledger.op) {
+                ledger.replay_commit(&mut replayed, &mut unwritten)?;
             }
         }
         ledger.recovered = replay.recovered();
-        // Every op the WAL proved durable is committed (one replica is its own quorum) and
-        // was executed by the replay.
-        let core = &ledger.core;
-        (ledger.op, ledger.op_staged, ledger.commit_max) =
-            (core.commit_min, core.commit_min, core.commit_min);
-        (ledger.op_checksum, ledger.op_timestamp) = (core.head_checksum, core.timestamp_head);
+        ledger.op_staged = ledger.op;
+        ledger.op_durable = ledger.op;
         // Replies regenerated by the replay go back to their slots; the others are on disk.
         ledger.write_replies(&mut unwritten)?;
         replayed.sort_unstable();
@@ -273,6 +314,32 @@ impl<S: Storage> ReplicaState<S> {
         ledger.data_file.flush()?;
         ledger.replies = ReplyWrites::new(layout.clients_max as usize, ledger.core.commit_min);
         Ok(ledger)
+    }
+
+    /// Executes the op after `commit_min` from the pipeline during the replay (and
+    /// checkpoints after it if due), noting the session slots whose replies it changed.
+    fn replay_commit(
+        &mut self,
+        replayed: &mut Vec<usize>,
+        unwritten: &mut Vec<usize>,
+    ) -> Result<(), DataFileError> {
+        let index = ((self.core.commit_min + 1) % self.pipeline.len() as u64) as usize;
+        let message = self.pipeline[index].take().expect("a replayed op's message");
+        let buffer = self.pool.bytes(&message);
+        let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
+        let (_, slot) = self.core.commit(&header, &buffer[HEADER_SIZE..header.size as usize]);
+        self.pool.release(message);
+        if let Some(slot) = slot {
+            replayed.push(slot);
+            unwritten.push(slot);
+        }
+        if self.checkpoint_due(header.op) {
+            // The checkpointed sessions name their latest replies: those go to disk first.
+            self.write_replies(unwritten)?;
+            self.checkpoint_begin()?;
+            self.checkpoint_finish()?;
+        }
+        Ok(())
     }
 
     /// Writes the replies of the session slots in `slots` (each once) and empties the list.
@@ -342,8 +409,8 @@ impl<S: Storage> ReplicaState<S> {
         self.core.commit_min
     }
 
-    /// `commit_max`: the newest op known committed (durable on a replication quorum, which for
-    /// one replica is this replica's WAL). `commit_min <= commit_max <= op`.
+    /// `commit_max`: the newest op known committed (durable on a replication quorum).
+    /// `commit_min <= commit_max`; beyond `op` on a backup that missed prepares.
     pub fn commit_max(&self) -> u64 {
         self.commit_max
     }
@@ -426,12 +493,15 @@ impl<S: Storage> ReplicaState<S> {
         // intervals and a pipeline above the durable checkpoint.
         let op_last = self.op + requests.len() as u64;
         assert!(op_last <= self.data_file.checkpoint_op() + self.data_file.journal().slot_count());
+        let (view, replica) = (self.data_file.superblock().view, self.data_file.superblock().replica);
         let pipeline = self.pipeline.len() as u64;
         for (request, timestamp) in requests.iter_mut().zip(timestamps) {
             let op = self.op + 1;
             let message = request.message.take().expect("a request not yet prepared");
             let buffer = self.pool.bytes_mut(&message);
-            let header = seal_prepare_in_place(buffer, &request.header, op, self.op_checksum, timestamp);
+            let chain =
+                Chain { op, parent: self.op_checksum, timestamp, commit: self.commit_max, view, replica };
+            let header = seal_prepare_in_place(buffer, &request.header, chain);
             let slot = &mut self.pipeline[(op % pipeline) as usize];
             assert!(slot.is_none(), "the pipeline slot of op {op} is still in use");
             *slot = Some(message);
@@ -523,14 +593,14 @@ impl<S: Storage> ReplicaState<S> {
     }
 
     /// Ends the stage of `stream` in flight, after its writes (and sync) succeeded. A journal
-    /// stage moves `commit_max` to the newest op it made durable with its redundant header; the
+    /// stage moves `op_durable` to the newest op it made durable with its redundant header; the
     /// last grid stage of a checkpoint makes it the durable one.
     pub fn stage_end(&mut self, stream: Stream) {
         assert!(self.stage_in_flight(stream));
         match stream {
             Stream::Journal => {
                 if let Some(durable) = self.data_file.stage_end() {
-                    self.commit_max_advance(durable);
+                    self.op_durable_advance(durable);
                 }
             }
             Stream::Grid => {
@@ -584,28 +654,118 @@ impl<S: Storage> ReplicaState<S> {
         Ok(())
     }
 
-    /// Carries out journal stages here and now until every prepared op is durable.
+    /// Carries out journal stages here and now until every op in the pipeline is durable.
     pub fn journal_sync(&mut self) -> Result<(), StorageError> {
         assert!(!self.stage_in_flight(Stream::Journal));
         // Each group takes two stages: its prepares, then its headers.
-        while self.commit_max < self.op {
+        while self.op_durable < self.op {
             let (first, last) = (self.op_staged + 1, self.op);
             self.op_staged = last;
             let (messages, count) = pipeline_prepares(&self.pool, &self.pipeline, first, last);
             if let Some(durable) = self.data_file.stage_run(&messages[..count])? {
-                self.commit_max_advance(durable);
+                self.op_durable_advance(durable);
             }
         }
         Ok(())
     }
 
-    /// Durable on this replica, which is the whole replication quorum: committed.
-    fn commit_max_advance(&mut self, durable: u64) {
-        assert!(durable > self.commit_max && durable <= self.op_staged);
-        self.commit_max = durable;
+    fn op_durable_advance(&mut self, durable: u64) {
+        assert!(durable > self.op_durable && durable <= self.op_staged);
+        self.op_durable = durable;
     }
 
-    /// Commits every op up to `commit_max` not yet executed, in op order: executes it, records
+    /// `op_durable`: the newest op whose prepare and redundant header are durable in this
+    /// replica's WAL, and so may be acknowledged (`commit_min <= op_durable <= op` on a
+    /// replica that is not behind its primary's commits).
+    pub fn op_durable(&self) -> u64 {
+        self.op_durable
+    }
+
+    /// Raises `commit_max` to `commit` (if higher): the replica learned that every op up to it
+    /// committed in the cluster (a replication quorum holds it). It may be beyond `op`: a
+    /// backup that missed prepares learns that they committed before it has them.
+    pub fn commit_max_raise(&mut self, commit: u64) {
+        self.commit_max = self.commit_max.max(commit);
+    }
+
+    /// The newest op [`ReplicaState::commit`] may execute now: committed, and durable here.
+    fn commit_limit(&self) -> u64 {
+        self.commit_max.min(self.op_durable)
+    }
+
+    /// True if `header`, a prepare of this cluster whose checksums verified, is the op after
+    /// `op` and may join the pipeline now: it chains to the head, its timestamp and body are
+    /// applicable, the pipeline has room, and its WAL slot is free (its previous op is covered
+    /// by the durable checkpoint). A backup takes its primary's prepares only this way.
+    pub fn prepare_fits(&self, header: &Header, body: &[u8]) -> bool {
+        assert_eq!(header.command(), Some(Command::Prepare));
+        header.op == self.op + 1
+            && header.parent == self.op_checksum
+            && header.op - self.core.commit_min <= self.pipeline.len() as u64
+            && header.op <= self.data_file.checkpoint_op() + self.data_file.journal().slot_count()
+            && Core::applicable(header, body, self.op_timestamp, self.core.batch_size_limit).is_ok()
+    }
+
+    /// Takes `message`, a prepare that [`ReplicaState::prepare_fits`] (checked by the caller),
+    /// into the pipeline as the new head, to be written by the next journal stage.
+    pub fn prepare_accept(&mut self, message: Message) {
+        let header = self.pool.header(&message);
+        assert_eq!(header.op, self.op + 1);
+        assert_eq!(header.parent, self.op_checksum);
+        assert!(header.timestamp > self.op_timestamp);
+        let index = (header.op % self.pipeline.len() as u64) as usize;
+        assert!(self.pipeline[index].is_none(), "the pipeline slot of op {} is still in use", header.op);
+        self.pipeline[index] = Some(message);
+        (self.op, self.op_checksum, self.op_timestamp) = (header.op, header.checksum, header.timestamp);
+    }
+
+    /// The pipeline's message of `op`, if the op is in it (prepared and not yet executed).
+    pub fn pipeline_message(&self, op: u64) -> Option<&Message> {
+        if op <= self.core.commit_min || op > self.op {
+            return None;
+        }
+        self.pipeline[(op % self.pipeline.len() as u64) as usize].as_ref()
+    }
+
+    /// Another reference to the pipeline's message of `op` (to send it), if the op is in it.
+    pub fn pipeline_reference(&mut self, op: u64) -> Option<Message> {
+        if op <= self.core.commit_min || op > self.op {
+            return None;
+        }
+        let message = self.pipeline[(op % self.pipeline.len() as u64) as usize].as_ref()?;
+        Some(self.pool.reference(message))
+    }
+
+    /// True if a prepare of `client` is in the pipeline (prepared, not yet executed).
+    pub fn pipeline_has_client(&self, client: u128) -> bool {
+        assert_ne!(client, 0);
+        self.pipeline.iter().flatten().any(|message| self.pool.header(message).client == client)
+    }
+
+    /// The prepare of `op` read back from the WAL into a pooled message, if this replica holds
+    /// it durable and intact (its slot not yet reused by a later op), to send to a peer that
+    /// lacks it. `None` if not, or if no message is free.
+    pub fn prepare_read(&mut self, op: u64) -> Result<Option<Message>, StorageError> {
+        let slot_count = self.data_file.journal().slot_count();
+        if op == 0 || op > self.op_durable || op + slot_count <= self.op {
+            return Ok(None);
+        }
+        let Some(message) = self.pool.acquire() else { return Ok(None) };
+        let buffer = self.pool.bytes_mut(&message);
+        match self.data_file.read_prepare(op, buffer)? {
+            SlotRead::Intact(header) => {
+                assert_eq!(header.op, op);
+                Ok(Some(message))
+            }
+            SlotRead::Empty | SlotRead::Damaged => {
+                self.pool.release(message);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Commits every op up to `commit_max` not yet executed that this WAL holds durable, in op
+    /// order: executes it, records
     /// the reply in its client's session (queued for the replies stream), and calls
     /// `reply(committed, reply_message, pool)` for each (the message is empty for the replica's
     /// own requests; the pool is the replica's, to put the reply in a message of its own); begins a checkpoint at each checkpoint op. Stops early, with
@@ -616,13 +776,13 @@ impl<S: Storage> ReplicaState<S> {
         &mut self,
         mut reply: impl FnMut(&Committed, &[u8], &mut MessagePool),
     ) -> Result<(), ReplicaStateError> {
-        if self.core.commit_min == self.commit_max {
+        if self.core.commit_min >= self.commit_limit() {
             return Ok(());
         }
         let pipeline = self.pipeline.len() as u64;
         let mut result: Result<(), ReplicaStateError> = Ok(());
         let commit_min_before = self.core.commit_min;
-        while self.core.commit_min < self.commit_max {
+        while self.core.commit_min < self.commit_limit() {
             let index = ((self.core.commit_min + 1) % pipeline) as usize;
             let message = self.pipeline[index].as_ref().expect("a prepared op's message");
             let buffer = self.pool.bytes(message);
@@ -633,7 +793,8 @@ impl<S: Storage> ReplicaState<S> {
             }
             // The server admitted only valid requests; a failure here is a bug, caught before
             // the state machine could half-apply it.
-            assert_eq!(self.core.applicable(&header, body), Ok(()));
+            let core = &self.core;
+            assert_eq!(Core::applicable(&header, body, core.timestamp_head, core.batch_size_limit), Ok(()));
             let (committed, slot) = self.core.commit(&header, body);
             // Executed: the prepare is durable, and its message is needed no more.
             let message = self.pipeline[index].take().expect("a prepared op's message");
@@ -658,7 +819,7 @@ impl<S: Storage> ReplicaState<S> {
     /// True if [`ReplicaState::commit`] stopped short of `commit_max` and waits for a stage:
     /// the checkpoint in progress to become durable, or a reply slot's write.
     pub fn commit_waits(&self) -> bool {
-        if self.core.commit_min == self.commit_max {
+        if self.core.commit_min >= self.commit_limit() {
             return false;
         }
         let pipeline = self.pipeline.len() as u64;
@@ -686,7 +847,7 @@ impl<S: Storage> ReplicaState<S> {
     /// True if the next op to commit waits for the checkpoint in progress: the grid then
     /// writes it as fast as it can, paced no more.
     fn commit_waits_for_checkpoint(&self) -> bool {
-        self.core.commit_min < self.commit_max
+        self.core.commit_min < self.commit_limit()
             && self.checkpoint_due(self.core.commit_min + 1)
             && self.data_file.checkpoint_in_progress().is_some()
     }
@@ -703,8 +864,11 @@ impl<S: Storage> ReplicaState<S> {
         mut reply: impl FnMut(&Committed, &[u8]),
     ) -> Result<(), ReplicaStateError> {
         assert!(self.core.commit_min == self.commit_max && self.commit_max == self.op);
+        assert_eq!(self.data_file.superblock().replica_count, 1, "submit serves a cluster of one");
         self.prepare_requests(requests, realtime)?;
         self.journal_sync()?;
+        // A cluster of one: durable on this replica is a replication quorum.
+        self.commit_max_raise(self.op_durable);
         self.commit_sync(&mut reply)
     }
 
@@ -714,7 +878,7 @@ impl<S: Storage> ReplicaState<S> {
         loop {
             self.commit(|committed, message, _| reply(committed, message))?;
             self.storage_run()?;
-            if self.core.commit_min == self.commit_max {
+            if self.core.commit_min >= self.commit_limit() {
                 return Ok(());
             }
             assert!(!self.commit_waits(), "the stages just run end every wait");
@@ -808,11 +972,16 @@ impl<S: Storage> ReplicaState<S> {
 }
 
 impl Core {
-    /// Checks that the prepare after the head can be committed without tripping the state
-    /// machine's assertions: a known operation, a valid body, and a timestamp in range that
-    /// follows the head's with room for the prepare's events.
-    fn applicable(&self, header: &Header, body: &[u8]) -> Result<(), PrepareInvalid> {
-        assert_eq!(header.op, self.commit_min + 1);
+    /// Checks that a prepare can be committed after an op of timestamp `timestamp_previous`
+    /// without tripping the state machine's assertions: a known operation, a valid body (for
+    /// requests of at most `batch_size_limit` bytes), and a timestamp in range that follows the
+    /// previous one with room for the prepare's events.
+    fn applicable(
+        header: &Header,
+        body: &[u8],
+        timestamp_previous: u64,
+        batch_size_limit: usize,
+    ) -> Result<(), PrepareInvalid> {
         let operation =
             Operation::from_u8(header.operation).ok_or(PrepareInvalid::Operation(header.operation))?;
         match operation {
@@ -820,18 +989,19 @@ impl Core {
                 return Err(PrepareInvalid::Body(InvalidRequest::Operation(operation)));
             }
             Operation::Register | Operation::Pulse => {}
-            _ => StateMachine::input_valid(operation, body, self.batch_size_limit)
-                .map_err(PrepareInvalid::Body)?,
+            _ => {
+                StateMachine::input_valid(operation, body, batch_size_limit).map_err(PrepareInvalid::Body)?
+            }
         }
         if header.timestamp > TIMESTAMP_MAX {
             return Err(PrepareInvalid::TimestampRange(header.timestamp));
         }
         let delta = timestamp_delta(operation, body);
-        let follows = header.timestamp.checked_sub(delta).is_some_and(|first| first > self.timestamp_head);
+        let follows = header.timestamp.checked_sub(delta).is_some_and(|first| first > timestamp_previous);
         if !follows {
             return Err(PrepareInvalid::TimestampOrder {
                 timestamp: header.timestamp,
-                previous: self.timestamp_head,
+                previous: timestamp_previous,
                 delta,
             });
         }
@@ -971,16 +1141,17 @@ fn timestamp_delta(operation: Operation, body: &[u8]) -> u64 {
 }
 
 /// How many message buffers a replica of `clients_max` sessions needs: one per session (each
-/// has at most one request in flight) and one for the replica's own pulse; a request's message
-/// is its prepare once prepared. At least a full pipeline, for callers that prepare requests of
-/// their own ([`ReplicaState::prepare_requests`]).
-/// Plus the outbox: the messages the replica hands the loop from one call.
+/// has at most one request in flight) and one for the replica's own pulse, waiting to be
+/// prepared; the pipeline's prepares (a request's message becomes its prepare, but a backup's
+/// and a new primary's prepares came from the network); the copies of one outbox
+/// ([`OUTBOX_COPIES_MAX`]); and one prepare read back from the WAL for a peer.
 pub fn messages_max(clients_max: u64) -> usize {
-    (clients_max as usize + 1).max(PIPELINE_PREPARE_MAX) + OUTBOX_MESSAGES_MAX
+    clients_max as usize + 1 + PIPELINE_PREPARE_MAX + OUTBOX_COPIES_MAX + 1
 }
 
 /// Writes a sealed prepare of `request` (op `op`, chained to `parent`, stamped `timestamp`) into
-/// `buffer`, sector-padded with zeros; returns its header. Public for benches and tools that
+/// `buffer`, sector-padded with zeros, as the primary of a cluster of one makes it (view 0,
+/// every earlier op committed); returns its header. Public for benches and tools that
 /// build WAL entries directly.
 pub fn seal_prepare(
     buffer: &mut [u8],
@@ -992,30 +1163,41 @@ pub fn seal_prepare(
 ) -> Header {
     assert!(HEADER_SIZE + request.body.len() <= buffer.len());
     buffer[HEADER_SIZE..HEADER_SIZE + request.body.len()].copy_from_slice(request.body);
-    seal_prepare_in_place(buffer, &request.header(cluster), op, parent, timestamp)
+    let chain = Chain { op, parent, timestamp, commit: op - 1, view: 0, replica: 0 };
+    seal_prepare_in_place(buffer, &request.header(cluster), chain)
+}
+
+/// Where a prepare goes in the log, and who made it when: the fields a primary sets.
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    op: u64,
+    /// The checksum of op `op − 1`'s prepare.
+    parent: u128,
+    timestamp: u64,
+    /// The primary's `commit_max` when it prepared the op.
+    commit: u64,
+    view: u32,
+    /// The primary.
+    replica: u8,
 }
 
 /// Turns the request in `buffer` (described by `request`, its body after the header) into its
-/// prepare: op `op`, chained to `parent`, stamped `timestamp`, sector-padded with zeros; returns
-/// the prepare's header. The body is the request's, byte for byte, so `checksum_body` is the
+/// prepare at `chain`, sector-padded with zeros; returns the prepare's header. The body is the request's, byte for byte, so `checksum_body` is the
 /// request's, verified when it arrived, and is not computed again (recovery and the simulator
 /// verify it against the bytes in the WAL).
-fn seal_prepare_in_place(
-    buffer: &mut [u8],
-    request: &Header,
-    op: u64,
-    parent: u128,
-    timestamp: u64,
-) -> Header {
+fn seal_prepare_in_place(buffer: &mut [u8], request: &Header, chain: Chain) -> Header {
     let size = request.size as usize;
     assert!(size >= HEADER_SIZE && size <= buffer.len());
     // Zero the sector padding: the WAL slot's bytes are then a pure function of the prepare.
     let size_padded = size.next_multiple_of(SECTOR_SIZE);
     buffer[size..size_padded].fill(0);
     let mut header = Header {
-        op,
-        parent,
-        timestamp,
+        op: chain.op,
+        parent: chain.parent,
+        timestamp: chain.timestamp,
+        commit: chain.commit,
+        view: chain.view,
+        replica: chain.replica,
         client: request.client,
         request: request.request,
         context: request.checksum,

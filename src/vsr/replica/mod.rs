@@ -1,22 +1,32 @@
-//! The replica: takes client requests (admission, spec §7), queues them, schedules its own
-//! pulses, and has its durable state ([`ReplicaState`]) prepare and commit them, a pipeline's worth per
-//! WAL write. It never touches a socket or a clock: the loop around it (the server, the
-//! simulator) hands it requests, a [`Time`] to read, and the completions of the write stages
-//! it handed out, and empties its outbox after every call: replies and evictions, each a pooled
-//! message addressed to a client id, which the loop routes to connections.
+//! The replica: one member of a cluster of 1–6 replicas running Viewstamped Replication
+//! (docs/vsr.md). The primary takes client requests (admission, spec §7), queues them, schedules
+//! its own pulses, and has its durable state ([`ReplicaState`]) prepare them, a pipeline's worth
+//! at a time, while it sends each prepare to every backup ([`normal`]); an op commits once a
+//! replication quorum holds it durable. Backups take the primary's prepares into their own WAL,
+//! acknowledge them once durable, and commit what the primary tells them is committed.
+//!
+//! It never touches a socket, a disk's ring or a clock: the loop around it (the server, the
+//! simulator) hands it messages, a [`Time`] to read on every tick, and the completions of the
+//! write stages it handed out, and empties its outbox after every call: messages addressed to
+//! a client id or a replica index, which the loop routes to connections.
+
+mod normal;
 
 use super::admission::{admit, Admission};
 use super::header::{Command, EvictionReason, Header};
 use super::message_pool::MessagePool;
-use super::outbox::{Destination, Envelope, Outbox};
-use super::replica_state::{PendingRequest, ReplicaState, ReplicaStateError};
+use super::outbox::{Destination, Envelope, Outbox, Payload};
+use super::quorums::{primary_index, Quorums};
+use super::replica_state::{PendingRequest, ReplicaState, ReplicaStateError, PIPELINE_PREPARE_MAX};
 use super::time::{ClockWatch, Time};
 use super::write_stage::{Stage, Stream, STREAMS};
-use crate::constants::{HEADER_SIZE, OUTBOX_MESSAGES_MAX};
+use crate::constants::{HEADER_SIZE, OUTBOX_COPIES_MAX, OUTBOX_MESSAGES_MAX};
 use crate::net::codec::eviction_header;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, Table};
 use crate::storage::{Storage, Write};
+pub use normal::PeerMessage;
+use normal::{Acks, Deadlines};
 
 /// What a call to [`Replica::commit`] did, beyond the messages in the outbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,40 +47,74 @@ impl CommitReport {
     }
 }
 
-/// One replica: its durable core and the requests waiting for it.
+/// One replica: its durable core, the requests waiting for it, and its part in the cluster.
 pub struct Replica<S: Storage> {
     state: ReplicaState<S>,
-    /// Requests in arrival order, each in a message of the state's pool until it is prepared:
-    /// at most one per message (one per client session, each with at most one request in
-    /// flight, plus the pulse).
+    /// Requests in arrival order, not yet prepared, each in a message of the state's pool (a
+    /// prepared request's message is its prepare, in the pipeline): at most one per client
+    /// session (each has at most one request in flight) and the pulse.
     queue: Vec<PendingRequest>,
     /// The clocks' readings at the last tick, to notice a step of the wall clock.
     clock_watch: ClockWatch,
-    /// The most requests queued at once.
+    /// The most requests queued and prepared at once.
     queue_max: usize,
-    /// How many of the queue's first requests are prepared (they leave it once committed).
-    prepared: usize,
+    /// A pulse is queued or in the pipeline.
     pulse_queued: bool,
     /// What to send, emptied by the loop after every call that fills it.
     outbox: Outbox,
+    /// This replica's index, and the cluster's size and quorums.
+    replica: u8,
+    replica_count: u8,
+    quorums: Quorums,
+    /// The view this replica is in (its primary is `view mod replica_count`).
+    view: u32,
+    /// The primary's count of which replicas hold each op of its pipeline durable.
+    acks: Acks,
+    /// A backup's knowledge of its primary's newest op (from prepares and heartbeats): what it
+    /// must repair up to.
+    op_primary: u64,
+    /// When the timeouts of normal operation fire next.
+    deadlines: Deadlines,
 }
 
 impl<S: Storage> Replica<S> {
-    /// A replica serving `state`; allocates its request queue.
+    /// A replica serving `state`, in the view its superblock holds; allocates its request
+    /// queue.
     pub fn new(state: ReplicaState<S>) -> Replica<S> {
-        assert_eq!(state.pool().available(), state.pool().capacity(), "a new replica holds no message");
+        let recovered_uncommitted = (state.op() - state.commit_min()) as usize;
+        assert_eq!(
+            state.pool().available() + recovered_uncommitted,
+            state.pool().capacity(),
+            "a new replica holds no message but its pipeline's"
+        );
+        let superblock = *state.data_file().superblock();
         let queue_max = state.clients().sessions().len() + 1;
-        // Every queued request and every message of the outbox has its message.
-        assert!(state.pool().capacity() >= queue_max + OUTBOX_MESSAGES_MAX);
-        Replica {
-            state,
+        // Every queued request, the pipeline and the copies of one outbox have their messages.
+        assert!(state.pool().capacity() > queue_max + PIPELINE_PREPARE_MAX + OUTBOX_COPIES_MAX);
+        let mut replica = Replica {
             queue: Vec::with_capacity(queue_max),
             clock_watch: ClockWatch::default(),
             queue_max,
-            prepared: 0,
             pulse_queued: false,
             outbox: Outbox::new(OUTBOX_MESSAGES_MAX),
+            replica: superblock.replica,
+            replica_count: superblock.replica_count,
+            quorums: Quorums::of(superblock.replica_count),
+            view: superblock.view,
+            acks: Acks::default(),
+            op_primary: state.op(),
+            deadlines: Deadlines::default(),
+            state,
+        };
+        assert!(replica.replica < replica.replica_count);
+        // Ops recovered but not known committed: this replica holds them durable.
+        for op in replica.state.commit_max() + 1..=replica.state.op() {
+            let message = replica.state.pipeline_message(op).expect("a recovered op's message");
+            let checksum = replica.state.pool().header(message).checksum;
+            replica.acks.prepared(op, checksum);
+            replica.acks.record(op, checksum, replica.replica);
         }
+        replica
     }
 
     /// The most requests queued at once.
@@ -93,19 +137,42 @@ impl<S: Storage> Replica<S> {
         self.state
     }
 
-    /// True if requests wait to be committed.
+    /// This replica's index in the cluster.
+    pub fn index(&self) -> u8 {
+        self.replica
+    }
+
+    /// The view this replica is in.
+    pub fn view(&self) -> u32 {
+        self.view
+    }
+
+    /// True if this replica is the primary of its view.
+    pub fn is_primary(&self) -> bool {
+        primary_index(self.view, self.replica_count) == self.replica
+    }
+
+    /// True if requests wait to be prepared or ops to be committed.
     pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || self.state.commit_min() < self.state.op()
     }
 
     /// Takes a request whose framing and checksums are valid: decides what to do with it
     /// ([`admit`]), queues it if it is to be prepared, and puts the answer due now in the
     /// outbox: its stored reply to a retry, or its eviction. The loop carries out a `Close`.
+    /// A backup drops every request: only the primary orders requests, and the client
+    /// retries.
     pub fn on_request(&mut self, header: &Header, body: &[u8]) -> Admission {
         assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
-        // Already queued: the reply will come. (Checked first: its session has not committed
-        // it yet, so admission would take it for a new request.)
-        if header.client != 0 && self.queue.iter().any(|queued| queued.header.client == header.client) {
+        if !self.is_primary() {
+            return Admission::Drop;
+        }
+        // Already queued or prepared: the reply will come. (Checked first: its session has
+        // not committed it yet, so admission would take it for a new request.)
+        if header.client != 0
+            && (self.queue.iter().any(|queued| queued.header.client == header.client)
+                || self.state.pipeline_has_client(header.client))
+        {
             return Admission::Drop;
         }
         let admission = admit(self.state.clients(), header, body, self.state.batch_size_limit());
@@ -113,7 +180,7 @@ impl<S: Storage> Replica<S> {
             Admission::Prepare(_) => {
                 // Room exists unless more clients than sessions are talking: this one then
                 // waits for its retry.
-                if self.queue.len() == self.queue_max {
+                if self.queued() == self.queue_max {
                     return Admission::Drop;
                 }
                 let pool = self.state.pool_mut();
@@ -127,37 +194,61 @@ impl<S: Storage> Replica<S> {
             Admission::Reply(slot) => {
                 let (clients, pool) = self.state.clients_and_pool_mut();
                 let message = message_of(pool, clients.reply(slot));
-                self.outbox.push(Envelope { to: Destination::Client(header.client), message });
+                self.send(Destination::Client(header.client), Payload::Message(message));
             }
             Admission::Evict(reason) => {
                 let message = eviction(self.state.pool_mut(), header, reason);
-                self.outbox.push(Envelope { to: Destination::Client(header.client), message });
+                self.send(Destination::Client(header.client), Payload::Message(message));
             }
             Admission::Drop | Admission::Close(_) => {}
         }
         admission
     }
 
+    /// Requests queued or prepared and not yet committed.
+    fn queued(&self) -> usize {
+        self.queue.len() + (self.state.op() - self.state.commit_min()) as usize
+    }
+
+    fn send(&mut self, to: Destination, payload: Payload) {
+        self.outbox.push(Envelope { to, payload });
+    }
+
     /// Hands every message of the outbox to `send` (its destination and bytes, valid during
-    /// the call), oldest first, and gives each back to the pool. The loop calls it after every
-    /// call that may fill the outbox (`on_request`, `commit`).
+    /// the call), oldest first, and gives each pooled one back to the pool. The loop calls it
+    /// after every call that may fill the outbox (`on_request`, `on_peer_message`, `on_tick`,
+    /// `prepare_queued`, `stage_end`, `commit`).
     pub fn outbox_drain(&mut self, mut send: impl FnMut(Destination, &[u8])) {
         while let Some(envelope) = self.outbox.pop() {
-            let pool = self.state.pool_mut();
-            let size = pool.header(&envelope.message).size as usize;
-            send(envelope.to, &pool.bytes(&envelope.message)[..size]);
-            pool.release(envelope.message);
+            match envelope.payload {
+                Payload::Message(message) => {
+                    let pool = self.state.pool_mut();
+                    let size = pool.header(&message).size as usize;
+                    send(envelope.to, &pool.bytes(&message)[..size]);
+                    pool.release(message);
+                }
+                Payload::Header(header) => {
+                    assert_eq!(header.size as usize, HEADER_SIZE);
+                    send(envelope.to, bytemuck::bytes_of(&header));
+                }
+            }
         }
     }
 
-    /// The loop's tick: queues a pulse if a pending transfer is due to expire (on the wall
-    /// clock of `time`) and none is queued yet. Returns by how much the wall clock stepped since
-    /// the last tick, if beyond the tolerance (the loop tells the operator: timestamps stay
-    /// monotonic, but expiry is measured on that clock).
-    pub fn on_tick(&mut self, time: &impl Time) -> Option<i128> {
+    /// The loop's tick: the primary queues a pulse if a pending transfer is due to expire (on
+    /// the wall clock of `time`) and none is queued yet; the timeouts of normal operation fire
+    /// (heartbeats, resends, repair). Returns by how much the wall clock stepped since the
+    /// last tick, if beyond the tolerance (the loop tells the operator: timestamps stay
+    /// monotonic, but expiry is measured on that clock). An error is fatal: a backup that
+    /// fell further behind than its peers' WALs reach cannot catch up by repair.
+    pub fn on_tick(&mut self, time: &impl Time) -> Result<Option<i128>, ReplicaStateError> {
+        assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
         let jump = self.clock_watch.jump(time);
-        self.pulse_queue(time.realtime());
-        jump
+        if self.is_primary() {
+            self.pulse_queue(time.realtime());
+        }
+        self.timeouts(time.monotonic())?;
+        Ok(jump)
     }
 
     /// Queues a pulse if a pending transfer is due at `realtime` and none is queued yet.
@@ -166,7 +257,7 @@ impl<S: Storage> Replica<S> {
         if !due || self.pulse_queued {
             return;
         }
-        if self.queue.len() == self.queue_max {
+        if self.queued() == self.queue_max {
             return;
         }
         let cluster = self.state.data_file().superblock().cluster;
@@ -181,23 +272,30 @@ impl<S: Storage> Replica<S> {
         self.pulse_queued = true;
     }
 
-    /// Prepares the queued requests not yet prepared, as many as the pipeline has room for, at
-    /// the wall clock of `time`. With a clock beyond the timestamp range nothing is
-    /// prepared: those requests are dropped (their clients retry) and
-    /// [`ReplicaStateError::ClockOutOfRange`] is returned; the replica can go on.
+    /// The primary prepares the queued requests, as many as the pipeline has room for, at the
+    /// wall clock of `time`, and sends each prepare to every backup. With a clock beyond the
+    /// timestamp range nothing is prepared: those requests are dropped (their clients retry)
+    /// and [`ReplicaStateError::ClockOutOfRange`] is returned; the replica can go on.
     pub fn prepare_queued(&mut self, time: &impl Time) -> Result<(), ReplicaStateError> {
-        let realtime = time.realtime();
-        let count = (self.queue.len() - self.prepared).min(self.state.pipeline_room());
+        assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
+        let count = self.queue.len().min(self.state.pipeline_room());
         if count == 0 {
             return Ok(());
         }
-        match self.state.prepare(&mut self.queue[self.prepared..self.prepared + count], realtime) {
+        assert!(self.is_primary(), "only the primary queues requests");
+        let op_before = self.state.op();
+        match self.state.prepare(&mut self.queue[..count], time.realtime()) {
             Ok(()) => {
-                self.prepared += count;
+                for queued in self.queue.drain(..count) {
+                    assert!(queued.message.is_none(), "a prepared request's message is its prepare's");
+                }
+                for op in op_before + 1..=self.state.op() {
+                    self.prepare_send(op);
+                }
                 Ok(())
             }
             Err(error) => {
-                for queued in self.queue.drain(self.prepared..) {
+                for queued in self.queue.drain(..) {
                     if queued.header.client == 0 {
                         self.pulse_queued = false;
                     }
@@ -218,9 +316,14 @@ impl<S: Storage> Replica<S> {
         self.state.stage_begin(stream, writes)
     }
 
-    /// Ends the write stage of `stream` in flight ([`ReplicaState::stage_end`]).
+    /// Ends the write stage of `stream` in flight ([`ReplicaState::stage_end`]). The ops a
+    /// journal stage made durable are acknowledged: the primary counts itself, a backup sends
+    /// `prepare_ok` (the outbox then holds them).
     pub fn stage_end(&mut self, stream: Stream) {
+        assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
+        let durable_before = self.state.op_durable();
         self.state.stage_end(stream);
+        self.durable(durable_before);
     }
 
     /// True if a stage of `stream` is in flight.
@@ -228,57 +331,62 @@ impl<S: Storage> Replica<S> {
         self.state.stage_in_flight(stream)
     }
 
-    /// Commits every durable prepared request, putting each reply, and the eviction of each
-    /// session a `register` replaced, in the outbox (at most two messages per op, a pipeline of
-    /// ops). An error is fatal.
+    /// Commits every committed op this replica holds durable, and the primary puts each
+    /// reply, and the eviction of each session a `register` replaced, in the outbox (at most
+    /// two messages per op, a pipeline of ops; a backup's clients hear from the primary). An
+    /// error is fatal.
     pub fn commit(&mut self) -> Result<CommitReport, ReplicaStateError> {
         assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
         let mut report = CommitReport::default();
+        let primary = self.is_primary();
         let outbox = &mut self.outbox;
         let cluster = self.state.data_file().superblock().cluster;
+        let mut pulse_committed = false;
         let result = self.state.commit(|committed, reply, pool| {
             report.ops += 1;
             if let Err(ExecuteError::TableFull { table }) = committed.result {
                 report.table_full += 1;
                 report.table_full_last = Some(table);
             }
+            pulse_committed |= committed.client == 0;
+            if !primary {
+                return;
+            }
             if committed.client != 0 {
                 let message = message_of(pool, reply);
-                outbox.push(Envelope { to: Destination::Client(committed.client), message });
+                let to = Destination::Client(committed.client);
+                outbox.push(Envelope { to, payload: Payload::Message(message) });
             }
             if let Some(client) = committed.evicted {
                 let request = Header { client, ..Header::new(Command::Request, cluster) };
                 let message = eviction(pool, &request, EvictionReason::NoSession);
-                outbox.push(Envelope { to: Destination::Client(client), message });
+                outbox.push(Envelope { to: Destination::Client(client), payload: Payload::Message(message) });
             }
         });
-        // Committed requests leave the queue in order: they were prepared in queue order.
-        let committed_count = report.ops as usize;
-        assert!(committed_count <= self.prepared);
-        for queued in self.queue.drain(..committed_count) {
-            if queued.header.client == 0 {
-                self.pulse_queued = false;
-            }
-            assert!(queued.message.is_none(), "a committed request's message is its prepare's");
+        if pulse_committed {
+            self.pulse_queued = false;
         }
-        self.prepared -= committed_count;
         result.map(|()| report)
     }
 
     /// Prepares and commits every queued request, a pipeline's worth per group, waiting for
     /// the disk (the composition of [`Replica::prepare_queued`], the stages of every stream
     /// carried out on the replica's storage, [`Replica::commit`] and
-    /// [`Replica::outbox_drain`] into `send`). Errors as those.
+    /// [`Replica::outbox_drain`] into `send`), for a cluster of one (it waits for no peer).
+    /// Errors as those.
     pub fn commit_queued(
         &mut self,
         time: &impl Time,
         mut send: impl FnMut(Destination, &[u8]),
     ) -> Result<CommitReport, ReplicaStateError> {
+        assert_eq!(self.replica_count, 1, "commit_queued waits for no peer: a cluster of one");
         assert!(STREAMS.iter().all(|stream| !self.state.stage_in_flight(*stream)));
         let mut report = CommitReport::default();
-        while self.prepared < self.queue.len() || self.state.commit_min() < self.state.op() {
+        while !self.queue.is_empty() || self.state.commit_min() < self.state.op() {
             self.prepare_queued(time)?;
+            let durable_before = self.state.op_durable();
             self.state.journal_sync()?;
+            self.durable(durable_before);
             loop {
                 let committed = self.commit();
                 self.outbox_drain(&mut send);
@@ -342,10 +450,15 @@ mod tests {
     const CLIENT: u128 = 41;
 
     fn replica() -> Replica<SimStorage> {
+        replica_of(CLUSTER, 0, 1)
+    }
+
+    /// Replica `replica` of a cluster of `replica_count`, on a fresh simulated disk.
+    pub(super) fn replica_of(cluster: u128, replica: u8, replica_count: u8) -> Replica<SimStorage> {
         let options = FormatOptions {
-            cluster: CLUSTER,
-            replica: 0,
-            replica_count: 1,
+            cluster,
+            replica,
+            replica_count,
             journal_slot_count: 32,
             message_size_max: 64 * 1024,
             clients_max: 2,
@@ -354,7 +467,7 @@ mod tests {
         };
         let storage = SimStorage::new(options.layout().file_size(), 1, SimFaults::default());
         let storage = DataFile::format(storage, &options).expect("format").into_storage();
-        Replica::new(ReplicaState::open(storage, Some(CLUSTER)).expect("open"))
+        Replica::new(ReplicaState::open(storage, Some(cluster)).expect("open"))
     }
 
     /// A sealed request of `CLIENT` and its body.
@@ -490,10 +603,10 @@ mod tests {
         let (transfer, body) = request(session, 2, Operation::CreateTransfers, &[pending]);
         replica.on_request(&transfer, &body);
         commit(&mut replica, 3 * NS_PER_S);
-        replica.on_tick(&Wall(3 * NS_PER_S));
+        replica.on_tick(&Wall(3 * NS_PER_S)).expect("a tick");
         assert!(!replica.has_queued(), "not due yet");
         // A clock past the timestamp range: the pulse is queued, then dropped unprepared.
-        replica.on_tick(&Wall(TIMESTAMP_MAX + 1));
+        replica.on_tick(&Wall(TIMESTAMP_MAX + 1)).expect("a tick");
         assert!(replica.has_queued());
         let op = replica.state().commit_min();
         let error =
@@ -502,7 +615,7 @@ mod tests {
         assert!(!replica.has_queued());
         assert_eq!(replica.state().commit_min(), op);
         // With the clock right again, the pulse expires the transfer.
-        replica.on_tick(&Wall(5 * NS_PER_S));
+        replica.on_tick(&Wall(5 * NS_PER_S)).expect("a tick");
         assert!(replica.has_queued());
         let (replies, _) = commit(&mut replica, 5 * NS_PER_S);
         assert!(replies.is_empty(), "a pulse has no client");

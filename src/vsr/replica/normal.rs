@@ -1,0 +1,525 @@
+//! Normal operation of VSR (spec §2, docs/vsr.md): the primary sends every prepare to every
+//! backup (star replication) while it writes it to its own WAL; a backup writes it and answers
+//! `prepare_ok` once the prepare and its redundant header are durable; the primary commits an
+//! op when a replication quorum (itself included) holds it and every earlier op committed, and
+//! tells the backups through later prepares and a `commit` heartbeat. A backup that missed
+//! prepares (lost messages, a restart) asks for them (`request_prepare`) and any replica that
+//! holds one answers from its pipeline or its WAL.
+//!
+//! Timeouts: the primary resends a prepare to the backups that have not acknowledged it, and
+//! sends its heartbeat, at fixed intervals; a backup asks again for what it lacks at a fixed
+//! interval. All of them run on the monotonic clock read at each tick.
+
+use super::{Payload, Replica};
+use crate::constants::{
+    COMMIT_HEARTBEAT_NS, HEADER_SIZE, PIPELINE_PREPARE_MAX, PREPARE_RESEND_NS, REPAIR_INTERVAL_NS,
+};
+use crate::storage::Storage;
+use crate::vsr::header::{Command, Header};
+use crate::vsr::outbox::Destination;
+use crate::vsr::quorums::primary_index;
+use crate::vsr::replica_state::ReplicaStateError;
+
+/// What a replica made of a message from another replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerMessage {
+    /// It changed what the replica knows or answered it.
+    Handled,
+    /// It was of no use now (stale, a duplicate, ahead of a gap, or malformed): why.
+    Ignored(&'static str),
+}
+
+/// The primary's record of which replicas hold each op of its pipeline durable, at
+/// `op mod PIPELINE_PREPARE_MAX` (the pipeline never holds more ops).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Acks {
+    slots: [AckSlot; PIPELINE_PREPARE_MAX],
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct AckSlot {
+    op: u64,
+    /// The prepare's checksum: an acknowledgement of another prepare of the op counts not.
+    checksum: u128,
+    /// One bit per replica.
+    replicas: u8,
+}
+
+impl Acks {
+    /// Starts counting the acknowledgements of `op`, whose prepare has `checksum`.
+    pub fn prepared(&mut self, op: u64, checksum: u128) {
+        self.slots[op as usize % PIPELINE_PREPARE_MAX] = AckSlot { op, checksum, replicas: 0 };
+    }
+
+    /// Records that `replica` holds `op` (prepare `checksum`) durable; false if the op is not
+    /// being counted or the checksum is another prepare's.
+    pub fn record(&mut self, op: u64, checksum: u128, replica: u8) -> bool {
+        let slot = &mut self.slots[op as usize % PIPELINE_PREPARE_MAX];
+        if slot.op != op || slot.checksum != checksum {
+            return false;
+        }
+        slot.replicas |= 1 << replica;
+        true
+    }
+
+    /// True if `replica` holds `op` durable.
+    pub fn holds(&self, op: u64, replica: u8) -> bool {
+        let slot = &self.slots[op as usize % PIPELINE_PREPARE_MAX];
+        slot.op == op && slot.replicas & (1 << replica) != 0
+    }
+
+    /// How many replicas hold `op` durable.
+    pub fn count(&self, op: u64) -> u8 {
+        let slot = &self.slots[op as usize % PIPELINE_PREPARE_MAX];
+        if slot.op == op {
+            slot.replicas.count_ones() as u8
+        } else {
+            0
+        }
+    }
+}
+
+/// When each timeout fires next, on the monotonic clock (0: at the next tick).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Deadlines {
+    heartbeat: u64,
+    resend: u64,
+    repair: u64,
+}
+
+impl<S: Storage> Replica<S> {
+    /// The primary of the replica's view.
+    fn primary(&self) -> u8 {
+        primary_index(self.view, self.replica_count)
+    }
+
+    /// A sealed header-only message of `command` from this replica, in its view.
+    fn header(&self, command: Command, op: u64, commit: u64, context: u128) -> Header {
+        let cluster = self.state.data_file().superblock().cluster;
+        let mut header = Header {
+            op,
+            commit,
+            context,
+            view: self.view,
+            replica: self.replica,
+            ..Header::new(command, cluster)
+        };
+        header.set_body(&[]);
+        header.set_checksum();
+        header
+    }
+
+    /// The primary starts counting the acknowledgements of its new `op`, and sends the prepare
+    /// to every backup: a reference to the pipeline's message each, no copy.
+    pub(super) fn prepare_send(&mut self, op: u64) {
+        let message = self.state.pipeline_message(op).expect("a prepared op's message");
+        let checksum = self.state.pool().header(message).checksum;
+        self.acks.prepared(op, checksum);
+        for backup in peers(self.replica, self.replica_count) {
+            self.prepare_reference_send(op, Destination::Replica(backup));
+        }
+    }
+
+    /// Sends `op`'s prepare, from the pipeline, to `to`.
+    fn prepare_reference_send(&mut self, op: u64, to: Destination) {
+        let message = self.state.pipeline_reference(op).expect("a prepared op's message");
+        self.send(to, Payload::Message(message));
+    }
+
+    /// Acknowledges the ops that became durable here since `durable_before`: the primary
+    /// counts itself (and may commit), a backup sends `prepare_ok` to its primary.
+    pub(super) fn durable(&mut self, durable_before: u64) {
+        let durable = self.state.op_durable();
+        for op in durable_before + 1..=durable {
+            let Some(message) = self.state.pipeline_message(op) else { continue };
+            let checksum = self.state.pool().header(message).checksum;
+            if self.is_primary() {
+                self.acks.record(op, checksum, self.replica);
+            } else {
+                let prepare_ok = self.header(Command::PrepareOk, op, 0, checksum);
+                self.send(Destination::Replica(self.primary()), Payload::Header(prepare_ok));
+            }
+        }
+        if self.is_primary() {
+            self.commit_max_advance();
+        }
+    }
+
+    /// The primary raises `commit_max` over every op, in order, that a replication quorum
+    /// holds durable, itself included (it executes only what its own WAL holds).
+    fn commit_max_advance(&mut self) {
+        let mut commit = self.state.commit_max();
+        while commit < self.state.op()
+            && self.acks.holds(commit + 1, self.replica)
+            && self.acks.count(commit + 1) >= self.quorums.replication
+        {
+            commit += 1;
+        }
+        self.state.commit_max_raise(commit);
+    }
+
+    /// The timeouts due at `now` (monotonic ns).
+    pub(super) fn timeouts(&mut self, now: u64) -> Result<(), ReplicaStateError> {
+        if self.is_primary() {
+            if now >= self.deadlines.heartbeat {
+                self.deadlines.heartbeat = now + COMMIT_HEARTBEAT_NS;
+                let heartbeat = self.header(Command::Commit, self.state.op(), self.state.commit_max(), 0);
+                for backup in peers(self.replica, self.replica_count) {
+                    self.send(Destination::Replica(backup), Payload::Header(heartbeat));
+                }
+            }
+            if now >= self.deadlines.resend {
+                self.deadlines.resend = now + PREPARE_RESEND_NS;
+                for op in self.state.commit_max() + 1..=self.state.op() {
+                    for backup in peers(self.replica, self.replica_count) {
+                        if !self.acks.holds(op, backup) {
+                            self.prepare_reference_send(op, Destination::Replica(backup));
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let slot_count = self.state.data_file().journal().slot_count();
+        if self.state.op() + 1 + slot_count <= self.op_primary {
+            // The primary has reused the WAL slot of the next op this replica lacks, and so has
+            // every replica as far along: no peer can repair it.
+            return Err(ReplicaStateError::BehindLog {
+                op: self.state.op(),
+                op_primary: self.op_primary,
+                slot_count,
+            });
+        }
+        if now >= self.deadlines.repair {
+            self.deadlines.repair = now + REPAIR_INTERVAL_NS;
+            let target = self.state.commit_max().max(self.op_primary);
+            let last = target.min(self.state.commit_min() + self.state.pipeline_max() as u64);
+            for op in self.state.op() + 1..=last {
+                let request = self.header(Command::RequestPrepare, op, 0, 0);
+                self.send(Destination::Replica(self.primary()), Payload::Header(request));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a message of another replica whose framing and checksums are valid, and puts
+    /// what it answers in the outbox. Nothing a peer sends can stop a healthy replica: what
+    /// does not fit is ignored (and said why). An error is fatal (a WAL read failed).
+    pub fn on_peer_message(
+        &mut self,
+        header: &Header,
+        body: &[u8],
+    ) -> Result<PeerMessage, ReplicaStateError> {
+        assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
+        assert_eq!(header.size as usize, HEADER_SIZE + body.len());
+        if header.replica >= self.replica_count {
+            return Ok(PeerMessage::Ignored("from a replica index beyond the cluster"));
+        }
+        if header.view != self.view {
+            return Ok(PeerMessage::Ignored("of another view"));
+        }
+        let command = header.command();
+        if command != Some(Command::Prepare) && !body.is_empty() {
+            return Ok(PeerMessage::Ignored("a body on a header-only message"));
+        }
+        if command != Some(Command::Prepare) && header.replica == self.replica {
+            return Ok(PeerMessage::Ignored("from this replica's own index"));
+        }
+        Ok(match command {
+            Some(Command::Prepare) => self.on_prepare(header, body),
+            Some(Command::PrepareOk) => self.on_prepare_ok(header),
+            Some(Command::Commit) => self.on_commit(header),
+            Some(Command::RequestPrepare) => self.on_request_prepare(header)?,
+            _ => PeerMessage::Ignored("not a replica-to-replica command"),
+        })
+    }
+
+    /// A backup takes the next prepare of its primary's log (sent by the primary, or by any
+    /// replica answering a repair request) into its pipeline, to be written by the next journal
+    /// stage; it acknowledges a duplicate it already holds durable again (the primary resends
+    /// what it has no acknowledgement for).
+    fn on_prepare(&mut self, header: &Header, body: &[u8]) -> PeerMessage {
+        if self.is_primary() {
+            return PeerMessage::Ignored("a primary takes no prepares of its own view");
+        }
+        if header.replica != self.primary() {
+            return PeerMessage::Ignored("a prepare not made by the view's primary");
+        }
+        // The primary had committed this far when it prepared the op.
+        self.state.commit_max_raise(header.commit.min(header.op));
+        self.op_primary = self.op_primary.max(header.op);
+        let op = header.op;
+        if op <= self.state.op() {
+            let Some(message) = self.state.pipeline_message(op) else {
+                return PeerMessage::Ignored("an op already committed here");
+            };
+            if self.state.pool().header(message).checksum != header.checksum {
+                return PeerMessage::Ignored("another prepare of an op held here");
+            }
+            if op > self.state.op_durable() {
+                return PeerMessage::Ignored("a duplicate of an op not yet durable here");
+            }
+            let prepare_ok = self.header(Command::PrepareOk, op, 0, header.checksum);
+            self.send(Destination::Replica(self.primary()), Payload::Header(prepare_ok));
+            return PeerMessage::Handled;
+        }
+        if op > self.state.op() + 1 {
+            // Ops are missing before it: ask for them at the next tick.
+            self.deadlines.repair = 0;
+            return PeerMessage::Ignored("a gap before it");
+        }
+        if !self.state.prepare_fits(header, body) {
+            return PeerMessage::Ignored("it does not fit the log or the pipeline now");
+        }
+        let pool = self.state.pool_mut();
+        let Some(message) = pool.acquire() else { return PeerMessage::Ignored("no free message") };
+        let buffer = pool.bytes_mut(&message);
+        buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(header));
+        buffer[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+        self.state.prepare_accept(message);
+        PeerMessage::Handled
+    }
+
+    /// The primary counts a backup's acknowledgement, and commits what a quorum now holds.
+    fn on_prepare_ok(&mut self, header: &Header) -> PeerMessage {
+        if !self.is_primary() {
+            return PeerMessage::Ignored("a backup counts no acknowledgements");
+        }
+        if header.op <= self.state.commit_max() || header.op > self.state.op() {
+            return PeerMessage::Ignored("an op not in the pipeline");
+        }
+        if !self.acks.record(header.op, header.context, header.replica) {
+            return PeerMessage::Ignored("an acknowledgement of another prepare");
+        }
+        self.commit_max_advance();
+        PeerMessage::Handled
+    }
+
+    /// A backup learns its primary's commit point and newest op.
+    fn on_commit(&mut self, header: &Header) -> PeerMessage {
+        if header.replica != self.primary() || self.is_primary() {
+            return PeerMessage::Ignored("a heartbeat not from the view's primary");
+        }
+        self.state.commit_max_raise(header.commit.min(header.op));
+        self.op_primary = self.op_primary.max(header.op);
+        PeerMessage::Handled
+    }
+
+    /// Any replica answers a peer's request for a prepare it holds: from its pipeline, or read
+    /// back from its WAL.
+    fn on_request_prepare(&mut self, header: &Header) -> Result<PeerMessage, ReplicaStateError> {
+        let to = Destination::Replica(header.replica);
+        let op = header.op;
+        if let Some(message) = self.state.pipeline_message(op) {
+            let checksum = self.state.pool().header(message).checksum;
+            if header.context != 0 && header.context != checksum {
+                return Ok(PeerMessage::Ignored("a request for another prepare of the op"));
+            }
+            self.prepare_reference_send(op, to);
+            return Ok(PeerMessage::Handled);
+        }
+        let Some(message) = self.state.prepare_read(op)? else {
+            return Ok(PeerMessage::Ignored("an op this replica does not hold"));
+        };
+        let checksum = self.state.pool().header(&message).checksum;
+        if header.context != 0 && header.context != checksum {
+            self.state.pool_mut().release(message);
+            return Ok(PeerMessage::Ignored("a request for another prepare of the op"));
+        }
+        self.send(to, Payload::Message(message));
+        Ok(PeerMessage::Handled)
+    }
+}
+
+/// The replicas of a cluster of `replica_count` other than `replica`, in index order.
+fn peers(replica: u8, replica_count: u8) -> impl Iterator<Item = u8> {
+    (0..replica_count).filter(move |index| *index != replica)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constants::NS_PER_S;
+    use crate::net::codec::{request_header, MessageBuffer};
+    use crate::operation::Operation;
+    use crate::storage::SimStorage;
+    use crate::vsr::admission::Admission;
+    use crate::vsr::time::Time;
+
+    const CLUSTER: u128 = 9;
+    const CLIENT: u128 = 77;
+
+    /// A change to a header, for a message that is resealed after it.
+    type Change = dyn Fn(&mut Header);
+
+    struct Clock {
+        monotonic: u64,
+    }
+
+    impl Time for Clock {
+        fn monotonic(&self) -> u64 {
+            self.monotonic
+        }
+        fn realtime(&self) -> u64 {
+            NS_PER_S + self.monotonic
+        }
+    }
+
+    fn cluster(replica_count: u8) -> Vec<Replica<SimStorage>> {
+        (0..replica_count)
+            .map(|replica| super::super::tests::replica_of(CLUSTER, replica, replica_count))
+            .collect()
+    }
+
+    /// Makes what replica `replica` has in its pipeline durable, as a journal stage would.
+    fn journal(replica: &mut Replica<SimStorage>) {
+        let before = replica.state.op_durable();
+        replica.state.journal_sync().expect("journal");
+        replica.durable(before);
+    }
+
+    /// The outbox of `replica`: (destination, message).
+    fn sent(replica: &mut Replica<SimStorage>) -> Vec<(Destination, Vec<u8>)> {
+        let mut sent = Vec::new();
+        replica.outbox_drain(|to, message| sent.push((to, message.to_vec())));
+        sent
+    }
+
+    fn header_of(message: &[u8]) -> Header {
+        bytemuck::pod_read_unaligned(&message[..HEADER_SIZE])
+    }
+
+    /// Hands `message` to `replica` as a peer's.
+    fn deliver(replica: &mut Replica<SimStorage>, message: &[u8]) -> PeerMessage {
+        let header = header_of(message);
+        assert!(header.valid_checksum() && header.valid_checksum_body(&message[HEADER_SIZE..]));
+        replica.on_peer_message(&header, &message[HEADER_SIZE..]).expect("no storage error")
+    }
+
+    fn register(replica: &mut Replica<SimStorage>) {
+        let mut message = MessageBuffer::new();
+        message.seal_with_body(request_header(CLUSTER, CLIENT, 0, 0, Operation::Register), &[]);
+        let header = header_of(message.as_bytes());
+        assert_eq!(replica.on_request(&header, &[]), Admission::Prepare(Operation::Register));
+    }
+
+    #[test]
+    fn an_op_commits_on_a_replication_quorum_and_a_backup_commits_what_the_primary_tells_it() {
+        let mut replicas = cluster(3);
+        assert!(replicas[0].is_primary() && !replicas[1].is_primary());
+        register(&mut replicas[0]);
+        replicas[0].prepare_queued(&Clock { monotonic: 0 }).expect("prepare");
+        let prepares = sent(&mut replicas[0]);
+        let to: Vec<Destination> = prepares.iter().map(|(to, _)| *to).collect();
+        assert_eq!(to, [Destination::Replica(1), Destination::Replica(2)], "star replication");
+        let prepare = prepares[0].1.clone();
+        assert_eq!(header_of(&prepare).command(), Some(Command::Prepare));
+        // Durable on the primary alone: one of the quorum of two.
+        journal(&mut replicas[0]);
+        assert_eq!((replicas[0].state.op_durable(), replicas[0].state.commit_max()), (1, 0));
+        // A backup takes the prepare and acknowledges it once durable, not before.
+        assert_eq!(deliver(&mut replicas[1], &prepare), PeerMessage::Handled);
+        assert!(sent(&mut replicas[1]).is_empty(), "no prepare_ok before the prepare is durable");
+        journal(&mut replicas[1]);
+        let ok = sent(&mut replicas[1]);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].0, Destination::Replica(0));
+        assert_eq!(header_of(&ok[0].1).command(), Some(Command::PrepareOk));
+        assert_eq!(header_of(&ok[0].1).context, header_of(&prepare).checksum);
+        assert_eq!(replicas[1].commit().expect("commit").ops, 0, "not known committed yet");
+        // The quorum: the primary commits and answers the client.
+        assert_eq!(deliver(&mut replicas[0], &ok[0].1), PeerMessage::Handled);
+        assert_eq!(deliver(&mut replicas[0], &ok[0].1), PeerMessage::Ignored("an op not in the pipeline"));
+        assert_eq!(replicas[0].state.commit_max(), 1);
+        assert_eq!(replicas[0].commit().expect("commit").ops, 1);
+        let replies = sent(&mut replicas[0]);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].0, Destination::Client(CLIENT));
+        // The heartbeat tells the backup; it commits, and says nothing to the client.
+        replicas[0].on_tick(&Clock { monotonic: 1 }).expect("tick");
+        let heartbeats = sent(&mut replicas[0]);
+        let heartbeat =
+            &heartbeats.iter().find(|(to, _)| *to == Destination::Replica(1)).expect("a heartbeat").1;
+        assert_eq!(header_of(heartbeat).command(), Some(Command::Commit));
+        assert_eq!(deliver(&mut replicas[1], heartbeat), PeerMessage::Handled);
+        assert_eq!(replicas[1].commit().expect("commit").ops, 1);
+        assert!(sent(&mut replicas[1]).is_empty(), "a backup sends no reply");
+        assert_eq!(replicas[1].state.state_machine().accounts().len(), 0);
+        assert_eq!(replicas[1].state.clients().get(CLIENT).map(|(_, session)| session.session), Some(1));
+
+        // Replica 2 never got the prepare: the heartbeat tells it what it lacks, it asks, and
+        // the primary answers from its WAL (the op left its pipeline when it committed).
+        assert_eq!(deliver(&mut replicas[2], heartbeat), PeerMessage::Handled);
+        replicas[2].on_tick(&Clock { monotonic: 1 }).expect("tick");
+        let requests = sent(&mut replicas[2]);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(header_of(&requests[0].1).command(), Some(Command::RequestPrepare));
+        assert!(replicas[0].state.pipeline_message(1).is_none());
+        assert_eq!(deliver(&mut replicas[0], &requests[0].1), PeerMessage::Handled);
+        let repaired = sent(&mut replicas[0]);
+        assert_eq!(repaired.len(), 1);
+        assert_eq!(repaired[0].0, Destination::Replica(2));
+        assert_eq!(repaired[0].1, prepare, "the very prepare, read back from the WAL");
+        assert_eq!(deliver(&mut replicas[2], &repaired[0].1), PeerMessage::Handled);
+        journal(&mut replicas[2]);
+        sent(&mut replicas[2]);
+        assert_eq!(replicas[2].commit().expect("commit").ops, 1);
+        let pool = replicas[0].state.pool();
+        assert_eq!(pool.available(), pool.capacity(), "every message is back in the primary's pool");
+    }
+
+    #[test]
+    fn what_does_not_fit_is_ignored_and_a_duplicate_prepare_is_acknowledged_again() {
+        let mut replicas = cluster(3);
+        register(&mut replicas[0]);
+        replicas[0].prepare_queued(&Clock { monotonic: 0 }).expect("prepare");
+        let prepare = sent(&mut replicas[0])[0].1.clone();
+        let reseal = |message: &[u8], change: &Change| {
+            let mut header = header_of(message);
+            change(&mut header);
+            header.set_checksum();
+            let mut bytes = message.to_vec();
+            bytes[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&header));
+            bytes
+        };
+        let cases: [(&Change, &str); 4] = [
+            (&|header| header.replica = 3, "from a replica index beyond the cluster"),
+            (&|header| header.view = 1, "of another view"),
+            (&|header| header.replica = 2, "a prepare not made by the view's primary"),
+            (&|header| header.op = 3, "a gap before it"),
+        ];
+        for (change, reason) in cases {
+            assert_eq!(deliver(&mut replicas[1], &reseal(&prepare, change)), PeerMessage::Ignored(reason));
+        }
+        // A prepare that does not chain to the head.
+        let unchained = reseal(&prepare, &|header| header.parent ^= 1);
+        assert_eq!(
+            deliver(&mut replicas[1], &unchained),
+            PeerMessage::Ignored("it does not fit the log or the pipeline now")
+        );
+        assert_eq!(
+            deliver(&mut replicas[0], &prepare),
+            PeerMessage::Ignored("a primary takes no prepares of its own view")
+        );
+        assert_eq!(deliver(&mut replicas[1], &prepare), PeerMessage::Handled);
+        assert_eq!(
+            deliver(&mut replicas[1], &prepare),
+            PeerMessage::Ignored("a duplicate of an op not yet durable here")
+        );
+        journal(&mut replicas[1]);
+        let ok = sent(&mut replicas[1]);
+        // The primary's resend: acknowledged again.
+        assert_eq!(deliver(&mut replicas[1], &prepare), PeerMessage::Handled);
+        assert_eq!(sent(&mut replicas[1]), ok);
+        // An acknowledgement of another prepare of the op does not count.
+        let forged = reseal(&ok[0].1, &|header| header.context ^= 1);
+        assert_eq!(
+            deliver(&mut replicas[0], &forged),
+            PeerMessage::Ignored("an acknowledgement of another prepare")
+        );
+        journal(&mut replicas[0]);
+        assert_eq!(replicas[0].state.commit_max(), 0, "the primary alone is no quorum of three");
+        assert_eq!(deliver(&mut replicas[0], &ok[0].1), PeerMessage::Handled);
+        assert_eq!(replicas[0].state.commit_max(), 1);
+    }
+}
