@@ -70,6 +70,30 @@ pub const PREPARE_RESEND_NS: u64 = 50_000_000;
 /// How often a backup that lacks ops asks for them again (`request_prepare`).
 pub const REPAIR_INTERVAL_NS: u64 = 20_000_000;
 
+/// How long a backup hears nothing from its primary (no prepare, no heartbeat) before it
+/// starts a view change, and how long a view change may take before the next one starts.
+/// Replica `i` waits `i` × [`VIEW_CHANGE_STAGGER_NS`] longer, so that timeouts spread.
+pub const VIEW_CHANGE_TIMEOUT_NS: u64 = 500_000_000;
+
+/// See [`VIEW_CHANGE_TIMEOUT_NS`].
+pub const VIEW_CHANGE_STAGGER_NS: u64 = 30_000_000;
+
+/// How long the primary goes with an uncommitted op and no commit before it abdicates (starts
+/// a view change): it may reach its backups while they cannot reach it.
+pub const PRIMARY_ABDICATE_NS: u64 = 2 * VIEW_CHANGE_TIMEOUT_NS;
+
+/// How often a replica in a view change sends its messages again (`start_view_change`,
+/// `do_view_change`, `request_start_view`, repair).
+pub const VIEW_CHANGE_RESEND_NS: u64 = 50_000_000;
+
+/// The most prepare headers a `do_view_change`, `start_view` or `headers` message carries:
+/// the sender's log back from its head (more than a pipeline, so that they reach below every
+/// op that may be uncommitted).
+pub const VIEW_HEADERS_MAX: usize = 64;
+
+const _: () = assert!(VIEW_HEADERS_MAX > 2 * PIPELINE_PREPARE_MAX);
+const _: () = assert!(HEADER_SIZE * (1 + VIEW_HEADERS_MAX) <= MESSAGE_SIZE_MAX);
+
 /// The WAL slots of a production data file: one prepare of up to `MESSAGE_SIZE_MAX` each.
 pub const JOURNAL_SLOT_COUNT: u64 = 1024;
 

@@ -3,7 +3,12 @@
 //! (`docs/simulator.md`). A failure names its seed; `cargo run --release --bin simulator --
 //! --seed N` re-runs it alone.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ledger::testing::cluster::Cluster;
+use ledger::testing::options::SimOptions;
 use ledger::testing::{run_seed, RunReport};
+use ledger::vsr::replica::InjectedBug;
 
 /// How many seeds `cargo test` runs (the long mode is `simulator --duration-s`).
 const SEED_COUNT: u64 = 240;
@@ -13,7 +18,7 @@ const SEED_COUNT: u64 = 240;
 const SEED_FIRST: u64 = 1_000_000;
 
 /// Seeds that once failed, each with the bug it found (docs/simulator.md, "Bugs found").
-const SEEDS_REGRESSION: [u64; 8] = [
+const SEEDS_REGRESSION: [u64; 14] = [
     15,  // The model reported the expiries table full where the state machine reports history.
     844, // The model counted history snapshots for posts/voids when no account keeps history.
     423, // Same as 844.
@@ -22,6 +27,12 @@ const SEEDS_REGRESSION: [u64; 8] = [
     468, // Same as 230.
     969, // Same as 230.
     975, // Same as 230.
+    120, // Duplicated start_view_change votes were each answered by a broadcast: a message storm.
+    89,  // A new primary abdicated at its first tick (its abdication deadline was unset, 0).
+    227, // A replica in a view change executed its own stale op: it applied the adopted log's
+    381, // commit point before truncating its log to the part the adopted one shares.
+    540, // Same as 227.
+    642, // The simulated client took the eviction of its old session's noise for its own.
 ];
 
 fn assert_passed(report: &RunReport) {
@@ -36,6 +47,7 @@ fn assert_passed(report: &RunReport) {
 #[test]
 fn many_seeds_pass_every_checker() {
     let (mut commits, mut crashes, mut replies, mut evictions) = (0, 0, 0, 0);
+    let (mut view_changes, mut partitions) = (0, 0);
     for seed in SEED_FIRST..SEED_FIRST + SEED_COUNT {
         let report = run_seed(seed);
         assert_passed(&report);
@@ -43,9 +55,14 @@ fn many_seeds_pass_every_checker() {
         crashes += report.crashes;
         replies += report.replies;
         evictions += report.evictions;
+        view_changes += report.stats.view_changes;
+        partitions += report.stats.partitions;
     }
-    // The runs must exercise what they claim to: commits, crashes, replies and evictions.
+    // The runs must exercise what they claim to: commits, crashes, replies, evictions, and in
+    // the clusters (about half the seeds), view changes and partitions.
     assert!(commits > 100 * SEED_COUNT, "{commits} commits");
+    assert!(view_changes > 10 * SEED_COUNT, "{view_changes} view changes");
+    assert!(partitions > SEED_COUNT / 4, "{partitions} partitions");
     assert!(crashes > SEED_COUNT, "{crashes} crashes");
     assert!(replies > 100 * SEED_COUNT, "{replies} replies");
     assert!(evictions > SEED_COUNT, "{evictions} evictions");
@@ -69,4 +86,20 @@ fn the_same_seed_gives_the_same_run_bit_for_bit() {
         );
     }
     assert_ne!(run_seed(1).trace_hash, run_seed(2).trace_hash, "other seeds, other runs");
+}
+
+/// The checkers bite: with a known bug planted (a primary that commits on one acknowledgement
+/// fewer than a replication quorum), seeds of 3-replica clusters fail, and quickly.
+#[test]
+fn an_injected_bug_is_caught_within_a_few_seeds() {
+    let mut caught = 0;
+    for seed in 0..20 {
+        let mut options = SimOptions::of_seed_with(seed, 3);
+        options.bug = Some(InjectedBug::CommitQuorumMinusOne);
+        // A replica's own assertion may catch it first (it adopts a log without an op it
+        // executed): a panic counts as caught too.
+        let outcome = catch_unwind(AssertUnwindSafe(|| Cluster::new(options).run()));
+        caught += u64::from(outcome.map_or(true, |report| report.result.is_err()));
+    }
+    assert!(caught >= 5, "only {caught} of 20 seeds caught the bug");
 }

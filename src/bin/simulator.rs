@@ -10,6 +10,7 @@ use clap::Parser;
 use ledger::testing::cluster::Cluster;
 use ledger::testing::options::SimOptions;
 use ledger::testing::RunReport;
+use ledger::vsr::replica::InjectedBug;
 
 /// Runs the real replica over a simulated disk, network, clock and clients, one seed per run,
 /// and checks it against the reference model. The same seed always gives the same run and the
@@ -34,6 +35,18 @@ struct Options {
     /// picks (half the seeds a cluster of one, the others 2 to 6).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=6))]
     replica_count: Option<u8>,
+    /// Plant a known bug in every replica, to see the checkers catch it (the seeds should
+    /// fail): `commit-quorum-minus-one` commits an op on one acknowledgement fewer than a
+    /// replication quorum (needs --replica-count 3 or more, where a quorum is 2 or more).
+    #[arg(long, value_parser = parse_bug)]
+    inject_bug: Option<InjectedBug>,
+}
+
+fn parse_bug(text: &str) -> Result<InjectedBug, String> {
+    match text {
+        "commit-quorum-minus-one" => Ok(InjectedBug::CommitQuorumMinusOne),
+        _ => Err(format!("unknown bug {text:?}: the one known is commit-quorum-minus-one")),
+    }
 }
 
 const AFTER_HELP: &str = "\
@@ -66,12 +79,13 @@ fn parse_range(text: &str) -> Result<Range<u64>, String> {
 
 /// Runs one seed (with `replica_count` replicas, if given); a panic (an assertion in the
 /// replica or the harness) is a failure too.
-fn run(seed: u64, replica_count: Option<u8>) -> (bool, String) {
+fn run(seed: u64, replica_count: Option<u8>, bug: Option<InjectedBug>) -> (bool, String) {
     let started = Instant::now();
-    let options = match replica_count {
+    let mut options = match replica_count {
         Some(count) => SimOptions::of_seed_with(seed, count),
         None => SimOptions::of_seed(seed),
     };
+    options.bug = bug;
     let outcome = catch_unwind(AssertUnwindSafe(|| Cluster::new(options).run()));
     let elapsed_ms = started.elapsed().as_millis();
     match outcome {
@@ -90,13 +104,17 @@ fn run(seed: u64, replica_count: Option<u8>) -> (bool, String) {
 fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
     let stats = &report.stats;
     let summary = format!(
-        "seed={} {} commits={} crashes={} (in recovery {}) replies={} resent={} evictions={} pulses={} \
-         stages={}/{}/{} waits={} peer={}/{}/{}/{} trace={:016x} time={}ms",
+        "seed={} {} commits={} view_changes={} (view {}) crashes={} (in recovery {}) behind={} partitions={} replies={} \
+         resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
         report.commits,
+        stats.view_changes,
+        stats.view_max,
         report.crashes,
         report.stats.recovery_crashes,
+        stats.behind_stops,
+        stats.partitions,
         report.replies,
         report.stats.replies_resent,
         report.evictions,
@@ -135,7 +153,7 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let (mut passed, mut failed) = (0u64, 0u64);
     let mut tally = |seed: u64| {
-        let (ok, text) = run(seed, options.replica_count);
+        let (ok, text) = run(seed, options.replica_count, options.inject_bug);
         println!("{text}");
         if ok {
             passed += 1;

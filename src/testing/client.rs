@@ -5,6 +5,10 @@
 //! number far ahead, an altered copy of the latest request, and a request with the session it
 //! was evicted from. Only the next request of the session may ever execute; the checkers hold
 //! the replica to that.
+//!
+//! In a cluster it sends to the primary of the newest view it learned from a reply, and each
+//! retry of a request to the next replica in turn, as the client library does: only the
+//! primary of a normal view answers, so a client finds the new primary after a view change.
 
 use super::network::{Address, Packet};
 use super::requests::{RequestBody, Requests};
@@ -12,7 +16,7 @@ use crate::constants::HEADER_SIZE;
 use crate::net::codec::{request_header, MessageBuffer};
 use crate::operation::Operation;
 use crate::prng::Prng;
-use crate::vsr::header::{Command, Header};
+use crate::vsr::header::{Command, EvictionReason, Header};
 
 /// How far ahead a "skipping" request number jumps: more requests than any run sends, so that
 /// it can never become the session's next request while it is in flight.
@@ -51,6 +55,11 @@ struct InFlight {
 pub struct SimClient {
     id: u128,
     cluster: u128,
+    replica_count: u8,
+    /// The replica it sends to next.
+    replica: u8,
+    /// The newest view a reply carried.
+    view: u32,
     options: ClientOptions,
     /// The session (the op its register committed at); 0 before a register is answered.
     session: u64,
@@ -67,12 +76,16 @@ pub struct SimClient {
 
 impl SimClient {
     /// A client with id `id` (never 0) of `cluster`.
-    pub fn new(id: u128, cluster: u128, options: ClientOptions) -> SimClient {
+    pub fn new(id: u128, cluster: u128, replica_count: u8, options: ClientOptions) -> SimClient {
         assert_ne!(id, 0);
+        assert!(replica_count >= 1);
         assert!(options.retry_ticks_min >= 1 && options.retry_ticks_min <= options.retry_ticks_max);
         SimClient {
             id,
             cluster,
+            replica_count,
+            replica: 0,
+            view: 0,
             options,
             session: 0,
             session_evicted: None,
@@ -94,6 +107,11 @@ impl SimClient {
         self.replies
     }
 
+    /// The number of the request in flight (not yet answered), if any.
+    pub fn in_flight(&self) -> Option<u32> {
+        self.in_flight.as_ref().map(|_| self.request)
+    }
+
     /// Evictions received.
     pub fn evictions(&self) -> u64 {
         self.evictions
@@ -113,6 +131,10 @@ impl SimClient {
         if let Some(in_flight) = &mut self.in_flight {
             // A duplicate now and then, as a client that reconnects may send.
             if now >= in_flight.retry_tick || prng.chance(1, 50) {
+                if now >= in_flight.retry_tick {
+                    // No answer: perhaps not the primary (any more). The next one in turn.
+                    self.replica = (self.replica + 1) % self.replica_count;
+                }
                 in_flight.retry_tick =
                     now + prng.range_inclusive(self.options.retry_ticks_min, self.options.retry_ticks_max);
                 let message = in_flight.message.clone();
@@ -194,14 +216,20 @@ impl SimClient {
     }
 
     fn send(&self, message: Vec<u8>, next: bool) -> Send {
-        Send { packet: Packet { from: Address::Client(self.id), to: Address::Replica(0), message }, next }
+        let to = Address::Replica(self.replica);
+        Send { packet: Packet { from: Address::Client(self.id), to, message }, next }
     }
 
     /// Takes a message from the replica (already checked by the reply checker if a reply).
     pub fn on_message(&mut self, header: &Header) {
         assert_eq!(header.client, self.id, "the network delivers to the addressee");
+
         match header.command() {
             Some(Command::Reply) => {
+                if header.view > self.view {
+                    self.view = header.view;
+                    self.replica = crate::vsr::quorums::primary_index(self.view, self.replica_count);
+                }
                 let Some(in_flight) = &self.in_flight else { return };
                 if header.context != in_flight.checksum {
                     return; // A late or duplicate reply to an earlier request.
@@ -211,6 +239,17 @@ impl SimClient {
                 }
                 self.answered = self.in_flight.take().map(|in_flight| in_flight.message);
                 self.replies += 1;
+            }
+            Some(Command::Eviction)
+                if header.status == EvictionReason::SessionTooLow as u8
+                    && header.request == REQUEST_SKIP_AHEAD =>
+            {
+                // The answer to this client's noise of a session it left (a real client sends
+                // nothing of an old session): it says nothing of the current one. Taking it
+                // for the current session's eviction, the client registered again, got its
+                // current session back (a register is answered from the session), and sent a
+                // second, different request 1 in it, which the replica rightly never executes:
+                // a client stuck forever (seed 642, found by the liveness checker).
             }
             Some(Command::Eviction) => {
                 // A real client gives up its session on any eviction and registers again.

@@ -16,11 +16,12 @@ use super::checkers::commits::CommitsChecker;
 use super::checkers::hash_chain::HashChain;
 use super::checkers::op_numbers::{OpNumbers, OpNumbersChecker};
 use super::checkers::replies::RepliesChecker;
-use super::checkers::{convergence, progress, state, Failure};
+use super::checkers::views::ViewsChecker;
+use super::checkers::{convergence, liveness, progress, state, Failure};
 use super::client::{Send, SimClient};
 use super::network::{Address, Network, Packet};
 use super::node::{Node, NodeError, Received};
-use super::options::SimOptions;
+use super::options::{SimOptions, PARTITION_TICKS_MAX};
 use super::oracle::Oracle;
 use super::requests::Requests;
 use super::time::SimTime;
@@ -97,6 +98,15 @@ pub struct RunStats {
     pub peer_handled: u64,
     /// Messages between replicas the receiver ignored (stale, duplicates, ahead of a gap).
     pub peer_ignored: u64,
+    /// Replicas that stopped because they fell further behind than a WAL reaches.
+    pub behind_stops: u64,
+    /// Partitions of the replicas begun.
+    pub partitions: u64,
+    /// View changes completed (a replica entering normal status in a new view), over all
+    /// replicas, and the newest view any replica reached.
+    pub view_changes: u64,
+    /// See `view_changes`.
+    pub view_max: u32,
 }
 
 /// What the checkers remember of one replica.
@@ -106,6 +116,11 @@ struct Checked {
     op_numbers: OpNumbersChecker,
     /// When a crashed replica restarts.
     restart_tick: Option<u64>,
+    /// The replica stopped for good: it fell too far behind.
+    stopped: bool,
+    views: ViewsChecker,
+    /// The newest view the replica entered normal status in.
+    view_normal: u32,
 }
 
 /// A run in progress.
@@ -123,6 +138,8 @@ pub struct Cluster {
     sealer: MessageBuffer,
     /// Which prepare each op committed as, across replicas.
     committed: CommitsChecker,
+    /// When the partition in force (if any) heals.
+    partition_until: Option<u64>,
     /// The newest op committed when clients stopped starting requests (the second half of
     /// the quiet phase): every replica must reach it by the end.
     drain_op: Option<u64>,
@@ -145,18 +162,29 @@ impl Cluster {
             let mut storage = SimStorage::new(file_size, prng.next_u64(), SimFaults::default());
             storage.set_latency(options.latency.clone());
             let format = crate::vsr::data_file::FormatOptions { replica: index, ..options.format };
-            let node = Node::format(index, &format, storage);
+            let mut node = Node::format(index, &format, storage);
+            node.set_bug(options.bug);
             node.disk().take_elapsed_ns(); // Formatting is not part of the run's time.
             nodes.push(node);
             checked.push(Checked {
                 oracle: Oracle::new(&options.format.config, batch_size_limit),
                 chain: HashChain::new(0, root_checksum(options.format.cluster)),
-                op_numbers: OpNumbersChecker::new(),
+                op_numbers: OpNumbersChecker::new(options.replica_count > 1),
                 restart_tick: None,
+                stopped: false,
+                views: ViewsChecker::default(),
+                view_normal: 0,
             });
         }
         let clients = (0..options.client_count)
-            .map(|_| SimClient::new(prng.next_u128() | 1, options.format.cluster, options.client))
+            .map(|_| {
+                SimClient::new(
+                    prng.next_u128() | 1,
+                    options.format.cluster,
+                    options.replica_count,
+                    options.client,
+                )
+            })
             .collect();
         let requests = Requests::new(prng.next_u64(), options.account_id_max, options.invalid_percent);
         Cluster {
@@ -172,6 +200,7 @@ impl Cluster {
             trace: Trace::new(),
             sealer: MessageBuffer::new(),
             committed: CommitsChecker::new(),
+            partition_until: None,
             drain_op: None,
             commits: 0,
             crashes: 0,
@@ -206,6 +235,7 @@ impl Cluster {
             if self.time.tick() == drain_tick {
                 self.drain_op = Some(self.committed.op_max());
             }
+            self.partitions_act();
             self.deliver()?;
             self.clients_act();
             for index in 0..self.nodes.len() {
@@ -214,9 +244,64 @@ impl Cluster {
         }
         self.replies.finish()?;
         progress::check(self.commits)?;
-        let commit_mins: Vec<Option<u64>> =
-            self.nodes.iter().map(|node| node.is_up().then(|| node.replica().state().commit_min())).collect();
+        if self.nodes.len() > 1 && self.stats.view_changes == 0 {
+            return Err(Failure::new("progress", "a cluster run completed no view change".into()));
+        }
+        let in_flight: Vec<(u128, Option<u32>)> =
+            self.clients.iter().map(|client| (client.id(), client.in_flight())).collect();
+        liveness::check(&in_flight)?;
+        let commit_mins: Vec<Option<u64>> = self
+            .nodes
+            .iter()
+            .zip(&self.checked)
+            .filter(|(_, checked)| !checked.stopped)
+            .map(|(node, _)| node.is_up().then(|| node.replica().state().commit_min()))
+            .collect();
+        if commit_mins.len()
+            < usize::from(crate::vsr::quorums::Quorums::of(self.options.replica_count).view_change)
+        {
+            return Err(Failure::new(
+                "convergence",
+                format!(
+                    "{} replicas stopped behind: fewer than a view-change quorum run",
+                    self.stats.behind_stops
+                ),
+            ));
+        }
         convergence::check(&commit_mins, self.drain_op.expect("the run drained"))
+    }
+
+    /// Begins and heals partitions of the replicas (in the safety phase only): symmetric, two
+    /// groups that cannot reach each other, or asymmetric, one group that cannot reach the
+    /// other while it hears from it.
+    fn partitions_act(&mut self) {
+        let now = self.time.tick();
+        if let Some(until) = self.partition_until {
+            if now >= until || !self.faulty() {
+                self.network.heal();
+                self.partition_until = None;
+            }
+            return;
+        }
+        // (No draw for a cluster of one: its runs stay what they were before partitions.)
+        if self.nodes.len() == 1
+            || !self.faulty()
+            || !self.prng.chance(self.options.partition_per_mille, 1000)
+        {
+            return;
+        }
+        let count = self.options.replica_count;
+        // A group: a non-empty proper subset of the replicas.
+        let group = 1 + self.prng.below((1u64 << count) - 2) as u8;
+        let inside = move |replica: u8| group & (1 << replica) != 0;
+        if self.prng.chance(1, 2) {
+            self.network.partition(count, |from, to| inside(from) != inside(to));
+        } else {
+            self.network.partition(count, |from, to| inside(from) && !inside(to));
+        }
+        self.partition_until = Some(now + 1 + self.prng.below(PARTITION_TICKS_MAX));
+        self.stats.partitions += 1;
+        self.trace.record(TraceEvent::Partitioned, &[u128::from(now), u128::from(group)]);
     }
 
     /// Whether crashes may happen now (not in the quiet phase).
@@ -264,6 +349,7 @@ impl Cluster {
                         }
                         Ok(Received::Down | Received::Admitted(_)) => {}
                         Err(NodeError::Crashed) => self.crash(index),
+                        Err(NodeError::Behind(message)) => self.stop_behind(index, &message),
                         Err(NodeError::Fatal(message)) => {
                             return Err(Failure::new(
                                 "replica",
@@ -314,10 +400,10 @@ impl Cluster {
         }
     }
 
-    /// Whether replica `index` may crash: any replica of a cluster of one; in a larger
-    /// cluster not the primary, replica 0 (a view change would have to replace it).
+    /// Whether replica `index` may crash: any replica, the primary included (a view change
+    /// replaces it).
     fn crashable(&self, index: usize) -> bool {
-        self.nodes.len() == 1 || index != 0
+        index < self.nodes.len()
     }
 
     fn node_act(&mut self, index: usize) -> Result<(), Failure> {
@@ -346,10 +432,15 @@ impl Cluster {
                 self.crash(index);
                 return Ok(());
             }
+            Err(NodeError::Behind(message)) => {
+                self.stop_behind(index, &message);
+                return Ok(());
+            }
             Err(NodeError::Fatal(message)) => {
                 return Err(Failure::new("replica", format!("replica {index} failed: {message}")));
             }
         }
+        self.views_check(index)?;
         let committed = match self.options.stage_latency_ticks_max {
             Some(latency) => {
                 let stepped = self.nodes[index].step(&self.time, &mut self.prng, latency, &mut outbox);
@@ -393,11 +484,44 @@ impl Cluster {
                 self.crash(index);
                 Ok(())
             }
-            Err(NodeError::Fatal(message)) => Err(Failure::new(
+            Err(NodeError::Fatal(message) | NodeError::Behind(message)) => Err(Failure::new(
                 "replica",
                 format!("replica {index}: commit failed without a crash: {message}"),
             )),
         }
+    }
+
+    /// Checks the views of running replica `index`, and counts the view changes it completed.
+    fn views_check(&mut self, index: usize) -> Result<(), Failure> {
+        let replica = self.nodes[index].replica();
+        let (view, log_view) = (replica.view(), replica.log_view());
+        let normal = replica.status() == crate::vsr::replica::Status::Normal;
+        let checked = &mut self.checked[index];
+        checked.views.check(view, log_view)?;
+        self.stats.view_max = self.stats.view_max.max(view);
+        if normal && view > checked.view_normal {
+            checked.view_normal = view;
+            self.stats.view_changes += 1;
+            self.trace.record(
+                TraceEvent::ViewNormal,
+                &[u128::from(self.time.tick()), index as u128, u128::from(view)],
+            );
+        }
+        Ok(())
+    }
+
+    /// Replica `index` stopped because it fell further behind than a WAL reaches, as it must
+    /// without state sync: it stays down for the rest of the run, and the convergence checker
+    /// leaves it out (the rest of the cluster must still converge).
+    fn stop_behind(&mut self, index: usize, message: &str) {
+        let _ = message;
+        self.stats.behind_stops += 1;
+        self.trace.record(TraceEvent::Crashed, &[u128::from(self.time.tick()), index as u128, u128::MAX]);
+        self.network.drop_to(Address::Replica(index as u8));
+        let checked = &mut self.checked[index];
+        checked.op_numbers.crashed();
+        checked.restart_tick = None;
+        checked.stopped = true;
     }
 
     /// Takes replica `index` down: its disk keeps, loses or tears the unsynced writes.
@@ -441,7 +565,7 @@ impl Cluster {
                     self.stats.recovery_crashes += 1;
                     self.crash(index);
                 }
-                Err(NodeError::Fatal(message)) => {
+                Err(NodeError::Fatal(message) | NodeError::Behind(message)) => {
                     return Err(Failure::new("recovery", format!("replica {index} cannot start: {message}")));
                 }
             }
@@ -478,7 +602,9 @@ impl Cluster {
     fn catch_up(&mut self, index: usize) -> Result<(), Failure> {
         let node = &self.nodes[index];
         let checked = &mut self.checked[index];
-        let state = node.replica().state();
+        let replica = node.replica();
+        checked.views.check(replica.view(), replica.log_view())?;
+        let state = replica.state();
         let layout = state.data_file().superblock().layout();
         let commit_min = state.commit_min();
         let numbers = OpNumbers { op: state.op(), commit_min, commit_max: state.commit_max() };

@@ -71,6 +71,9 @@ pub struct Network {
     sequence: u64,
     /// The latest delivery tick of each path, which a later packet of the path may not precede.
     path_tick_last: BTreeMap<(Address, Address), u64>,
+    /// Bit `to` of `cut[from]`: packets from replica `from` to replica `to` are dropped (a
+    /// partition; one-way for an asymmetric one).
+    cut: [u8; 8],
 }
 
 impl Network {
@@ -84,13 +87,48 @@ impl Network {
             in_flight: BTreeMap::new(),
             sequence: 0,
             path_tick_last: BTreeMap::new(),
+            cut: [0; 8],
         }
+    }
+
+    /// Partitions the replicas: packets from `from` to `to` are dropped for every pair that
+    /// `cut(from, to)` names, until the next call. Client paths are never cut (a client
+    /// reaches every replica).
+    pub fn partition(&mut self, replica_count: u8, cut: impl Fn(u8, u8) -> bool) {
+        self.cut = [0; 8];
+        for from in 0..replica_count {
+            for to in 0..replica_count {
+                if from != to && cut(from, to) {
+                    self.cut[from as usize] |= 1 << to;
+                }
+            }
+        }
+    }
+
+    /// Heals every partition.
+    pub fn heal(&mut self) {
+        self.cut = [0; 8];
     }
 
     /// Sends `packet` at tick `now`. Returns how many copies are on their way (0: lost).
     pub fn send(&mut self, now: u64, packet: Packet) -> usize {
-        assert!(self.in_flight.len() < PACKETS_IN_FLIGHT_MAX, "{PACKETS_IN_FLIGHT_MAX} packets in flight");
+        if self.in_flight.len() >= PACKETS_IN_FLIGHT_MAX {
+            let mut counts = std::collections::BTreeMap::new();
+            for packet in self.in_flight.values() {
+                let header: crate::vsr::header::Header = bytemuck::pod_read_unaligned(&packet.message[..256]);
+                *counts.entry((header.command, packet.from, packet.to)).or_insert(0u64) += 1;
+            }
+            let mut top: Vec<_> = counts.into_iter().collect();
+            top.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+            top.truncate(5);
+            panic!("{PACKETS_IN_FLIGHT_MAX} packets in flight: most (command, from, to): {top:?}");
+        }
         let between_replicas = matches!((packet.from, packet.to), (Address::Replica(_), Address::Replica(_)));
+        if let (Address::Replica(from), Address::Replica(to)) = (packet.from, packet.to) {
+            if self.cut[from as usize] & (1 << to) != 0 {
+                return 0;
+            }
+        }
         if between_replicas && self.prng.chance(self.options.loss_percent, 100) {
             return 0;
         }
@@ -196,6 +234,21 @@ mod tests {
         assert_eq!(replica_tags.len(), sent);
         assert!(replica_tags.windows(2).any(|pair| pair[0] > pair[1]), "reordered");
         assert_eq!(client_tags, (0..200).collect::<Vec<u8>>(), "a client's path stays in order");
+    }
+
+    #[test]
+    fn a_partition_cuts_the_paths_it_names_one_way_and_heals() {
+        let mut network = Network::new(NetworkOptions::lossless(), 3);
+        let between =
+            |from, to| Packet { from: Address::Replica(from), to: Address::Replica(to), message: vec![0] };
+        // Asymmetric: 0 cannot reach 1, 1 still reaches 0.
+        network.partition(3, |from, to| from == 0 && to == 1);
+        assert_eq!(network.send(0, between(0, 1)), 0);
+        assert_eq!(network.send(0, between(1, 0)), 1);
+        assert_eq!(network.send(0, between(0, 2)), 1);
+        assert_eq!(network.send(0, packet(Address::Client(1), 1)), 1, "clients reach everyone");
+        network.heal();
+        assert_eq!(network.send(0, between(0, 1)), 1);
     }
 
     #[test]

@@ -27,8 +27,8 @@ use crate::vsr::admission::Admission;
 use crate::vsr::data_file::{DataFile, FormatOptions};
 use crate::vsr::header::{Command, Header};
 use crate::vsr::outbox::Destination;
-use crate::vsr::replica::{PeerMessage, Replica};
-use crate::vsr::replica_state::ReplicaState;
+use crate::vsr::replica::{InjectedBug, PeerMessage, Replica};
+use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
 use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
 /// Why a replica stopped.
@@ -36,6 +36,10 @@ use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 pub enum NodeError {
     /// The simulated disk crashed the process (an armed crash): restart it.
     Crashed,
+    /// The replica stopped, as it must, because it fell further behind its cluster than a WAL
+    /// reaches (no peer still holds the ops it lacks; state sync would be needed): it stays
+    /// down.
+    Behind(String),
     /// Anything else: a bug (the simulated disk injects no other fault today).
     Fatal(String),
 }
@@ -64,6 +68,8 @@ pub struct Node {
     receive: MessageBuffer,
     /// The stages in flight ([`Node::step`]), at most one per stream.
     in_flight: Vec<StageInFlight>,
+    /// A bug planted in the replica at every start.
+    bug: Option<InjectedBug>,
 }
 
 /// What one [`Node::step`] did.
@@ -107,7 +113,13 @@ impl Node {
             replica: None,
             receive: MessageBuffer::new(),
             in_flight: Vec::new(),
+            bug: None,
         }
+    }
+
+    /// Plants `bug` in the replica at every start from now on.
+    pub fn set_bug(&mut self, bug: Option<InjectedBug>) {
+        self.bug = bug;
     }
 
     /// The replica's index.
@@ -136,7 +148,11 @@ impl Node {
         assert!(self.replica.is_none(), "the replica is already up");
         match ReplicaState::open(self.disk.clone(), Some(self.cluster)) {
             Ok(state) => {
-                self.replica = Some(Replica::new(state));
+                let mut replica = Replica::new(state);
+                if let Some(bug) = self.bug {
+                    replica.inject_bug(bug);
+                }
+                self.replica = Some(replica);
                 Ok(())
             }
             Err(error) => Err(self.error(error.to_string())),
@@ -170,13 +186,13 @@ impl Node {
         }
         let received = match header.command() {
             Some(Command::Request) => Received::Admitted(replica.on_request(&header, body)),
-            Some(Command::Prepare | Command::PrepareOk | Command::Commit | Command::RequestPrepare) => {
-                match replica.on_peer_message(&header, body) {
-                    Ok(peer) => Received::Peer(peer, 0),
-                    Err(error) => return Err(self.error(error.to_string())),
-                }
+            Some(Command::Reserved | Command::Reply | Command::Eviction) | None => {
+                return Ok(Received::Invalid)
             }
-            _ => return Ok(Received::Invalid),
+            Some(_) => match replica.on_peer_message(&header, body) {
+                Ok(peer) => Received::Peer(peer, 0),
+                Err(error) => return Err(self.replica_error(error)),
+            },
         };
         let replica = self.replica.as_mut().expect("the replica is up");
         let from_replica = Address::Replica(self.index);
@@ -200,7 +216,7 @@ impl Node {
                 assert_eq!(jump, None, "the replica saw a step of a wall clock that never steps");
                 Ok(())
             }
-            Err(error) => Err(self.error(error.to_string())),
+            Err(error) => Err(self.replica_error(error)),
         }
     }
 
@@ -330,6 +346,17 @@ impl Node {
         let committed = replica.commit();
         replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
         committed.map(drop).map_err(|error| error.to_string())
+    }
+
+    /// Classifies an error the replica returned: a crash of the disk, the stop of a replica too
+    /// far behind, or a bug.
+    fn replica_error(&mut self, error: ReplicaStateError) -> NodeError {
+        if matches!(error, ReplicaStateError::BehindLog { .. }) && !self.disk.crashed() {
+            self.in_flight.clear();
+            self.replica = None;
+            return NodeError::Behind(error.to_string());
+        }
+        self.error(error.to_string())
     }
 
     /// Classifies an error of the replica: a crash of the disk, or a bug.

@@ -7,6 +7,7 @@ use crate::prng::Prng;
 use crate::state_machine::Config;
 use crate::storage::SimLatency;
 use crate::vsr::data_file::FormatOptions;
+use crate::vsr::replica::InjectedBug;
 
 /// The cluster id of every simulated cluster.
 pub const CLUSTER: u128 = 0x5111_u128;
@@ -49,6 +50,12 @@ const TICKS_QUIET_CLUSTER: u64 = 1_000;
 
 /// The most packets between replicas lost, and duplicated, in percent.
 const LOSS_PERCENT_MAX: u64 = 10;
+
+/// The most partitions per thousand ticks.
+const PARTITION_PER_MILLE_MAX: u64 = 4;
+
+/// The longest a partition lasts, in ticks.
+pub const PARTITION_TICKS_MAX: u64 = 150;
 const DUPLICATE_PERCENT_MAX: u64 = 5;
 
 /// Everything one run depends on besides the seed's generator itself.
@@ -90,6 +97,13 @@ pub struct SimOptions {
     /// [`Node::step`]: super::node::Node::step
     /// [`Node::commit`]: super::node::Node::commit
     pub stage_latency_ticks_max: Option<u64>,
+    /// Chance per thousand ticks (of the safety phase) that a partition of the replicas
+    /// begins, if none is in force: symmetric (two groups) or asymmetric (one way); it lasts
+    /// up to [`PARTITION_TICKS_MAX`] ticks. Clusters only.
+    pub partition_per_mille: u64,
+    /// A known bug planted in every replica (never drawn from the seed: `simulator
+    /// --inject-bug` sets it, to show the checkers catch it).
+    pub bug: Option<InjectedBug>,
 }
 
 impl SimOptions {
@@ -163,6 +177,8 @@ impl SimOptions {
             stage_latency_ticks_max: prng
                 .chance(3, 4)
                 .then(|| prng.range_inclusive(0, STAGE_LATENCY_TICKS_MAX)),
+            partition_per_mille: 0,
+            bug: None,
         };
         if replica_count > 1 {
             // Drawn after everything else, so that a cluster of one is configured as it was
@@ -176,6 +192,7 @@ impl SimOptions {
             options.network.reorder = prng.chance(1, 2);
             // Time for a backup back from a crash to repair what it missed.
             options.ticks_quiet = TICKS_QUIET_CLUSTER;
+            options.partition_per_mille = prng.range_inclusive(0, PARTITION_PER_MILLE_MAX);
         }
         options
     }
@@ -185,7 +202,7 @@ impl SimOptions {
         let config = &self.format.config;
         format!(
             "replicas={} clients={} clients_max={} slots={} accounts={} transfers={} expiries={} history={} \
-             ticks={} crash={}‰ invalid={}% loss={}% dup={}%{} {}",
+             ticks={} crash={}‰ partition={}‰ invalid={}% loss={}% dup={}%{} {}",
             self.replica_count,
             self.client_count,
             self.format.clients_max,
@@ -196,6 +213,7 @@ impl SimOptions {
             config.history_max,
             self.ticks,
             self.crash_per_mille,
+            self.partition_per_mille,
             self.invalid_percent,
             self.network.loss_percent,
             self.network.duplicate_percent,

@@ -17,6 +17,10 @@ pub enum TraceEvent {
     Recovered = 4,
     /// A client sent a message: tick, client, message checksum.
     Sent = 5,
+    /// A replica entered normal status in a newer view: tick, replica, view.
+    ViewNormal = 6,
+    /// The replicas were partitioned: tick, the group cut off.
+    Partitioned = 7,
 }
 
 /// The running hash of a run's events.

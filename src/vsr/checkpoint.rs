@@ -514,6 +514,12 @@ impl Grid {
         self.pending.as_ref().map(|pending| (pending.op, pending.writes.len() - pending.written))
     }
 
+    /// True if the checkpoint in progress has built the superblock that will make it durable
+    /// (its manifest is laid out): until that superblock is written, no other may be.
+    pub fn superblock_built(&self) -> bool {
+        self.pending.as_ref().is_some_and(|pending| pending.superblock.is_some())
+    }
+
     /// True if a stage of the checkpoint is in flight.
     pub fn stage_in_flight(&self) -> bool {
         self.pending.as_ref().is_some_and(|pending| pending.in_flight.is_some())

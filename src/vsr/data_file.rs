@@ -4,7 +4,9 @@
 use super::checkpoint::{CheckpointError, CheckpointStats, Grid, CHECKPOINT_ARRAYS};
 use super::client_table::CLIENT_SESSION_SIZE;
 use super::header::Header;
-use super::journal::{Journal, JournalError, Recovered, Replay, SlotRead, JOURNAL_STAGE_WRITES_MAX};
+use super::journal::{
+    Journal, JournalError, Recovered, Replay, SlotRead, ViewHead, JOURNAL_STAGE_WRITES_MAX,
+};
 use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
 use super::write_stage::Stage;
 use crate::constants::HEADER_SIZE;
@@ -256,6 +258,7 @@ impl<S: Storage> DataFile<S> {
         };
         superblock.checkpoint =
             Checkpoint { prepare_checksum: root_checksum(options.cluster), ..bytemuck::Zeroable::zeroed() };
+        superblock.view_head_checksum = root_checksum(options.cluster);
         superblock.write_next(&mut storage)?;
         Ok(DataFile { storage, superblock, journal, grid: Grid::new(layout) })
     }
@@ -295,11 +298,13 @@ impl<S: Storage> DataFile<S> {
     /// Starts replaying the WAL after the checkpoint; continue with [`DataFile::replay_next`].
     pub fn replay_start(&mut self) -> Result<Replay, DataFileError> {
         let checkpoint = self.superblock.checkpoint;
+        let view_head = self.view_head();
         Ok(self.journal.replay_start(
             &mut self.storage,
             checkpoint.op,
             checkpoint.prepare_checksum,
             checkpoint.timestamp,
+            view_head,
         )?)
     }
 
@@ -316,13 +321,27 @@ impl<S: Storage> DataFile<S> {
     /// prepare of the hash chain, in op order.
     pub fn recover(&mut self, replay: impl FnMut(&Header, &[u8])) -> Result<Recovered, DataFileError> {
         let checkpoint = self.superblock.checkpoint;
+        let view_head = self.view_head();
         Ok(self.journal.recover(
             &mut self.storage,
             checkpoint.op,
             checkpoint.prepare_checksum,
             checkpoint.timestamp,
+            view_head,
             replay,
         )?)
+    }
+
+    /// What recovery checks the WAL against: the view head and log view of the superblock.
+    fn view_head(&self) -> ViewHead {
+        ViewHead { head_op: self.superblock.view_head_op, log_view: self.superblock.log_view }
+    }
+
+    /// Forgets the WAL's ops after `op` ([`Journal::truncate`]): their redundant headers are
+    /// reserved again on disk before this returns.
+    pub fn truncate(&mut self, op: u64) -> Result<u64, StorageError> {
+        assert!(op >= self.superblock.checkpoint.op);
+        self.journal.truncate(&mut self.storage, op)
     }
 
     /// Writes a client's latest reply (sector-padded) into its slot of the client-replies zone.
@@ -471,6 +490,32 @@ impl<S: Storage> DataFile<S> {
         Some(stats)
     }
 
+    /// True if [`DataFile::view_write`] may write the superblock now: no checkpoint in
+    /// progress has built the superblock that will make it durable (that one follows the
+    /// superblock in force when it was built, and is written a copy per grid stage).
+    pub fn view_write_ready(&self) -> bool {
+        !self.grid.superblock_built()
+    }
+
+    /// Makes the replica's view state durable in the superblock, here and now (every copy,
+    /// each with its `fdatasync`), before the replica acts on it: its `view`, its `log_view`
+    /// with the head of the log it adopted for it, and `commit_max`. Neither view goes back.
+    /// (Synchronous, unlike the WAL's and the grid's staged writes: view changes are rare,
+    /// and the replica must not act before it returns; docs/vsr.md.)
+    pub fn view_write(&mut self, view: ViewState) -> Result<(), StorageError> {
+        assert!(self.view_write_ready());
+        let superblock = &mut self.superblock;
+        assert!(view.view >= superblock.view && view.log_view >= superblock.log_view);
+        assert!(view.log_view <= view.view);
+        assert!(view.log_view > superblock.log_view || view.head_op == superblock.view_head_op);
+        superblock.view = view.view;
+        superblock.log_view = view.log_view;
+        superblock.view_head_op = view.head_op;
+        superblock.view_head_checksum = view.head_checksum;
+        superblock.commit_max = superblock.commit_max.max(view.commit_max);
+        superblock.write_next(&mut self.storage)
+    }
+
     /// True if a grid stage is in flight.
     pub fn grid_stage_in_flight(&self) -> bool {
         self.grid.stage_in_flight()
@@ -527,4 +572,19 @@ fn checkpoint_arrays<'a>(state: &'a StateMachine, sessions: &'a [u8]) -> [&'a [u
 /// chain into each other.
 pub fn root_checksum(cluster: u128) -> u128 {
     xxhash_rust::xxh3::xxh3_128(&cluster.to_le_bytes())
+}
+
+/// The view state [`DataFile::view_write`] makes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewState {
+    /// The latest view the replica takes part in.
+    pub view: u32,
+    /// The latest view in which its log was normal.
+    pub log_view: u32,
+    /// The head of the log it adopted on entering `log_view`: op and checksum.
+    pub head_op: u64,
+    /// See `head_op`.
+    pub head_checksum: u128,
+    /// The newest op known committed.
+    pub commit_max: u64,
 }

@@ -32,6 +32,22 @@ pub enum Command {
     /// A replica's request for the prepare of one op (repair): `op`, and the prepare's
     /// checksum in `context` if known (0 if not).
     RequestPrepare = 7,
+    /// A replica's vote to leave its view for `view` (header only).
+    StartViewChange = 8,
+    /// A replica's log, to the primary of the new `view`: its head in `op`, its `commit_max`
+    /// in `commit`, its log view in `request`, and the headers of its newest ops as the body
+    /// (newest first, consecutive, at most `VIEW_HEADERS_MAX`).
+    DoViewChange = 9,
+    /// The new primary's log, to every backup of `view`: head in `op`, `commit_max` in
+    /// `commit`, the headers of its newest ops as the body (as `DoViewChange`).
+    StartView = 10,
+    /// A replica that saw a message of `view` asks its primary for the `start_view` (header
+    /// only).
+    RequestStartView = 11,
+    /// A request for the prepare headers of ops `commit..=op` (repair of a log's chain).
+    RequestHeaders = 12,
+    /// The prepare headers a replica holds of a requested range, newest first, as the body.
+    Headers = 13,
 }
 
 impl Command {
@@ -46,6 +62,12 @@ impl Command {
             5 => Command::Commit,
             6 => Command::Eviction,
             7 => Command::RequestPrepare,
+            8 => Command::StartViewChange,
+            9 => Command::DoViewChange,
+            10 => Command::StartView,
+            11 => Command::RequestStartView,
+            12 => Command::RequestHeaders,
+            13 => Command::Headers,
             _ => return None,
         })
     }

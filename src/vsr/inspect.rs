@@ -17,7 +17,7 @@ use super::checkpoint::{BlockRole, CheckpointError, Grid, RECORD_SIZES};
 use super::client_table::{ClientSession, CLIENT_SESSION_SIZE};
 use super::data_file::DataFileError;
 use super::header::{Command, Header};
-use super::journal::{Journal, JournalError, SlotRead, APPEND_PREPARES_MAX};
+use super::journal::{Journal, JournalError, SlotRead, ViewHead, APPEND_PREPARES_MAX};
 use super::superblock::SuperBlock;
 use crate::constants::{HEADER_SIZE, SECTOR_SIZE};
 use crate::operation::Operation;
@@ -233,6 +233,7 @@ fn check_wal(storage: &mut dyn Storage, report: &mut Report) -> Result<Replay, D
         checkpoint.op,
         checkpoint.prepare_checksum,
         checkpoint.timestamp,
+        ViewHead { head_op: superblock.view_head_op, log_view: superblock.log_view },
         |header, _| {
             replay.clients.push(header.client);
             replay.registers |= header.operation == Operation::Register as u8;

@@ -52,6 +52,19 @@ pub struct Recovered {
     /// True if the op after the head was found damaged with no proof it was durable: a torn
     /// append, cut away.
     pub torn_head: bool,
+    /// True if the chain went on past the head with a prepare of another view than the log
+    /// view, after the view's head: a leftover of a log a view change truncated, cut away.
+    pub stale_cut: bool,
+}
+
+/// The view state recovery checks the log against (from the superblock): every op after
+/// `head_op` was prepared in `log_view`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewHead {
+    /// The head op of the log adopted on entering `log_view`.
+    pub head_op: u64,
+    /// The view in which the log was last normal.
+    pub log_view: u32,
 }
 
 /// A recovery of the log in progress ([`Journal::replay_start`]).
@@ -59,6 +72,7 @@ pub struct Replay {
     recovered: Recovered,
     /// The last op the log can hold above the checkpoint.
     op_max: u64,
+    view_head: ViewHead,
     ended: bool,
     /// The message of the op just replayed.
     buffer: AlignedBuffer,
@@ -274,6 +288,45 @@ impl Journal {
         self.headers_pending.is_none_or(|(first, _)| first > op)
     }
 
+    /// Forgets every op after `op` (a view change truncated them, or recovery cut them as
+    /// stale): the next stage writes the op after `op`, and the redundant headers of the ops
+    /// forgotten are reserved again on disk, here and now (written and synced), before any
+    /// other prepare can reach their slots — else a later recovery would find a durable
+    /// header of an op the chain no longer reaches and take it for a damaged prepare. No stage
+    /// may be in flight. Returns how many headers were reserved.
+    pub fn truncate(&mut self, storage: &mut dyn Storage, op: u64) -> Result<u64, StorageError> {
+        assert!(self.stage.is_none(), "no stage in flight while the log is truncated");
+        self.op_staged = self.op_staged.map(|staged| staged.min(op));
+        self.headers_pending = match self.headers_pending {
+            Some((first, _)) if first > op => None,
+            Some((first, last)) => Some((first, last.min(op))),
+            None => None,
+        };
+        let mut sectors = vec![false; self.headers_ready.len()];
+        let mut reserved = 0;
+        for slot in 0..self.layout.journal_slot_count {
+            let header = self.header(slot);
+            if header.command() == Some(Command::Prepare) && header.op > op {
+                let empty = reserved_header(self.cluster, slot);
+                self.headers[slot as usize * HEADER_SIZE..][..HEADER_SIZE]
+                    .copy_from_slice(bytemuck::bytes_of(&empty));
+                sectors[(slot / HEADERS_PER_SECTOR) as usize] = true;
+                reserved += 1;
+            }
+        }
+        let writes: Vec<Write<'_>> = (0..sectors.len())
+            .filter(|sector| sectors[*sector])
+            .map(|sector| self.header_sector_write(sector))
+            .collect();
+        if !writes.is_empty() {
+            storage.write_and_sync(&writes)?;
+        }
+        for (ready, written) in self.headers_ready.iter_mut().zip(sectors) {
+            *ready &= !written;
+        }
+        Ok(reserved)
+    }
+
     /// True if a stage is in flight.
     pub fn stage_in_flight(&self) -> bool {
         self.stage.is_some()
@@ -360,10 +413,11 @@ impl Journal {
         checkpoint_op: u64,
         checkpoint_checksum: u128,
         checkpoint_timestamp: u64,
+        view_head: ViewHead,
         mut replay: impl FnMut(&Header, &[u8]),
     ) -> Result<Recovered, JournalError> {
         let mut replaying =
-            self.replay_start(storage, checkpoint_op, checkpoint_checksum, checkpoint_timestamp)?;
+            self.replay_start(storage, checkpoint_op, checkpoint_checksum, checkpoint_timestamp, view_head)?;
         while let Some((header, message)) = self.replay_next(storage, &mut replaying)? {
             replay(&header, message);
         }
@@ -379,6 +433,7 @@ impl Journal {
         checkpoint_op: u64,
         checkpoint_checksum: u128,
         checkpoint_timestamp: u64,
+        view_head: ViewHead,
     ) -> Result<Replay, JournalError> {
         assert!(self.stage.is_none() && self.headers_pending.is_none());
         storage.read(self.layout.wal_headers_offset(), &mut self.headers)?;
@@ -391,8 +446,10 @@ impl Journal {
                 head_checksum: checkpoint_checksum,
                 head_timestamp: checkpoint_timestamp,
                 torn_head: false,
+                stale_cut: false,
             },
             op_max: checkpoint_op + self.layout.journal_slot_count,
+            view_head,
             ended: false,
             buffer: AlignedBuffer::new(self.layout.message_size_max as usize),
         })
@@ -414,6 +471,17 @@ impl Journal {
         }
         let read = self.read_prepare(storage, op, &mut replay.buffer)?;
         if let SlotRead::Intact(header) = read {
+            if header.parent == recovered.head_checksum
+                && op > replay.view_head.head_op
+                && header.view != replay.view_head.log_view
+            {
+                // After the head of the log it adopted for its log view, a replica's log holds
+                // only prepares of that view: this one is of a log the view change truncated
+                // (this replica's acknowledgements of it, if any, were not needed to commit).
+                replay.ended = true;
+                recovered.stale_cut = true;
+                return Ok(None);
+            }
             if header.parent == recovered.head_checksum {
                 recovered.op_head = op;
                 recovered.head_checksum = header.checksum;

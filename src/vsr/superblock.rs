@@ -23,7 +23,8 @@ use crate::storage::{AlignedBuffer, Storage, StorageError, Write};
 pub const MAGIC: [u8; 8] = *b"LEDGERDB";
 
 /// The data file format version.
-pub const VERSION: u32 = 1;
+/// Version 2 added the view head (`view_head_op`, `view_head_checksum`) after the checkpoint.
+pub const VERSION: u32 = 2;
 
 pub use crate::constants::MANIFEST_BLOCKS_MAX;
 
@@ -125,12 +126,22 @@ pub struct SuperBlock {
     pub reserved: [u8; 2],
     /// The latest checkpoint.
     pub checkpoint: Checkpoint,
+    /// The checksum of the head op of the log this replica adopted when it entered `log_view`
+    /// (the new primary's log at the view change): every op after `view_head_op` in this
+    /// replica's WAL was prepared in `log_view` itself, and recovery cuts the WAL at the
+    /// first op after it that was not (a leftover of a log the view change truncated).
+    pub view_head_checksum: u128,
+    /// The op of that head (VSR state).
+    pub view_head_op: u64,
+    /// Must be zero.
+    pub reserved_view: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<SuperBlock>() as u64 <= SUPERBLOCK_COPY_SIZE);
 const _: () = assert!(core::mem::size_of::<SuperBlock>().is_multiple_of(16));
 // The byte layout documented in docs/data-file.md.
-const _: () = assert!(core::mem::size_of::<SuperBlock>() == 3328);
+const _: () = assert!(core::mem::size_of::<SuperBlock>() == 3360);
+const _: () = assert!(core::mem::offset_of!(SuperBlock, view_head_checksum) == 3328);
 const _: () = assert!(core::mem::offset_of!(SuperBlock, checkpoint) == 160);
 const _: () = assert!(core::mem::offset_of!(SuperBlock, view) == 148);
 const _: () = assert!(core::mem::size_of::<Checkpoint>() == 96 + 32 * MANIFEST_BLOCKS_MAX);
@@ -248,6 +259,13 @@ impl SuperBlock {
         let config = self.config();
         if let Some((field, value)) = config.capacity_invalid() {
             return inconsistent(field, u64::from(value), format!("must be 1..={}", Config::CAPACITY_MAX));
+        }
+        if self.log_view > self.view {
+            let expected = format!("must be at most view {}", self.view);
+            return inconsistent("log_view", u64::from(self.log_view), expected);
+        }
+        if self.reserved_view != 0 {
+            return inconsistent("reserved_view", self.reserved_view, "must be 0".into());
         }
         let checkpoint = &self.checkpoint;
         let blocks = checkpoint.manifest_block_count as usize;

@@ -5,10 +5,12 @@
 pub mod commits;
 pub mod convergence;
 pub mod hash_chain;
+pub mod liveness;
 pub mod op_numbers;
 pub mod progress;
 pub mod replies;
 pub mod state;
+pub mod views;
 
 /// A checker that fired.
 #[derive(Clone, Debug, PartialEq, Eq)]

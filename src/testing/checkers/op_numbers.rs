@@ -1,7 +1,10 @@
 //! Checker (d): the VSR op numbers. While a replica runs, `commit_min <= commit_max`,
-//! `commit_min <= op`, and none of them ever goes back; across a crash, `commit_min` may fall back only to ops no
-//! client was ever answered for: the recovered `commit_min` is at least the newest op any reply
-//! was sent for (acknowledged ops are never lost).
+//! `commit_min <= op`, and none of them ever goes back — except `op` in a cluster, where a view
+//! change may truncate ops never executed (never below `commit_min`). A replica of a cluster
+//! of one never loses an acknowledged op: across a crash, its `commit_min` may fall back only
+//! to ops no client was ever answered for. (A replica of a larger cluster recovers only what
+//! its log proves committed and learns the rest from its peers: that the cluster loses no
+//! acknowledged op is the commits and replies checkers' part.)
 
 use super::Failure;
 
@@ -21,6 +24,8 @@ pub struct OpNumbers {
 /// What the checker remembers of one replica.
 #[derive(Clone, Debug, Default)]
 pub struct OpNumbersChecker {
+    /// The replica is one of a cluster of more than one.
+    cluster: bool,
     /// The numbers last seen while the replica ran (`None` right after a crash).
     last: Option<OpNumbers>,
     /// The newest op a reply was sent for.
@@ -28,9 +33,9 @@ pub struct OpNumbersChecker {
 }
 
 impl OpNumbersChecker {
-    /// A checker for a replica that has not started.
-    pub fn new() -> OpNumbersChecker {
-        OpNumbersChecker::default()
+    /// A checker for a replica that has not started, of a cluster of one or (`cluster`) more.
+    pub fn new(cluster: bool) -> OpNumbersChecker {
+        OpNumbersChecker { cluster, ..OpNumbersChecker::default() }
     }
 
     /// Records that a reply for `op` left the replica.
@@ -53,7 +58,8 @@ impl OpNumbersChecker {
             ));
         }
         if let Some(last) = self.last {
-            if now.op < last.op || now.commit_min < last.commit_min || now.commit_max < last.commit_max {
+            let op_back = now.op < last.op && !self.cluster;
+            if op_back || now.commit_min < last.commit_min || now.commit_max < last.commit_max {
                 return Err(Failure::new(NAME, format!("went back from {last:?} to {now:?}")));
             }
         }
@@ -73,6 +79,9 @@ impl OpNumbersChecker {
     /// Forgets the running numbers: the replica crashed.
     pub fn crashed(&mut self) {
         self.last = None;
+        if self.cluster {
+            self.acknowledged_max = 0;
+        }
     }
 
     /// Checks the numbers of a replica that just recovered.
@@ -101,7 +110,7 @@ mod tests {
 
     #[test]
     fn regressions_disorder_and_lost_acknowledged_ops_fail() {
-        let mut checker = OpNumbersChecker::new();
+        let mut checker = OpNumbersChecker::new(false);
         assert_eq!(checker.check(numbers(3, 3, 3)), Ok(()));
         assert!(checker.check(numbers(4, 5, 4)).is_err(), "commit_min above commit_max");
         assert!(checker.check(numbers(2, 2, 2)).expect_err("regression").message.contains("went back"));

@@ -10,7 +10,9 @@
 //! write stages it handed out, and empties its outbox after every call: messages addressed to
 //! a client id or a replica index, which the loop routes to connections.
 
+mod log_target;
 mod normal;
+mod view_change;
 
 use super::admission::{admit, Admission};
 use super::header::{Command, EvictionReason, Header};
@@ -25,8 +27,19 @@ use crate::net::codec::eviction_header;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, Table};
 use crate::storage::{Storage, Write};
+use log_target::LogTarget;
 pub use normal::PeerMessage;
 use normal::{Acks, Deadlines};
+pub use view_change::Status;
+use view_change::ViewChange;
+
+/// A known bug the simulator can plant in a replica, to prove that its checkers catch it
+/// (`simulator --inject-bug`). Never planted outside the simulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// The primary commits an op on one acknowledgement fewer than a replication quorum.
+    CommitQuorumMinusOne,
+}
 
 /// What a call to [`Replica::commit`] did, beyond the messages in the outbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,8 +79,16 @@ pub struct Replica<S: Storage> {
     replica: u8,
     replica_count: u8,
     quorums: Quorums,
-    /// The view this replica is in (its primary is `view mod replica_count`).
+    /// The view this replica is in (its primary is `view mod replica_count`), and the latest
+    /// view in which its log was normal (both as the superblock holds them).
     view: u32,
+    log_view: u32,
+    /// Normal, or changing views.
+    status: Status,
+    /// The view change in progress.
+    view_change: ViewChange,
+    /// The log being adopted in a view change.
+    target: LogTarget,
     /// The primary's count of which replicas hold each op of its pipeline durable.
     acks: Acks,
     /// A backup's knowledge of its primary's newest op (from prepares and heartbeats): what it
@@ -89,6 +110,7 @@ impl<S: Storage> Replica<S> {
         );
         let superblock = *state.data_file().superblock();
         let queue_max = state.clients().sessions().len() + 1;
+        let slot_count = state.data_file().journal().slot_count();
         // Every queued request, the pipeline and the copies of one outbox have their messages.
         assert!(state.pool().capacity() > queue_max + PIPELINE_PREPARE_MAX + OUTBOX_COPIES_MAX);
         let mut replica = Replica {
@@ -101,12 +123,22 @@ impl<S: Storage> Replica<S> {
             replica_count: superblock.replica_count,
             quorums: Quorums::of(superblock.replica_count),
             view: superblock.view,
+            log_view: superblock.log_view,
+            status: if superblock.view == superblock.log_view { Status::Normal } else { Status::ViewChange },
+            view_change: ViewChange::new(),
+            target: LogTarget::new(slot_count, superblock.cluster),
             acks: Acks::default(),
             op_primary: state.op(),
             deadlines: Deadlines::default(),
             state,
         };
         assert!(replica.replica < replica.replica_count);
+        if replica.replica_count > 1 && replica.status == Status::Normal && replica.is_primary() {
+            // It may have sent prepares it lost in the crash: it must never prepare those ops
+            // again in this view, so it leaves the view before anything else.
+            replica.status = Status::ViewChange;
+            replica.view_change.due = true;
+        }
         // Ops recovered but not known committed: this replica holds them durable.
         for op in replica.state.commit_max() + 1..=replica.state.op() {
             let message = replica.state.pipeline_message(op).expect("a recovered op's message");
@@ -115,6 +147,16 @@ impl<S: Storage> Replica<S> {
             replica.acks.record(op, checksum, replica.replica);
         }
         replica
+    }
+
+    /// Plants `bug` (the simulator's proof that its checkers bite; see [`InjectedBug`]).
+    pub fn inject_bug(&mut self, bug: InjectedBug) {
+        match bug {
+            InjectedBug::CommitQuorumMinusOne => {
+                assert!(self.quorums.replication > 1, "a quorum of one has no acknowledgement to spare");
+                self.quorums.replication -= 1;
+            }
+        }
     }
 
     /// The most requests queued at once.
@@ -147,9 +189,36 @@ impl<S: Storage> Replica<S> {
         self.view
     }
 
-    /// True if this replica is the primary of its view.
+    /// The latest view in which this replica's log was normal.
+    pub fn log_view(&self) -> u32 {
+        self.log_view
+    }
+
+    /// Normal, or changing views.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// How many view changes this replica completed (entered normal status in a new view)
+    /// since it started.
+    pub fn view_changes(&self) -> u64 {
+        self.view_change.completed
+    }
+
+    /// True if this replica is the primary of its view and the view is normal: it takes
+    /// requests and prepares them.
     pub fn is_primary(&self) -> bool {
-        primary_index(self.view, self.replica_count) == self.replica
+        self.status == Status::Normal && primary_index(self.view, self.replica_count) == self.replica
+    }
+
+    /// Drops every queued request (a replica that stops being a normal primary): their
+    /// clients retry with the new primary.
+    fn queue_release(&mut self) {
+        for queued in self.queue.drain(..) {
+            let message = queued.message.expect("an unprepared request's message");
+            self.state.pool_mut().release(message);
+        }
+        self.pulse_queued = false;
     }
 
     /// True if requests wait to be prepared or ops to be committed.

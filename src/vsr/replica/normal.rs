@@ -10,9 +10,11 @@
 //! sends its heartbeat, at fixed intervals; a backup asks again for what it lacks at a fixed
 //! interval. All of them run on the monotonic clock read at each tick.
 
+use super::view_change::Status;
 use super::{Payload, Replica};
 use crate::constants::{
-    COMMIT_HEARTBEAT_NS, HEADER_SIZE, PIPELINE_PREPARE_MAX, PREPARE_RESEND_NS, REPAIR_INTERVAL_NS,
+    COMMIT_HEARTBEAT_NS, HEADER_SIZE, PIPELINE_PREPARE_MAX, PREPARE_RESEND_NS, PRIMARY_ABDICATE_NS,
+    REPAIR_INTERVAL_NS, VIEW_CHANGE_RESEND_NS,
 };
 use crate::storage::Storage;
 use crate::vsr::header::{Command, Header};
@@ -79,22 +81,33 @@ impl Acks {
     }
 }
 
-/// When each timeout fires next, on the monotonic clock (0: at the next tick).
+/// When each timeout fires next, on the monotonic clock (0: at the next tick, or for the
+/// timeouts that give up on a peer, not yet set).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Deadlines {
     heartbeat: u64,
     resend: u64,
     repair: u64,
+    /// A backup gives up on its primary (starts a view change) if it hears nothing by then.
+    primary: u64,
+    /// The backup heard its primary since the last tick.
+    primary_heard: bool,
+    /// The primary abdicates if `commit_max` is still `abdicate_commit` by then, with ops
+    /// uncommitted.
+    abdicate: u64,
+    abdicate_commit: u64,
+    /// When a replica asks again for the `start_view` of a newer view it saw.
+    start_view: u64,
 }
 
 impl<S: Storage> Replica<S> {
     /// The primary of the replica's view.
-    fn primary(&self) -> u8 {
+    pub(super) fn primary(&self) -> u8 {
         primary_index(self.view, self.replica_count)
     }
 
     /// A sealed header-only message of `command` from this replica, in its view.
-    fn header(&self, command: Command, op: u64, commit: u64, context: u128) -> Header {
+    pub(super) fn header(&self, command: Command, op: u64, commit: u64, context: u128) -> Header {
         let cluster = self.state.data_file().superblock().cluster;
         let mut header = Header {
             op,
@@ -129,6 +142,11 @@ impl<S: Storage> Replica<S> {
     /// Acknowledges the ops that became durable here since `durable_before`: the primary
     /// counts itself (and may commit), a backup sends `prepare_ok` to its primary.
     pub(super) fn durable(&mut self, durable_before: u64) {
+        if self.status != Status::Normal {
+            // A log being adopted may be complete now: the next tick looks.
+            self.view_change.check = true;
+            return;
+        }
         let durable = self.state.op_durable();
         for op in durable_before + 1..=durable {
             let Some(message) = self.state.pipeline_message(op) else { continue };
@@ -147,7 +165,7 @@ impl<S: Storage> Replica<S> {
 
     /// The primary raises `commit_max` over every op, in order, that a replication quorum
     /// holds durable, itself included (it executes only what its own WAL holds).
-    fn commit_max_advance(&mut self) {
+    pub(super) fn commit_max_advance(&mut self) {
         let mut commit = self.state.commit_max();
         while commit < self.state.op()
             && self.acks.holds(commit + 1, self.replica)
@@ -160,25 +178,66 @@ impl<S: Storage> Replica<S> {
 
     /// The timeouts due at `now` (monotonic ns).
     pub(super) fn timeouts(&mut self, now: u64) -> Result<(), ReplicaStateError> {
-        if self.is_primary() {
-            if now >= self.deadlines.heartbeat {
-                self.deadlines.heartbeat = now + COMMIT_HEARTBEAT_NS;
-                let heartbeat = self.header(Command::Commit, self.state.op(), self.state.commit_max(), 0);
-                for backup in peers(self.replica, self.replica_count) {
-                    self.send(Destination::Replica(backup), Payload::Header(heartbeat));
-                }
+        if self.replica_count == 1 {
+            return Ok(());
+        }
+        if self.view_change.due {
+            let view = self.view;
+            self.view_change.due = false;
+            self.view_change_start(view + 1)?;
+            // Not yet if a checkpoint is writing the superblock: at the next tick.
+            self.view_change.due = self.view == view;
+            return Ok(());
+        }
+        if now >= self.deadlines.start_view {
+            self.deadlines.start_view = now + VIEW_CHANGE_RESEND_NS;
+            self.start_view_request();
+        }
+        match self.status {
+            Status::ViewChange => self.view_change_timeouts(now),
+            Status::Normal if self.is_primary() => self.primary_timeouts(now),
+            Status::Normal => self.backup_timeouts(now),
+        }
+    }
+
+    /// The primary's heartbeat and resends; it abdicates if it cannot commit.
+    fn primary_timeouts(&mut self, now: u64) -> Result<(), ReplicaStateError> {
+        let commit_max = self.state.commit_max();
+        let unset = self.deadlines.abdicate == 0;
+        if unset || self.state.op() == commit_max || commit_max != self.deadlines.abdicate_commit {
+            self.deadlines.abdicate_commit = commit_max;
+            self.deadlines.abdicate = now + PRIMARY_ABDICATE_NS;
+        } else if now >= self.deadlines.abdicate {
+            // Its backups may hear it (so they never time out) while it does not hear them.
+            return self.view_change_start(self.view + 1);
+        }
+        if now >= self.deadlines.heartbeat {
+            self.deadlines.heartbeat = now + COMMIT_HEARTBEAT_NS;
+            let heartbeat = self.header(Command::Commit, self.state.op(), self.state.commit_max(), 0);
+            for backup in peers(self.replica, self.replica_count) {
+                self.send(Destination::Replica(backup), Payload::Header(heartbeat));
             }
-            if now >= self.deadlines.resend {
-                self.deadlines.resend = now + PREPARE_RESEND_NS;
-                for op in self.state.commit_max() + 1..=self.state.op() {
-                    for backup in peers(self.replica, self.replica_count) {
-                        if !self.acks.holds(op, backup) {
-                            self.prepare_reference_send(op, Destination::Replica(backup));
-                        }
+        }
+        if now >= self.deadlines.resend {
+            self.deadlines.resend = now + PREPARE_RESEND_NS;
+            for op in self.state.commit_max() + 1..=self.state.op() {
+                for backup in peers(self.replica, self.replica_count) {
+                    if !self.acks.holds(op, backup) {
+                        self.prepare_reference_send(op, Destination::Replica(backup));
                     }
                 }
             }
-            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// A backup gives up on a silent primary, and repairs what it lacks.
+    fn backup_timeouts(&mut self, now: u64) -> Result<(), ReplicaStateError> {
+        if self.deadlines.primary_heard || self.deadlines.primary == 0 {
+            self.deadlines.primary_heard = false;
+            self.deadlines.primary = now + self.view_change_timeout();
+        } else if now >= self.deadlines.primary {
+            return self.view_change_start(self.view + 1);
         }
         let slot_count = self.state.data_file().journal().slot_count();
         if self.state.op() + 1 + slot_count <= self.op_primary {
@@ -215,53 +274,87 @@ impl<S: Storage> Replica<S> {
         if header.replica >= self.replica_count {
             return Ok(PeerMessage::Ignored("from a replica index beyond the cluster"));
         }
-        if header.view != self.view {
-            return Ok(PeerMessage::Ignored("of another view"));
-        }
         let command = header.command();
-        if command != Some(Command::Prepare) && !body.is_empty() {
+        let with_body = matches!(
+            command,
+            Some(Command::Prepare | Command::DoViewChange | Command::StartView | Command::Headers)
+        );
+        if !with_body && !body.is_empty() {
             return Ok(PeerMessage::Ignored("a body on a header-only message"));
         }
+        // A prepare names the replica that prepared it, which a repair may bring back.
         if command != Some(Command::Prepare) && header.replica == self.replica {
             return Ok(PeerMessage::Ignored("from this replica's own index"));
         }
+        if self.view_change.due {
+            return Ok(PeerMessage::Ignored("restarted as its view's primary: leaving the view first"));
+        }
         Ok(match command {
             Some(Command::Prepare) => self.on_prepare(header, body),
+            Some(Command::PrepareOk) if header.view != self.view => PeerMessage::Ignored("of another view"),
             Some(Command::PrepareOk) => self.on_prepare_ok(header),
             Some(Command::Commit) => self.on_commit(header),
             Some(Command::RequestPrepare) => self.on_request_prepare(header)?,
+            Some(Command::StartViewChange) => self.on_start_view_change(header)?,
+            Some(Command::DoViewChange) => self.on_do_view_change(header, body)?,
+            Some(Command::StartView) => self.on_start_view(header, body)?,
+            Some(Command::RequestStartView) => self.on_request_start_view(header),
+            Some(Command::RequestHeaders) => self.on_request_headers(header),
+            Some(Command::Headers) => self.on_headers(body)?,
             _ => PeerMessage::Ignored("not a replica-to-replica command"),
         })
     }
 
-    /// A backup takes the next prepare of its primary's log (sent by the primary, or by any
-    /// replica answering a repair request) into its pipeline, to be written by the next journal
-    /// stage; it acknowledges a duplicate it already holds durable again (the primary resends
-    /// what it has no acknowledgement for).
+    /// A message of a newer view than this replica's: it asks that view's primary for its
+    /// `start_view` (at the next tick).
+    fn view_newer(&mut self, view: u32) -> PeerMessage {
+        self.view_change.view_wanted = self.view_change.view_wanted.max(view);
+        PeerMessage::Ignored("of a newer view")
+    }
+
+    /// A replica takes the next prepare of the log it follows into its pipeline, to be written
+    /// by the next journal stage: in normal status a backup takes its primary's prepares (sent
+    /// by the primary, or by any replica answering a repair request); in a view change, the
+    /// prepares of the log it adopts. It acknowledges a duplicate it already holds durable
+    /// again (the primary resends what it has no acknowledgement for).
     fn on_prepare(&mut self, header: &Header, body: &[u8]) -> PeerMessage {
-        if self.is_primary() {
+        if header.view > self.view {
+            return self.view_newer(header.view);
+        }
+        let normal = self.status == Status::Normal;
+        if normal && self.is_primary() {
             return PeerMessage::Ignored("a primary takes no prepares of its own view");
         }
-        if header.replica != self.primary() {
+        let from_primary = header.view == self.view && header.replica == self.primary();
+        if normal && !from_primary {
             return PeerMessage::Ignored("a prepare not made by the view's primary");
         }
-        // The primary had committed this far when it prepared the op.
-        self.state.commit_max_raise(header.commit.min(header.op));
-        self.op_primary = self.op_primary.max(header.op);
+        if normal {
+            self.deadlines.primary_heard = true;
+            // The primary had committed this far when it prepared the op.
+            self.state.commit_max_raise(header.commit.min(header.op));
+            self.op_primary = self.op_primary.max(header.op);
+        }
         let op = header.op;
         if op <= self.state.op() {
-            let Some(message) = self.state.pipeline_message(op) else {
+            let Some(held) = self.state.header_of(op) else {
                 return PeerMessage::Ignored("an op already committed here");
             };
-            if self.state.pool().header(message).checksum != header.checksum {
+            if held.checksum != header.checksum {
                 return PeerMessage::Ignored("another prepare of an op held here");
             }
             if op > self.state.op_durable() {
                 return PeerMessage::Ignored("a duplicate of an op not yet durable here");
             }
+            if !normal || op <= self.state.commit_min() {
+                return PeerMessage::Ignored("a duplicate of an op held here");
+            }
             let prepare_ok = self.header(Command::PrepareOk, op, 0, header.checksum);
             self.send(Destination::Replica(self.primary()), Payload::Header(prepare_ok));
             return PeerMessage::Handled;
+        }
+        if !normal && !self.adopt_accepts(header) {
+            return PeerMessage::Ignored("not a prepare of the log being adopted");
         }
         if op > self.state.op() + 1 {
             // Ops are missing before it: ask for them at the next tick.
@@ -270,6 +363,11 @@ impl<S: Storage> Replica<S> {
         }
         if !self.state.prepare_fits(header, body) {
             return PeerMessage::Ignored("it does not fit the log or the pipeline now");
+        }
+        if !normal {
+            // Its primary had committed this far in the log it chains to, the adopted one.
+            self.state.commit_max_raise(header.commit.min(header.op));
+            self.view_change.progressed();
         }
         let pool = self.state.pool_mut();
         let Some(message) = pool.acquire() else { return PeerMessage::Ignored("no free message") };
@@ -297,9 +395,26 @@ impl<S: Storage> Replica<S> {
 
     /// A backup learns its primary's commit point and newest op.
     fn on_commit(&mut self, header: &Header) -> PeerMessage {
+        if header.view > self.view {
+            return self.view_newer(header.view);
+        }
+        if header.view < self.view {
+            return PeerMessage::Ignored("of another view");
+        }
         if header.replica != self.primary() || self.is_primary() {
             return PeerMessage::Ignored("a heartbeat not from the view's primary");
         }
+        if self.status != Status::Normal {
+            if self.view_change.adopting() {
+                // The view's primary is alive while this replica catches up with its log.
+                self.view_change.progressed();
+                self.view_change.commit_max_learn(header.commit.min(header.op));
+                return PeerMessage::Handled;
+            }
+            // The view started without this replica hearing it: it asks for the start_view.
+            return self.view_newer(header.view);
+        }
+        self.deadlines.primary_heard = true;
         self.state.commit_max_raise(header.commit.min(header.op));
         self.op_primary = self.op_primary.max(header.op);
         PeerMessage::Handled
@@ -332,7 +447,7 @@ impl<S: Storage> Replica<S> {
 }
 
 /// The replicas of a cluster of `replica_count` other than `replica`, in index order.
-fn peers(replica: u8, replica_count: u8) -> impl Iterator<Item = u8> {
+pub(super) fn peers(replica: u8, replica_count: u8) -> impl Iterator<Item = u8> {
     (0..replica_count).filter(move |index| *index != replica)
 }
 
@@ -365,9 +480,16 @@ mod tests {
         }
     }
 
+    /// A cluster of fresh replicas in view 0, normal (as if the primary had started it, not
+    /// restarted into it: a restarted primary leaves its view first).
     fn cluster(replica_count: u8) -> Vec<Replica<SimStorage>> {
         (0..replica_count)
-            .map(|replica| super::super::tests::replica_of(CLUSTER, replica, replica_count))
+            .map(|replica| {
+                let mut replica = super::super::tests::replica_of(CLUSTER, replica, replica_count);
+                replica.status = Status::Normal;
+                replica.view_change.due = false;
+                replica
+            })
             .collect()
     }
 
@@ -484,7 +606,7 @@ mod tests {
         };
         let cases: [(&Change, &str); 4] = [
             (&|header| header.replica = 3, "from a replica index beyond the cluster"),
-            (&|header| header.view = 1, "of another view"),
+            (&|header| header.view = 1, "of a newer view"),
             (&|header| header.replica = 2, "a prepare not made by the view's primary"),
             (&|header| header.op = 3, "a gap before it"),
         ];
