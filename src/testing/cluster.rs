@@ -349,7 +349,7 @@ impl Cluster {
                         }
                         Ok(Received::Down | Received::Admitted(_)) => {}
                         Err(NodeError::Crashed) => self.crash(index),
-                        Err(NodeError::Behind(message)) => self.stop_behind(index, &message),
+                        Err(NodeError::Behind(_)) => self.stop_behind(index),
                         Err(NodeError::Fatal(message)) => {
                             return Err(Failure::new(
                                 "replica",
@@ -432,8 +432,8 @@ impl Cluster {
                 self.crash(index);
                 return Ok(());
             }
-            Err(NodeError::Behind(message)) => {
-                self.stop_behind(index, &message);
+            Err(NodeError::Behind(_)) => {
+                self.stop_behind(index);
                 return Ok(());
             }
             Err(NodeError::Fatal(message)) => {
@@ -513,8 +513,7 @@ impl Cluster {
     /// Replica `index` stopped because it fell further behind than a WAL reaches, as it must
     /// without state sync: it stays down for the rest of the run, and the convergence checker
     /// leaves it out (the rest of the cluster must still converge).
-    fn stop_behind(&mut self, index: usize, message: &str) {
-        let _ = message;
+    fn stop_behind(&mut self, index: usize) {
         self.stats.behind_stops += 1;
         self.trace.record(TraceEvent::Crashed, &[u128::from(self.time.tick()), index as u128, u128::MAX]);
         self.network.drop_to(Address::Replica(index as u8));

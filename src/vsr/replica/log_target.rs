@@ -119,11 +119,6 @@ impl LogTarget {
         true
     }
 
-    /// True if no more headers fit below the known ones.
-    pub fn full(&self) -> bool {
-        self.head_op + 1 - self.known_from >= self.headers.len() as u64
-    }
-
     fn put(&mut self, header: &Header) {
         let capacity = self.headers.len() as u64;
         self.headers[(header.op % capacity) as usize] = *header;
@@ -178,8 +173,7 @@ mod tests {
         for header in &all[4..8] {
             assert!(target.extend(header));
         }
-        assert!(target.full(), "8 headers: ops 3..=10");
-        assert!(!target.extend(&all[8]), "no room");
+        assert!(!target.extend(&all[8]), "no room: 8 headers, ops 3..=10");
         assert_eq!(target.checksum(3), Some(all[7].checksum));
     }
 }

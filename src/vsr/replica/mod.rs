@@ -22,7 +22,7 @@ use super::quorums::{primary_index, Quorums};
 use super::replica_state::{PendingRequest, ReplicaState, ReplicaStateError, PIPELINE_PREPARE_MAX};
 use super::time::{ClockWatch, Time};
 use super::write_stage::{Stage, Stream, STREAMS};
-use crate::constants::{HEADER_SIZE, OUTBOX_COPIES_MAX, OUTBOX_MESSAGES_MAX};
+use crate::constants::{HEADER_SIZE, OUTBOX_COPIES_MAX, OUTBOX_MESSAGES_MAX, REPLICAS_MAX};
 use crate::net::codec::eviction_header;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, Table};
@@ -91,6 +91,10 @@ pub struct Replica<S: Storage> {
     target: LogTarget,
     /// The primary's count of which replicas hold each op of its pipeline durable.
     acks: Acks,
+    /// The primary's knowledge of how far each replica's log reaches (its newest op known
+    /// durable there, on the primary's log): it prepares no further ahead of a view-change
+    /// quorum than those replicas can still catch up by repair ([`Replica::prepare_limit`]).
+    progress: [u64; REPLICAS_MAX as usize],
     /// A backup's knowledge of its primary's newest op (from prepares and heartbeats): what it
     /// must repair up to.
     op_primary: u64,
@@ -128,6 +132,7 @@ impl<S: Storage> Replica<S> {
             view_change: ViewChange::new(),
             target: LogTarget::new(slot_count, superblock.cluster),
             acks: Acks::default(),
+            progress: [0; REPLICAS_MAX as usize],
             op_primary: state.op(),
             deadlines: Deadlines::default(),
             state,
@@ -347,7 +352,8 @@ impl<S: Storage> Replica<S> {
     /// and [`ReplicaStateError::ClockOutOfRange`] is returned; the replica can go on.
     pub fn prepare_queued(&mut self, time: &impl Time) -> Result<(), ReplicaStateError> {
         assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
-        let count = self.queue.len().min(self.state.pipeline_room());
+        let room = self.prepare_limit().saturating_sub(self.state.op());
+        let count = self.queue.len().min(self.state.pipeline_room()).min(room as usize);
         if count == 0 {
             return Ok(());
         }

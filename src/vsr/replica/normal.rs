@@ -163,6 +163,24 @@ impl<S: Storage> Replica<S> {
         }
     }
 
+    /// The newest op the primary may prepare: half a WAL past the log of the replica a
+    /// view-change quorum reaches (the `view_change`-th furthest, itself included). Without
+    /// state sync, a replica further behind than a WAL can never catch up; were a primary with
+    /// a replication quorum smaller than a view-change quorum (4 or 6 replicas) to leave that
+    /// many behind, the cluster could never change views again. With 1, 2, 3 or 5 replicas the
+    /// quorums are equal and a commit already keeps them this close.
+    pub(super) fn prepare_limit(&self) -> u64 {
+        if self.quorums.view_change <= self.quorums.replication {
+            return u64::MAX;
+        }
+        let mut progress = self.progress;
+        progress[self.replica as usize] = self.state.op();
+        let progress = &mut progress[..self.replica_count as usize];
+        progress.sort_unstable_by(|a, b| b.cmp(a));
+        let reach = progress[self.quorums.view_change as usize - 1];
+        reach + self.state.data_file().journal().slot_count() / 2
+    }
+
     /// The primary raises `commit_max` over every op, in order, that a replication quorum
     /// holds durable, itself included (it executes only what its own WAL holds).
     pub(super) fn commit_max_advance(&mut self) {
@@ -383,6 +401,10 @@ impl<S: Storage> Replica<S> {
         if !self.is_primary() {
             return PeerMessage::Ignored("a backup counts no acknowledgements");
         }
+        if self.state.header_of(header.op).is_some_and(|held| held.checksum == header.context) {
+            let progress = &mut self.progress[header.replica as usize];
+            *progress = (*progress).max(header.op);
+        }
         if header.op <= self.state.commit_max() || header.op > self.state.op() {
             return PeerMessage::Ignored("an op not in the pipeline");
         }
@@ -407,7 +429,7 @@ impl<S: Storage> Replica<S> {
         if self.status != Status::Normal {
             if self.view_change.adopting() {
                 // The view's primary is alive while this replica catches up with its log.
-                self.view_change.progressed();
+                self.view_change.primary_heard = true;
                 self.view_change.commit_max_learn(header.commit.min(header.op));
                 return PeerMessage::Handled;
             }
@@ -417,6 +439,13 @@ impl<S: Storage> Replica<S> {
         self.deadlines.primary_heard = true;
         self.state.commit_max_raise(header.commit.min(header.op));
         self.op_primary = self.op_primary.max(header.op);
+        // It tells the primary how far its log reaches (the primary's prepare limit): its
+        // newest durable op, acknowledged again.
+        let durable = self.state.op_durable();
+        if let Some(held) = self.state.header_of(durable) {
+            let prepare_ok = self.header(Command::PrepareOk, durable, 0, held.checksum);
+            self.send(Destination::Replica(self.primary()), Payload::Header(prepare_ok));
+        }
         PeerMessage::Handled
     }
 
@@ -564,6 +593,13 @@ mod tests {
             &heartbeats.iter().find(|(to, _)| *to == Destination::Replica(1)).expect("a heartbeat").1;
         assert_eq!(header_of(heartbeat).command(), Some(Command::Commit));
         assert_eq!(deliver(&mut replicas[1], heartbeat), PeerMessage::Handled);
+        // It answers with how far its log reaches: its newest durable op, acknowledged again.
+        let reach = sent(&mut replicas[1]);
+        assert_eq!(reach.len(), 1);
+        assert_eq!(
+            (header_of(&reach[0].1).command(), header_of(&reach[0].1).op),
+            (Some(Command::PrepareOk), 1)
+        );
         assert_eq!(replicas[1].commit().expect("commit").ops, 1);
         assert!(sent(&mut replicas[1]).is_empty(), "a backup sends no reply");
         assert_eq!(replicas[1].state.state_machine().accounts().len(), 0);
@@ -572,6 +608,7 @@ mod tests {
         // Replica 2 never got the prepare: the heartbeat tells it what it lacks, it asks, and
         // the primary answers from its WAL (the op left its pipeline when it committed).
         assert_eq!(deliver(&mut replicas[2], heartbeat), PeerMessage::Handled);
+        assert!(sent(&mut replicas[2]).is_empty(), "no op durable to acknowledge");
         replicas[2].on_tick(&Clock { monotonic: 1 }).expect("tick");
         let requests = sent(&mut replicas[2]);
         assert_eq!(requests.len(), 1);

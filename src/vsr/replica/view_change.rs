@@ -79,6 +79,8 @@ pub struct ViewChange {
     pub(super) completed: u64,
     /// The adopted log's commit point, as learned ([`ViewChange::commit_max_learn`]).
     commit_max: u64,
+    /// A backup adopting its view's log heard the view's primary since the last timeout.
+    pub(super) primary_heard: bool,
 }
 
 impl ViewChange {
@@ -104,6 +106,7 @@ impl ViewChange {
             view_wanted: 0,
             completed: 0,
             commit_max: 0,
+            primary_heard: false,
         }
     }
 
@@ -127,6 +130,13 @@ impl ViewChange {
         }
     }
 
+    /// Forgets the chosen log (a backup starting its adoption over), keeping its votes.
+    fn restart(&mut self) {
+        assert!(self.adopting());
+        self.chosen = false;
+        self.commit_max = 0;
+    }
+
     fn reset(&mut self) {
         self.votes = 0;
         for dvc in &mut self.dvcs {
@@ -139,6 +149,7 @@ impl ViewChange {
         self.timeout = 0;
         self.resend = 0;
         self.commit_max = 0;
+        self.primary_heard = false;
     }
 }
 
@@ -498,6 +509,7 @@ impl<S: Storage> Replica<S> {
         let head = self.target.head_op();
         let commit_min = self.state.commit_min();
         assert!(head >= commit_min, "the adopted log holds every op this replica executed");
+
         if commit_min > 0 {
             if let Some(checksum) = self.target.checksum(commit_min) {
                 assert_eq!(
@@ -507,15 +519,7 @@ impl<S: Storage> Replica<S> {
                 );
             }
         }
-        let Some(matched) = self.adopt_match() else {
-            if self.target.full() {
-                // The chain back to its log is longer than a WAL: no peer still holds the ops
-                // in between.
-                let slot_count = self.state.data_file().journal().slot_count();
-                return Err(ReplicaStateError::BehindLog { op: commit_min, op_primary: head, slot_count });
-            }
-            return Ok(());
-        };
+        let Some(matched) = self.adopt_match() else { return Ok(()) };
         if self.state.op() > matched {
             if self.state.stage_in_flight(Stream::Journal) {
                 return Ok(()); // Truncated at the next tick.
@@ -557,23 +561,50 @@ impl<S: Storage> Replica<S> {
         if source == self.replica {
             return;
         }
-        let to = Destination::Replica(source);
+        let head = self.target.head_op();
         if self.adopt_match().is_none() {
             let last = self.target.known_from() - 1;
             let first = (self.state.commit_min() + 1).max(last.saturating_sub(VIEW_HEADERS_MAX as u64 - 1));
             let request = self.header(Command::RequestHeaders, last, first, 0);
-            self.send(to, Payload::Header(request));
+            self.adopt_request(last, head, request);
             return;
         }
-        let head = self.target.head_op();
         let room = self.state.commit_min() + self.state.pipeline_max() as u64;
         let wal = self.state.data_file().checkpoint_op() + self.state.data_file().journal().slot_count();
         let last = head.min(room).min(wal);
         for op in self.state.op() + 1..=last {
             let checksum = self.target.checksum(op).expect("the chain reaches down to the log");
             let request = self.header(Command::RequestPrepare, op, 0, checksum);
-            self.send(to, Payload::Header(request));
+            self.adopt_request(op, head, request);
         }
+    }
+
+    /// Sends a repair request for `op` of the log of head `head`: to the log's source, which
+    /// holds the WAL's worth of ops before its head; for an older op, to every peer (one that
+    /// lags may still hold it).
+    fn adopt_request(&mut self, op: u64, head: u64, request: Header) {
+        let slot_count = self.state.data_file().journal().slot_count();
+        if op + slot_count > head {
+            self.send(Destination::Replica(self.target.source()), Payload::Header(request));
+            return;
+        }
+        for peer in peers(self.replica, self.replica_count) {
+            self.send(Destination::Replica(peer), Payload::Header(request));
+        }
+    }
+
+    /// The error of a replica whose adoption of its view's log stalled while the ops it lacks
+    /// are further back than a WAL before the log's head: no peer as far along holds them, and
+    /// none that lags answered.
+    fn adopt_behind(&self) -> Option<ReplicaStateError> {
+        let head = self.target.head_op();
+        let slot_count = self.state.data_file().journal().slot_count();
+        let op = self.adopt_match().unwrap_or(self.state.op()).min(self.state.op());
+        (op + 1 + slot_count <= head).then_some(ReplicaStateError::BehindLog {
+            op,
+            op_primary: head,
+            slot_count,
+        })
     }
 
     /// True if `header` (a prepare of `op == op + 1`) is the adopted log's next op.
@@ -598,6 +629,15 @@ impl<S: Storage> Replica<S> {
             commit_max: self.state.commit_max(),
         };
         self.state.data_file_mut().view_write(state)?;
+        // How far the logs of the view change reach (for the new primary's prepare limit):
+        // each sender's head, as far as it knew it committed (its ops beyond may be other
+        // prepares).
+        self.progress = [0; REPLICAS_MAX as usize];
+        for (replica, dvc) in self.view_change.dvcs.iter().enumerate() {
+            if dvc.present {
+                self.progress[replica] = dvc.op.min(dvc.commit_max);
+            }
+        }
         self.log_view = self.view;
         self.status = Status::Normal;
         self.target.clear();
@@ -636,6 +676,21 @@ impl<S: Storage> Replica<S> {
         if self.view_change.timeout == 0 {
             self.view_change.timeout = now + self.view_change_timeout();
         } else if now >= self.view_change.timeout {
+            if self.view_change.adopting() {
+                if let Some(error) = self.adopt_behind() {
+                    return Err(error);
+                }
+            }
+            if self.view_change.adopting() && std::mem::take(&mut self.view_change.primary_heard) {
+                // The view runs, but this replica's adoption of its log stalled (a source that
+                // no longer holds what it asks for, lost answers): it starts over from a fresh
+                // start_view rather than disturb a healthy view.
+                self.view_change.restart();
+                self.target.clear();
+                self.view_change.view_wanted = self.view;
+                self.view_change.timeout = now + self.view_change_timeout();
+                return Ok(());
+            }
             return self.view_change_start(self.view + 1);
         }
         if self.view_change.check {
