@@ -18,7 +18,7 @@ const SEED_COUNT: u64 = 240;
 const SEED_FIRST: u64 = 1_000_000;
 
 /// Seeds that once failed, each with the bug it found (docs/simulator.md, "Bugs found").
-const SEEDS_REGRESSION: [u64; 14] = [
+const SEEDS_REGRESSION: [u64; 17] = [
     15,  // The model reported the expiries table full where the state machine reports history.
     844, // The model counted history snapshots for posts/voids when no account keeps history.
     423, // Same as 844.
@@ -33,6 +33,14 @@ const SEEDS_REGRESSION: [u64; 14] = [
     381, // commit point before truncating its log to the part the adopted one shares.
     540, // Same as 227.
     642, // The simulated client took the eviction of its old session's noise for its own.
+    536, // 2 of 4 replicas left further behind than a WAL by a replication quorum of 2.
+    544, // Same as 536.
+    633, // Same as 536.
+];
+
+/// Seeds that once failed with a cluster size of their own (`--replica-count`).
+const SEEDS_REGRESSION_SIZED: [(u64, u8); 1] = [
+    (2785, 3), // A backup stuck adopting its view's log from a source that no longer held it.
 ];
 
 fn assert_passed(report: &RunReport) {
@@ -72,6 +80,9 @@ fn many_seeds_pass_every_checker() {
 fn regression_seeds_pass() {
     for seed in SEEDS_REGRESSION {
         assert_passed(&run_seed(seed));
+    }
+    for (seed, replica_count) in SEEDS_REGRESSION_SIZED {
+        assert_passed(&Cluster::new(SimOptions::of_seed_with(seed, replica_count)).run());
     }
 }
 
