@@ -580,17 +580,18 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Sends a repair request for `op` of the log of head `head`: to the log's source, which
-    /// holds the WAL's worth of ops before its head; for an older op, to every peer (one that
-    /// lags may still hold it).
+    /// holds the WAL's worth of ops before its head; for an older op, to another peer at each
+    /// round (one that lags may still hold it), so that one round sends at most a request per
+    /// op and the outbox stays within its bound.
     fn adopt_request(&mut self, op: u64, head: u64, request: Header) {
         let slot_count = self.state.data_file().journal().slot_count();
-        if op + slot_count > head {
-            self.send(Destination::Replica(self.target.source()), Payload::Header(request));
-            return;
-        }
-        for peer in peers(self.replica, self.replica_count) {
-            self.send(Destination::Replica(peer), Payload::Header(request));
-        }
+        let to = if op + slot_count > head {
+            self.target.source()
+        } else {
+            let round = (op + self.view_change.resends) as usize % (usize::from(self.replica_count) - 1);
+            peers(self.replica, self.replica_count).nth(round).expect("a peer of a cluster of two or more")
+        };
+        self.send(Destination::Replica(to), Payload::Header(request));
     }
 
     /// The error of a replica whose adoption of its view's log stalled while the ops it lacks
