@@ -458,3 +458,28 @@ fn a_client_of_another_cluster_fails_every_call_at_once_without_retrying() {
     assert_eq!((replica.connection_count(), replica.foreign_count()), (1, 1));
     assert!(replica.log().is_empty(), "the fake logs only requests of its own cluster");
 }
+
+#[test]
+fn the_client_follows_a_newer_view_to_its_primary() {
+    // Three addresses of one fake replica that always agrees with itself: a cluster of three
+    // whose replicas share every session.
+    let replica = FakeReplica::start(CLUSTER);
+    let (one, two) = (replica.sibling(), replica.sibling());
+    let client = Client::with_options(CLUSTER, &[replica.address, one.address, two.address], fast()).unwrap();
+    assert_eq!(client.lookup_accounts(&[5], TIMEOUT).unwrap()[0].id, 5);
+    // View 0: its primary is replica 0, where the client stays.
+    assert!(replica.log().iter().all(|received| received.listener == 0));
+    // A reply of view 4 (primary: replica 4 mod 3 = 1) moves the client there.
+    replica.set_view(4);
+    assert_eq!(client.lookup_accounts(&[6], TIMEOUT).unwrap()[0].id, 6);
+    assert_eq!(client.lookup_accounts(&[7], TIMEOUT).unwrap()[0].id, 7);
+    let last = replica.requests().last().cloned().expect("requests");
+    assert_eq!(last.listener, 1, "the request after the newer view went to its primary");
+    // The same view again moves nothing; view 5 moves it to replica 2.
+    assert_eq!(client.lookup_accounts(&[8], TIMEOUT).unwrap()[0].id, 8);
+    assert_eq!(replica.requests().last().map(|received| received.listener), Some(1));
+    replica.set_view(5);
+    client.lookup_accounts(&[9], TIMEOUT).unwrap();
+    client.lookup_accounts(&[10], TIMEOUT).unwrap();
+    assert_eq!(replica.requests().last().map(|received| received.listener), Some(2));
+}

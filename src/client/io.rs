@@ -121,6 +121,10 @@ struct State {
     /// Set once a replica said it belongs to another cluster: every call fails with this error
     /// and nothing is sent again, because no retry can fix the client's configuration.
     fatal: Option<ClientError>,
+    /// The newest view a reply carried, and whether the client has yet to move to its
+    /// primary.
+    view: u32,
+    view_newer: bool,
 }
 
 /// What a received message meant.
@@ -172,6 +176,8 @@ impl IoThread {
             request: MessageBuffer::new(),
             calls_spare: Vec::new(),
             fatal: None,
+            view: 0,
+            view_newer: false,
         };
         IoThread { link, state }
     }
@@ -300,7 +306,12 @@ impl IoThread {
             };
             match received {
                 Received::Ignored => {}
-                Received::Answered => self.link.failure_count = 0,
+                Received::Answered => {
+                    self.link.failure_count = 0;
+                    if std::mem::take(&mut self.state.view_newer) && self.view_follow() {
+                        return;
+                    }
+                }
                 Received::Violation(reason) => {
                     let error = io::Error::new(io::ErrorKind::InvalidData, reason);
                     self.link_failed(Some(("receiving a message from", error)));
@@ -308,6 +319,22 @@ impl IoThread {
                 }
             }
         }
+    }
+
+    /// After a reply of a newer view: moves to that view's primary (`view mod` the number of
+    /// addresses, which list the cluster's replicas in replica order), if it is not the replica
+    /// at hand. True if it dropped the connection for it. (Only a change of view moves the
+    /// client: a cluster of one stays in view 0, so its addresses are still tried in turn.)
+    fn view_follow(&mut self) -> bool {
+        let primary = self.state.view as usize % self.link.addresses.len();
+        if primary == self.link.address_index {
+            return false;
+        }
+        self.link.address_index = primary;
+        self.link.stream = None;
+        self.link.decoder.reset();
+        self.link.reconnect_at = Instant::now();
+        true
     }
 
     /// The replica at the current address belongs to cluster `found`: fails every call, now and
@@ -484,6 +511,10 @@ impl State {
         let Some(inflight) = self.inflight.as_ref() else { return Received::Ignored };
         if header.context != inflight.checksum || header.request != inflight.request {
             return Received::Ignored;
+        }
+        if header.view > self.view {
+            self.view = header.view;
+            self.view_newer = true;
         }
         let inflight = self.inflight.take().expect("checked above");
         match inflight.kind {

@@ -9,7 +9,10 @@
 //!
 //! One I/O thread per client owns the connection and the session: it registers, numbers the
 //! requests, keeps one request in flight, and resends the identical request bytes — on a new
-//! connection, trying the addresses in turn — until the reply arrives. A call waits at most
+//! connection, trying the addresses in turn — until the reply arrives. When a reply carries a
+//! newer view, the next request goes to that view's primary. A request retried on another
+//! replica after a view change still executes once: sessions and request numbers are the
+//! cluster's, and a committed request's retry gets its stored reply (docs/vsr.md). A call waits at most
 //! its timeout; a request whose callers all timed out is still retried until the cluster
 //! answers it, because the session cannot move on to the next request number before that.
 //! One failure is never retried: a replica that says it belongs to another cluster (a
@@ -345,7 +348,9 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of `cluster` that talks to the replicas at `addresses`, with the default
+    /// A client of `cluster` that talks to the replicas at `addresses` — every replica's, in
+    /// replica order, for a cluster: a reply names its view, and the client moves to that
+    /// view's primary (`view mod addresses.len()`) when the view changes — with the default
     /// [`ClientOptions`]. Connecting and registering happen on the first call.
     pub fn new(cluster: u128, addresses: &[SocketAddr]) -> Result<Client, ClientError> {
         Client::with_options(cluster, addresses, ClientOptions::default())

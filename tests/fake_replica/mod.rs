@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,6 +51,8 @@ pub enum Action {
 /// A request as received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// Which listener (of a replica and its siblings, [`FakeReplica::sibling`]) it came to.
+    pub listener: usize,
     /// Which connection it came on (0, 1, 2, ... in accept order).
     pub connection: usize,
     pub header: Header,
@@ -93,6 +95,9 @@ struct Inner {
     invalid: Mutex<Vec<String>>,
     /// Intact requests of another cluster, answered with a `wrong_cluster` eviction.
     foreign: AtomicUsize,
+    /// The view replies carry.
+    view: AtomicU32,
+    listeners: AtomicUsize,
 }
 
 /// The fake replica; stops when dropped.
@@ -125,10 +130,29 @@ impl FakeReplica {
             executed: Mutex::new(Vec::new()),
             invalid: Mutex::new(Vec::new()),
             foreign: AtomicUsize::new(0),
+            view: AtomicU32::new(0),
+            listeners: AtomicUsize::new(1),
         });
         let accept_inner = Arc::clone(&inner);
-        let thread = std::thread::spawn(move || accept_loop(listener, accept_inner));
+        let thread = std::thread::spawn(move || accept_loop(listener, 0, accept_inner));
         FakeReplica { address, inner, thread: Some(thread) }
+    }
+
+    /// Another address of the same fake replica (sessions, log and script shared): the replicas
+    /// of a fake cluster that always agree. `Received::listener` tells them apart.
+    pub fn sibling(&self) -> FakeReplica {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let address = listener.local_addr().expect("local address");
+        let index = self.inner.listeners.fetch_add(1, Ordering::SeqCst);
+        let inner = Arc::clone(&self.inner);
+        let thread = std::thread::spawn(move || accept_loop(listener, index, inner));
+        FakeReplica { address, inner: Arc::clone(&self.inner), thread: Some(thread) }
+    }
+
+    /// Makes every reply from now on carry `view`.
+    pub fn set_view(&self, view: u32) {
+        self.inner.view.store(view, Ordering::SeqCst);
     }
 
     /// Replaces the script that decides what to do with each request.
@@ -178,14 +202,14 @@ impl Drop for FakeReplica {
     }
 }
 
-fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+fn accept_loop(listener: TcpListener, listener_index: usize, inner: Arc<Inner>) {
     let mut connections = Vec::new();
     while !inner.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
                 let index = inner.connection_count.fetch_add(1, Ordering::SeqCst);
                 let inner = Arc::clone(&inner);
-                connections.push(std::thread::spawn(move || serve(stream, index, inner)));
+                connections.push(std::thread::spawn(move || serve(stream, listener_index, index, inner)));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
@@ -195,7 +219,7 @@ fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     }
 }
 
-fn serve(mut stream: TcpStream, connection: usize, inner: Arc<Inner>) {
+fn serve(mut stream: TcpStream, listener: usize, connection: usize, inner: Arc<Inner>) {
     stream.set_nonblocking(false).unwrap();
     stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let mut decoder = Decoder::new(inner.cluster);
@@ -214,9 +238,12 @@ fn serve(mut stream: TcpStream, connection: usize, inner: Arc<Inner>) {
         decoder.advance(count);
         loop {
             let received = match decoder.next_message() {
-                Ok(Some(message)) => {
-                    Received { connection, header: *message.header(), bytes: message.bytes().to_vec() }
-                }
+                Ok(Some(message)) => Received {
+                    listener,
+                    connection,
+                    header: *message.header(),
+                    bytes: message.bytes().to_vec(),
+                },
                 Ok(None) => break,
                 Err(error) => {
                     // Like the replica: an intact request of another cluster gets a wrong_cluster
@@ -276,10 +303,9 @@ fn answer(inner: &Inner, received: &Received, reply: &mut MessageBuffer) -> Opti
     if header.operation == Operation::Register as u8 {
         let session = inner.op.fetch_add(1, Ordering::SeqCst);
         let result = RegisterResult::new(inner.batch_size_limit as u32);
-        reply.seal_with_body(
-            reply_header(header, session, session, ReplyStatus::Ok),
-            bytemuck::bytes_of(&result),
-        );
+        let mut reply_header = reply_header(header, session, session, ReplyStatus::Ok);
+        reply_header.view = inner.view.load(Ordering::SeqCst);
+        reply.seal_with_body(reply_header, bytemuck::bytes_of(&result));
         let bytes = reply.message().bytes().to_vec();
         sessions
             .insert(header.client, SessionEntry { session, request_latest: 0, reply_latest: bytes.clone() });
@@ -307,7 +333,9 @@ fn answer(inner: &Inner, received: &Received, reply: &mut MessageBuffer) -> Opti
     }
     let op = inner.op.fetch_add(1, Ordering::SeqCst);
     let size = execute(operation, body, reply.body_mut());
-    reply.seal(reply_header(header, op, op, ReplyStatus::Ok), size);
+    let mut reply_header = reply_header(header, op, op, ReplyStatus::Ok);
+    reply_header.view = inner.view.load(Ordering::SeqCst);
+    reply.seal(reply_header, size);
     let bytes = reply.message().bytes().to_vec();
     entry.request_latest = header.request;
     entry.reply_latest = bytes.clone();
