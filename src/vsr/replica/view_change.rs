@@ -798,47 +798,31 @@ mod tests {
                 replica.state.storage_run().expect("storage");
             }
             for (to, message) in messages {
-                let header: Header = bytemuck::pod_read_unaligned(&message[..HEADER_SIZE]);
-                match to {
-                    Destination::Client(_) => {
-                        if header.command() == Some(Command::Reply) {
-                            self.replies.push(header.op);
-                        }
-                    }
-                    Destination::Replica(index) => {
-                        let Some(replica) = self.replicas[index as usize].as_mut() else { continue };
-                        replica.on_peer_message(&header, &message[HEADER_SIZE..]).expect("peer message");
-                        let mut answers = Vec::new();
-                        replica.outbox_drain(|to, message| answers.push((to, message.to_vec())));
-                        replica.commit().expect("commit");
-                        replica.outbox_drain(|to, message| answers.push((to, message.to_vec())));
-                        for (to, answer) in answers {
-                            self.deliver_later(to, answer);
-                        }
-                    }
-                }
+                self.deliver(to, message);
             }
         }
 
-        /// Messages answered during delivery go out at the next step (kept simple: delivered
-        /// right away to their replica, replies recorded).
-        fn deliver_later(&mut self, to: Destination, message: Vec<u8>) {
+        /// Delivers `message` at once: a reply is recorded; a replica takes the message,
+        /// commits what it may, and what it answers is delivered in turn (depth first).
+        fn deliver(&mut self, to: Destination, message: Vec<u8>) {
             let header: Header = bytemuck::pod_read_unaligned(&message[..HEADER_SIZE]);
-            match to {
+            let index = match to {
                 Destination::Client(_) => {
                     if header.command() == Some(Command::Reply) {
                         self.replies.push(header.op);
                     }
+                    return;
                 }
-                Destination::Replica(index) => {
-                    let Some(replica) = self.replicas[index as usize].as_mut() else { return };
-                    replica.on_peer_message(&header, &message[HEADER_SIZE..]).expect("peer message");
-                    let mut answers = Vec::new();
-                    replica.outbox_drain(|to, message| answers.push((to, message.to_vec())));
-                    for (to, answer) in answers {
-                        self.deliver_later(to, answer);
-                    }
-                }
+                Destination::Replica(index) => index as usize,
+            };
+            let Some(replica) = self.replicas[index].as_mut() else { return };
+            replica.on_peer_message(&header, &message[HEADER_SIZE..]).expect("peer message");
+            let mut answers = Vec::new();
+            replica.outbox_drain(|to, message| answers.push((to, message.to_vec())));
+            replica.commit().expect("commit");
+            replica.outbox_drain(|to, message| answers.push((to, message.to_vec())));
+            for (to, answer) in answers {
+                self.deliver(to, answer);
             }
         }
 
