@@ -16,7 +16,7 @@ use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::replica_state::ReplicaState;
 
 /// ledger: a financial ledger database of accounts and double-entry transfers, served by a single
-/// replica (replication is the next milestone). The short `--help` text is the package
+/// replica (replication runs in the simulator; the TCP cluster is the next milestone). The short `--help` text is the package
 /// description in Cargo.toml.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -60,8 +60,8 @@ struct FormatArgs {
     /// This replica's index, from 0 to replica-count − 1.
     #[arg(long, default_value_t = 0)]
     replica: u8,
-    /// The number of replicas in the cluster: 1 (this build serves single-replica clusters only;
-    /// replication is not built yet).
+    /// The number of replicas in the cluster: 1 (this build's server runs single-replica
+    /// clusters only; replication runs in the simulator, the TCP cluster is not built yet).
     #[arg(long, default_value_t = 1)]
     replica_count: u8,
     /// A small data file for tests and local development (64 WAL slots, small tables), and

@@ -128,7 +128,7 @@ fn format_refuses_capacities_and_replica_counts_start_cannot_serve_before_creati
         (&["--history-max", "4294967295"], "--history-max 4294967295 is out of range"),
         (&["--transfers-max", "100", "--expiries-max", "101"], "must be at most --transfers-max"),
         (&["--accounts-max", "400000000"], "more than the 196608 a checkpoint can reference"),
-        (&["--replica-count", "3"], "single-replica clusters only (replication is not built yet)"),
+        (&["--replica-count", "3"], "single-replica clusters only (replication runs in the simulator; the TCP cluster is not built yet)"),
         (&["--replica-count", "0"], "use --replica-count 1"),
     ];
     for (arguments, expected) in cases {
@@ -495,9 +495,9 @@ fn help_gives_every_capacity_default_with_and_without_development_and_claims_no_
         let line = help.lines().find(|line| line.trim_start().starts_with(option)).expect(option);
         assert!(line.contains("default") && line.contains("with --development"), "{line}");
     }
-    assert!(help.contains("replication is not built yet"), "{help}");
+    assert!(help.contains("the TCP cluster is not built yet"), "{help}");
     let top = ledger().arg("--help").output().expect("run ledger --help");
     let top = String::from_utf8_lossy(&top.stdout).into_owned();
-    assert!(top.contains("a single replica today, replication is the next milestone"), "{top}");
+    assert!(top.contains("a single replica today; replication runs in the simulator, the TCP cluster is the next milestone"), "{top}");
     assert!(!top.contains("distributed") && !top.contains("and replicated"), "{top}");
 }

@@ -8,9 +8,9 @@
 //! commit the replica's reference model is advanced with the ops it logged, and the state,
 //! hash-chain, commits-agree and op-number checkers run. Crashes are armed at random and hit at
 //! a later I/O (or at once, between I/Os); the replica stays down a few ticks, and recovery may
-//! itself crash. In a cluster, replica 0 (the primary: view changes are not built yet) never
-//! crashes. A quiet phase without crashes ends the run, after which every replica must have
-//! caught up with the cluster's commits.
+//! itself crash; in a cluster any replica crashes, the primary included, and partitions cut
+//! replicas off. A quiet phase without crashes or partitions ends the run, after which every
+//! replica must have caught up with the cluster's commits and every client been answered.
 
 use super::checkers::commits::CommitsChecker;
 use super::checkers::hash_chain::HashChain;

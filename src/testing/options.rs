@@ -64,8 +64,7 @@ pub struct SimOptions {
     /// The seed.
     pub seed: u64,
     /// Replicas of the cluster (`format.replica_count`; each replica's `format.replica` is its
-    /// index). The primary of view 0, replica 0, never crashes in a cluster of more than one:
-    /// view changes are not built yet.
+    /// index).
     pub replica_count: u8,
     /// How many clients.
     pub client_count: usize,

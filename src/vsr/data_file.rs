@@ -99,7 +99,8 @@ pub enum FormatOptionsError {
     /// Only single-replica clusters are served.
     #[error(
         "--replica-count {replica_count}: this build serves single-replica clusters only \
-         (replication is not built yet); use --replica-count 1"
+         (replication runs in the simulator; the TCP cluster is not built yet); use \
+         --replica-count 1"
     )]
     ReplicaCount {
         /// The replica count asked for.

@@ -436,7 +436,11 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "cluster: {}", sb.cluster)?;
         writeln!(f, "replica: {} of {}", sb.replica, sb.replica_count)?;
-        writeln!(f, "view: {}, log view: {}, commit max: {}", sb.view, sb.log_view, sb.commit_max)?;
+        writeln!(
+            f,
+            "view: {}, log view: {} (its head: op {}), commit max: {}",
+            sb.view, sb.log_view, sb.view_head_op, sb.commit_max
+        )?;
         writeln!(
             f,
             "capacity: {} accounts, {} transfers, {} expiries, {} history snapshots",
