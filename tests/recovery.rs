@@ -832,3 +832,72 @@ fn overlapped_stages_carry_one_groups_headers_with_the_next_groups_prepares() {
         "nothing left to write"
     );
 }
+
+/// A pulse: the replica's own request, no client, no body.
+fn pulse() -> Request<'static> {
+    Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 }
+}
+
+/// A view change truncated ops 2 and 3 (prepared in view 0) and the replica entered log view 1
+/// with head 1: recovery cuts the stale ops that still chain on disk (every op after the view's
+/// head must be of the log view), and leaves no durable redundant header of them behind — else,
+/// once a new op 2 of view 1 is written, the old op 3's header would prove a durable op the
+/// chain no longer reaches, and recovery would refuse to start.
+#[test]
+fn recovery_cuts_the_ops_a_view_change_truncated_and_leaves_no_proof_of_them() {
+    use ledger::constants::NS_PER_S;
+    use ledger::vsr::data_file::ViewState;
+    let options = FormatOptions { replica_count: 3, ..options_with_slots(16) };
+    let mut state = ReplicaState::open(formatted_with(options), Some(CLUSTER)).expect("open");
+    state.prepare_requests(&[pulse(), pulse(), pulse()], NS_PER_S).expect("prepare");
+    state.journal_sync().expect("journal");
+    assert_eq!((state.op(), state.op_durable()), (3, 3));
+    let head = state.header_of(1).expect("op 1");
+    // Entering log view 1 with head 1 without truncating (a crash right after the superblock
+    // write would leave just this on disk, had the truncation not reached it first).
+    let view = ViewState { view: 1, log_view: 1, head_op: 1, head_checksum: head.checksum, commit_max: 0 };
+    state.data_file_mut().view_write(view).expect("view write");
+    let storage = state.into_storage();
+    let mut state = ReplicaState::open(storage, Some(CLUSTER)).expect("reopen");
+    assert_eq!(state.op(), 1, "ops 2 and 3 were prepared in view 0, after the view's head");
+    assert!(state.recovered().stale_cut);
+    // A new op 2 of view 1; op 3 of view 0 still sits in its slot, chaining to nothing.
+    state.prepare_requests(&[pulse()], 5 * NS_PER_S).expect("prepare");
+    state.journal_sync().expect("journal");
+    let op_2 = state.header_of(2).expect("op 2");
+    assert_eq!((op_2.view, op_2.parent), (1, head.checksum));
+    let state =
+        ReplicaState::open(state.into_storage(), Some(CLUSTER)).expect("reopen without a proof of op 3");
+    assert_eq!(state.op(), 2);
+    assert!(!state.recovered().stale_cut, "the chain ends at op 3's slot: op 3 does not follow op 2");
+    assert_eq!(state.header_of(2).map(|header| header.checksum), Some(op_2.checksum));
+}
+
+/// A truncation in memory (a view change) reserves the dropped ops' redundant headers on disk
+/// at once: a crash before the next stage leaves no durable proof of them.
+#[test]
+fn a_truncation_reserves_the_redundant_headers_of_the_ops_it_drops() {
+    use ledger::constants::NS_PER_S;
+    let options = FormatOptions { replica_count: 3, ..options_with_slots(16) };
+    let mut state = ReplicaState::open(formatted_with(options), Some(CLUSTER)).expect("open");
+    state.prepare_requests(&[pulse(), pulse(), pulse()], NS_PER_S).expect("prepare");
+    state.journal_sync().expect("journal");
+    state.truncate(1).expect("truncate");
+    assert_eq!((state.op(), state.op_durable()), (1, 1));
+    assert!(state.header_of(2).is_none() && state.header_of(3).is_none());
+    let journal = state.data_file().journal();
+    for op in [2, 3] {
+        let header = journal.header(op % journal.slot_count());
+        assert!(!journal_proves(&header, op), "op {op}'s redundant header is reserved");
+    }
+    // Op 2's slot on disk still holds the old prepare, which chains to op 1: in log view 0
+    // (nothing persisted a new one) recovery takes it back, as the log of that view.
+    let state = ReplicaState::open(state.into_storage(), Some(CLUSTER)).expect("reopen");
+    assert_eq!(state.op(), 3);
+}
+
+fn journal_proves(header: &Header, op: u64) -> bool {
+    header.valid_checksum()
+        && header.command() == Some(ledger::vsr::header::Command::Prepare)
+        && header.op == op
+}

@@ -490,7 +490,7 @@ mod tests {
     use crate::vsr::admission::Admission;
     use crate::vsr::time::Time;
 
-    const CLUSTER: u128 = 9;
+    use super::tests_support::CLUSTER;
     const CLIENT: u128 = 77;
 
     /// A change to a header, for a message that is resealed after it.
@@ -509,17 +509,8 @@ mod tests {
         }
     }
 
-    /// A cluster of fresh replicas in view 0, normal (as if the primary had started it, not
-    /// restarted into it: a restarted primary leaves its view first).
     fn cluster(replica_count: u8) -> Vec<Replica<SimStorage>> {
-        (0..replica_count)
-            .map(|replica| {
-                let mut replica = super::super::tests::replica_of(CLUSTER, replica, replica_count);
-                replica.status = Status::Normal;
-                replica.view_change.due = false;
-                replica
-            })
-            .collect()
+        super::tests_support::cluster_of(replica_count)
     }
 
     /// Makes what replica `replica` has in its pipeline durable, as a journal stage would.
@@ -680,5 +671,50 @@ mod tests {
         assert_eq!(replicas[0].state.commit_max(), 0, "the primary alone is no quorum of three");
         assert_eq!(deliver(&mut replicas[0], &ok[0].1), PeerMessage::Handled);
         assert_eq!(replicas[0].state.commit_max(), 1);
+    }
+}
+
+/// What the tests of this file share.
+#[cfg(test)]
+mod tests_support {
+    use super::super::view_change::Status;
+    use super::super::Replica;
+    use crate::storage::SimStorage;
+
+    /// The cluster of the tests.
+    pub const CLUSTER: u128 = 9;
+
+    /// A cluster of fresh replicas in view 0, normal (as if the primary had started it, not
+    /// restarted into it: a restarted primary leaves its view first).
+    pub fn cluster_of(replica_count: u8) -> Vec<Replica<SimStorage>> {
+        (0..replica_count)
+            .map(|replica| {
+                let mut replica = super::super::tests::replica_of(CLUSTER, replica, replica_count);
+                replica.status = Status::Normal;
+                replica.view_change.due = false;
+                replica
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod prepare_limit_tests {
+    use super::tests_support::cluster_of;
+
+    #[test]
+    fn a_primary_of_four_prepares_no_further_than_half_a_wal_past_a_view_change_quorum() {
+        // 4 replicas: a replication quorum of 2, a view-change quorum of 3; a WAL of 32 slots.
+        let mut replicas = cluster_of(4);
+        let primary = &mut replicas[0];
+        assert_eq!(primary.prepare_limit(), 16, "no backup known: half a WAL past op 0");
+        primary.progress[1] = 10;
+        assert_eq!(primary.prepare_limit(), 16, "one backup is no view-change quorum");
+        primary.progress[2] = 5;
+        assert_eq!(primary.prepare_limit(), 16, "the third furthest log is the primary's own, op 0");
+        primary.progress[3] = 7;
+        assert_eq!(primary.prepare_limit(), 16 + 5, "the third furthest log now ends at op 5");
+        // 3 replicas: the quorums are equal, and commits already keep a view-change quorum close.
+        assert_eq!(cluster_of(3)[0].prepare_limit(), u64::MAX);
     }
 }
