@@ -838,6 +838,17 @@ fn pulse() -> Request<'static> {
     Request { operation: Operation::Pulse, body: &[], client: 0, request: 0, checksum: 0 }
 }
 
+/// A replica of a cluster of three whose log holds ops 1–3 (pulses, prepared in view 0),
+/// durable with their redundant headers.
+fn three_ops_durable() -> ReplicaState<SimStorage> {
+    let options = FormatOptions { replica_count: 3, ..options_with_slots(16) };
+    let mut state = ReplicaState::open(formatted_with(options), Some(CLUSTER)).expect("open");
+    state.prepare_requests(&[pulse(), pulse(), pulse()], ledger::constants::NS_PER_S).expect("prepare");
+    state.journal_sync().expect("journal");
+    assert_eq!((state.op(), state.op_durable()), (3, 3));
+    state
+}
+
 /// A view change truncated ops 2 and 3 (prepared in view 0) and the replica entered log view 1
 /// with head 1: recovery cuts the stale ops that still chain on disk (every op after the view's
 /// head must be of the log view), and leaves no durable redundant header of them behind — else,
@@ -847,11 +858,7 @@ fn pulse() -> Request<'static> {
 fn recovery_cuts_the_ops_a_view_change_truncated_and_leaves_no_proof_of_them() {
     use ledger::constants::NS_PER_S;
     use ledger::vsr::data_file::ViewState;
-    let options = FormatOptions { replica_count: 3, ..options_with_slots(16) };
-    let mut state = ReplicaState::open(formatted_with(options), Some(CLUSTER)).expect("open");
-    state.prepare_requests(&[pulse(), pulse(), pulse()], NS_PER_S).expect("prepare");
-    state.journal_sync().expect("journal");
-    assert_eq!((state.op(), state.op_durable()), (3, 3));
+    let mut state = three_ops_durable();
     let head = state.header_of(1).expect("op 1");
     // Entering log view 1 with head 1 without truncating (a crash right after the superblock
     // write would leave just this on disk, had the truncation not reached it first).
@@ -877,11 +884,7 @@ fn recovery_cuts_the_ops_a_view_change_truncated_and_leaves_no_proof_of_them() {
 /// at once: a crash before the next stage leaves no durable proof of them.
 #[test]
 fn a_truncation_reserves_the_redundant_headers_of_the_ops_it_drops() {
-    use ledger::constants::NS_PER_S;
-    let options = FormatOptions { replica_count: 3, ..options_with_slots(16) };
-    let mut state = ReplicaState::open(formatted_with(options), Some(CLUSTER)).expect("open");
-    state.prepare_requests(&[pulse(), pulse(), pulse()], NS_PER_S).expect("prepare");
-    state.journal_sync().expect("journal");
+    let mut state = three_ops_durable();
     state.truncate(1).expect("truncate");
     assert_eq!((state.op(), state.op_durable()), (1, 1));
     assert!(state.header_of(2).is_none() && state.header_of(3).is_none());
