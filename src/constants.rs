@@ -50,10 +50,10 @@ pub const PIPELINE_PREPARE_MAX: usize = 8;
 pub const REPLICAS_MAX: u8 = 6;
 
 /// The most messages the replica hands the loop from one call (its outbox): a pipeline of
-/// prepares to every other replica (a prepare or its resend), or a pipeline of commits, each a
-/// reply and perhaps the eviction of the session it replaced. The loop empties the outbox after
-/// every call.
-pub const OUTBOX_MESSAGES_MAX: usize = PIPELINE_PREPARE_MAX * REPLICAS_MAX as usize;
+/// prepares to every other replica (a prepare or its resend) with a heartbeat and a clock ping
+/// to each, or a pipeline of commits, each a reply and perhaps the eviction of the session it
+/// replaced. The loop empties the outbox after every call.
+pub const OUTBOX_MESSAGES_MAX: usize = (PIPELINE_PREPARE_MAX + 2) * REPLICAS_MAX as usize;
 
 /// The most messages of one outbox that are copies in messages of the replica's pool (replies
 /// and evictions of a pipeline of commits; prepares go out as references to the pipeline's
@@ -144,6 +144,30 @@ const _: () = assert!(BATCH_EVENTS_MAX < u16::MAX as usize); // Batch counts are
 /// measured) is logged as a clock jump. NTP slews at most 0.05 % and steps only offsets above
 /// 128 ms, so anything above this is a step of the clock, not drift.
 pub const CLOCK_JUMP_TOLERANCE_NS: u64 = 100_000_000;
+
+/// How often a replica of a cluster pings every peer for its wall clock (`ping` / `pong`).
+pub const CLOCK_PING_INTERVAL_NS: u64 = 100_000_000;
+
+/// How far a replica's wall clock may be from the cluster's for the two still to agree: each
+/// clock source's interval is widened by this much either way before Marzullo's algorithm
+/// looks for agreement, so the synchronized time is within this of a quorum of clocks.
+pub const CLOCK_OFFSET_TOLERANCE_NS: u64 = 10 * NS_PER_S;
+
+/// The shortest window of clock samples the cluster time is computed from: long enough for
+/// several round trips to every peer, of which the fastest is kept.
+pub const CLOCK_WINDOW_MIN_NS: u64 = 2 * NS_PER_S;
+
+/// The longest window: one without a quorum of agreeing clocks by then is dropped and sampling
+/// starts over.
+pub const CLOCK_WINDOW_MAX_NS: u64 = 20 * NS_PER_S;
+
+/// How long a synchronized interval is trusted without a newer one: clocks drift apart.
+pub const CLOCK_EPOCH_MAX_NS: u64 = 60 * NS_PER_S;
+
+const _: () = assert!(CLOCK_PING_INTERVAL_NS * 4 <= CLOCK_WINDOW_MIN_NS); // Several samples a window.
+const _: () = assert!(CLOCK_WINDOW_MIN_NS < CLOCK_WINDOW_MAX_NS);
+const _: () = assert!(CLOCK_WINDOW_MAX_NS < CLOCK_EPOCH_MAX_NS); // A new epoch before the old expires.
+const _: () = assert!(CLOCK_OFFSET_TOLERANCE_NS < i64::MAX as u64 / 4);
 
 /// The most client connections one replica serves: each holds two message buffers (2 MiB), and
 /// the io_uring ring has room for a receive and a send of every connection (at most 32,768

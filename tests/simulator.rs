@@ -55,7 +55,7 @@ fn assert_passed(report: &RunReport) {
 #[test]
 fn many_seeds_pass_every_checker() {
     let (mut commits, mut crashes, mut replies, mut evictions) = (0, 0, 0, 0);
-    let (mut view_changes, mut partitions) = (0, 0);
+    let (mut view_changes, mut partitions, mut clocks_faulty) = (0, 0, 0);
     for seed in SEED_FIRST..SEED_FIRST + SEED_COUNT {
         let report = run_seed(seed);
         assert_passed(&report);
@@ -65,12 +65,14 @@ fn many_seeds_pass_every_checker() {
         evictions += report.evictions;
         view_changes += report.stats.view_changes;
         partitions += report.stats.partitions;
+        clocks_faulty += SimOptions::of_seed(seed).clocks_faulty();
     }
     // The runs must exercise what they claim to: commits, crashes, replies, evictions, and in
     // the clusters (about half the seeds), view changes and partitions.
     assert!(commits > 100 * SEED_COUNT, "{commits} commits");
     assert!(view_changes > 10 * SEED_COUNT, "{view_changes} view changes");
     assert!(partitions > SEED_COUNT / 4, "{partitions} partitions");
+    assert!(clocks_faulty > SEED_COUNT as usize / 20, "{clocks_faulty} faulty clocks");
     assert!(crashes > SEED_COUNT, "{crashes} crashes");
     assert!(replies > 100 * SEED_COUNT, "{replies} replies");
     assert!(evictions > SEED_COUNT, "{evictions} evictions");
@@ -113,4 +115,22 @@ fn an_injected_bug_is_caught_within_a_few_seeds() {
         caught += u64::from(outcome.map_or(true, |report| report.result.is_err()));
     }
     assert!(caught >= 5, "only {caught} of 20 seeds caught the bug");
+}
+
+/// The clocks checker bites: with primaries that stamp prepares with their own wall clock
+/// instead of the cluster's time, the seeds whose faulty clock runs fast fail once that
+/// replica is primary, naming the clocks checker.
+#[test]
+fn a_primary_ignoring_the_cluster_time_is_caught_by_the_clocks_checker() {
+    let mut caught = 0;
+    for seed in 0..30 {
+        let mut options = SimOptions::of_seed_with(seed, 3);
+        options.bug = Some(InjectedBug::ClockIgnored);
+        let report = Cluster::new(options).run();
+        if let Err(failure) = report.result {
+            assert_eq!(failure.checker, "clocks", "seed {seed}: {failure}");
+            caught += 1;
+        }
+    }
+    assert!(caught >= 4, "only {caught} of 30 seeds caught the bug");
 }

@@ -37,7 +37,9 @@ struct Options {
     replica_count: Option<u8>,
     /// Plant a known bug in every replica, to see the checkers catch it (the seeds should
     /// fail): `commit-quorum-minus-one` commits an op on one acknowledgement fewer than a
-    /// replication quorum (needs --replica-count 3 or more, where a quorum is 2 or more).
+    /// replication quorum (needs --replica-count 3 or more, where a quorum is 2 or more);
+    /// `clock-ignored` has primaries stamp prepares with their own wall clock instead of the
+    /// cluster's time (caught where a faulty clock runs fast: --replica-count 3 or more).
     #[arg(long, value_parser = parse_bug)]
     inject_bug: Option<InjectedBug>,
 }
@@ -45,19 +47,24 @@ struct Options {
 fn parse_bug(text: &str) -> Result<InjectedBug, String> {
     match text {
         "commit-quorum-minus-one" => Ok(InjectedBug::CommitQuorumMinusOne),
-        _ => Err(format!("unknown bug {text:?}: the one known is commit-quorum-minus-one")),
+        "clock-ignored" => Ok(InjectedBug::ClockIgnored),
+        _ => {
+            Err(format!("unknown bug {text:?}: the known ones are commit-quorum-minus-one and clock-ignored"))
+        }
     }
 }
 
 const AFTER_HELP: &str = "\
 Each line: seed, configuration (replicas, clients, session slots, WAL slots, capacities, run
 length, crash rate per thousand ticks, invalid-request percentage, loss and duplication of
-packets between replicas and whether they reorder, and how the disk is driven: `staged=Nt` as
+packets between replicas and whether they reorder, how many replicas' wall clocks are faulty
+(seconds to minutes off), and how the disk is driven: `staged=Nt` as
 the server does, each write stage in flight for up to N ticks, or `commit=P%` waiting for every
 write), ops committed (summed over replicas), crashes (of which during recovery), replies
 checked against the model, retries answered from the session, evictions, pulses committed,
 write stages completed (journal/grid/replies) and commits that waited for one (staged runs),
-messages between replicas sent/lost/acted on/ignored, trace hash, wall time, result. A failure
+messages between replicas sent/lost/acted on/ignored, replica ticks that knew the cluster's
+time, trace hash, wall time, result. A failure
 also prints the checker's message and the command that re-runs the seed.
 Exit status: 0 if every seed passed, 1 otherwise.
 
@@ -105,7 +112,7 @@ fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (boo
     let stats = &report.stats;
     let summary = format!(
         "seed={} {} commits={} view_changes={} (view {}) crashes={} (in recovery {}) behind={} partitions={} replies={} \
-         resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} trace={:016x} time={}ms",
+         resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} synced={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
         report.commits,
@@ -127,6 +134,7 @@ fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (boo
         stats.peer_lost,
         stats.peer_handled,
         stats.peer_ignored,
+        stats.clock_synchronized_ticks,
         report.trace_hash,
         elapsed_ms
     );

@@ -9,22 +9,23 @@
 //! hash-chain, commits-agree and op-number checkers run. Crashes are armed at random and hit at
 //! a later I/O (or at once, between I/Os); the replica stays down a few ticks, and recovery may
 //! itself crash; in a cluster any replica crashes, the primary included, and partitions cut
-//! replicas off. A quiet phase without crashes or partitions ends the run, after which every
-//! replica must have caught up with the cluster's commits and every client been answered.
+//! replicas off, and a minority of replicas' wall clocks may be faulty. A quiet phase without
+//! crashes, partitions or faulty clocks ends the run, after which every replica must have
+//! caught up with the cluster's commits and every client been answered.
 
 use super::checkers::commits::CommitsChecker;
 use super::checkers::hash_chain::HashChain;
 use super::checkers::op_numbers::{OpNumbers, OpNumbersChecker};
 use super::checkers::replies::RepliesChecker;
 use super::checkers::views::ViewsChecker;
-use super::checkers::{convergence, liveness, progress, state, Failure};
+use super::checkers::{clocks, convergence, liveness, progress, state, Failure};
 use super::client::{Send, SimClient};
 use super::network::{Address, Network, Packet};
 use super::node::{Node, NodeError, Received};
-use super::options::{SimOptions, PARTITION_TICKS_MAX};
+use super::options::{SimOptions, CLOCK_OFFSET_GOOD_NS_MAX, PARTITION_TICKS_MAX};
 use super::oracle::Oracle;
 use super::requests::Requests;
-use super::time::SimTime;
+use super::time::{ClockSkew, SimTime};
 use super::trace::{Trace, TraceEvent};
 use super::wal::read_prepare;
 use crate::constants::HEADER_SIZE;
@@ -107,6 +108,8 @@ pub struct RunStats {
     pub view_changes: u64,
     /// See `view_changes`.
     pub view_max: u32,
+    /// Ticks of running replicas that knew the cluster's time.
+    pub clock_synchronized_ticks: u64,
 }
 
 /// What the checkers remember of one replica.
@@ -164,6 +167,7 @@ impl Cluster {
             let format = crate::vsr::data_file::FormatOptions { replica: index, ..options.format };
             let mut node = Node::format(index, &format, storage);
             node.set_bug(options.bug);
+            node.set_clock_skew(options.clock_skews[usize::from(index)]);
             node.disk().take_elapsed_ns(); // Formatting is not part of the run's time.
             nodes.push(node);
             checked.push(Checked {
@@ -235,6 +239,9 @@ impl Cluster {
             if self.time.tick() == drain_tick {
                 self.drain_op = Some(self.committed.op_max());
             }
+            if self.time.tick() == self.options.ticks + 1 {
+                self.clocks_heal();
+            }
             self.partitions_act();
             self.deliver()?;
             self.clients_act();
@@ -304,6 +311,18 @@ impl Cluster {
         self.trace.record(TraceEvent::Partitioned, &[u128::from(now), u128::from(group)]);
     }
 
+    /// The quiet phase begins: faulty wall clocks are set right (as an operator fixes NTP), so
+    /// that a faulty clock and a replica stopped behind together — two faults of a cluster of
+    /// three — do not leave fewer agreeing clocks than a quorum for the liveness check.
+    fn clocks_heal(&mut self) {
+        for node in &mut self.nodes {
+            let skew = node.clock_skew();
+            if skew.offset_ns.unsigned_abs() > CLOCK_OFFSET_GOOD_NS_MAX {
+                node.set_clock_skew(ClockSkew { offset_ns: 0, ..skew });
+            }
+        }
+    }
+
     /// Whether crashes may happen now (not in the quiet phase).
     fn faulty(&self) -> bool {
         self.time.tick() <= self.options.ticks
@@ -319,7 +338,7 @@ impl Cluster {
                 Address::Replica(index) => {
                     let index = index as usize;
                     let mut outbox = Vec::new();
-                    let received = self.nodes[index].on_message(&packet.message, &mut outbox);
+                    let received = self.nodes[index].on_message(&self.time, &packet.message, &mut outbox);
                     self.send_all(outbox);
                     match received {
                         Ok(Received::Admitted(Admission::Reply(_))) => self.stats.replies_resent += 1,
@@ -441,6 +460,10 @@ impl Cluster {
             }
         }
         self.views_check(index)?;
+        let node = &self.nodes[index];
+        let synchronized = node.replica().clock().realtime_synchronized(&self.time.skewed(node.clock_skew()));
+        self.stats.clock_synchronized_ticks += u64::from(synchronized.is_some());
+        clocks::check_synchronized(index as u8, synchronized, self.time.realtime())?;
         let committed = match self.options.stage_latency_ticks_max {
             Some(latency) => {
                 let stepped = self.nodes[index].step(&self.time, &mut self.prng, latency, &mut outbox);
@@ -636,6 +659,7 @@ impl Cluster {
             }
             let expected = checked.oracle.apply(operation, header.timestamp, &body);
             if self.committed.committed(index as u8, op, header.checksum)? {
+                clocks::check_timestamp(op, header.timestamp, self.time.realtime())?;
                 self.replies.committed(&header, &body, expected)?;
                 self.stats.pulses += u64::from(operation == Operation::Pulse);
             }

@@ -17,7 +17,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::disk::SimDisk;
 use super::network::{Address, Packet};
-use super::time::SimTime;
+use super::time::{ClockSkew, SimTime};
 use crate::constants::HEADER_SIZE;
 use crate::net::codec::{validate_body, validate_header, MessageBuffer};
 use crate::prng::Prng;
@@ -70,6 +70,10 @@ pub struct Node {
     in_flight: Vec<StageInFlight>,
     /// A bug planted in the replica at every start.
     bug: Option<InjectedBug>,
+    /// How the replica's wall clock departs from true time.
+    skew: ClockSkew,
+    /// The harness stepped the wall clock since the replica's last tick (it may report it).
+    clock_stepped: bool,
 }
 
 /// What one [`Node::step`] did.
@@ -114,7 +118,21 @@ impl Node {
             receive: MessageBuffer::new(),
             in_flight: Vec::new(),
             bug: None,
+            skew: ClockSkew::default(),
+            clock_stepped: false,
         }
+    }
+
+    /// Sets how the replica's wall clock departs from true time (a step of its clock, if it
+    /// runs: it may notice at its next tick).
+    pub fn set_clock_skew(&mut self, skew: ClockSkew) {
+        self.clock_stepped = skew != self.skew;
+        self.skew = skew;
+    }
+
+    /// How the replica's wall clock departs from true time.
+    pub fn clock_skew(&self) -> ClockSkew {
+        self.skew
     }
 
     /// Plants `bug` in the replica at every start from now on.
@@ -168,9 +186,14 @@ impl Node {
         self.disk.restart(mode);
     }
 
-    /// Hands the replica one message (a client's request or another replica's message), and
-    /// queues what it answers in `outbox`.
-    pub fn on_message(&mut self, message: &[u8], outbox: &mut Vec<Packet>) -> Result<Received, NodeError> {
+    /// Hands the replica one message (a client's request or another replica's message) at
+    /// simulated `time`, and queues what it answers in `outbox`.
+    pub fn on_message(
+        &mut self,
+        time: &SimTime,
+        message: &[u8],
+        outbox: &mut Vec<Packet>,
+    ) -> Result<Received, NodeError> {
         let Some(replica) = self.replica.as_mut() else { return Ok(Received::Down) };
         if message.len() < HEADER_SIZE || message.len() > self.receive.as_bytes().len() {
             return Ok(Received::Invalid);
@@ -189,7 +212,7 @@ impl Node {
             Some(Command::Reserved | Command::Reply | Command::Eviction) | None => {
                 return Ok(Received::Invalid)
             }
-            Some(_) => match replica.on_peer_message(&header, body) {
+            Some(_) => match replica.on_peer_message(&header, body, &time.skewed(self.skew)) {
                 Ok(peer) => Received::Peer(peer, 0),
                 Err(error) => return Err(self.replica_error(error)),
             },
@@ -204,16 +227,17 @@ impl Node {
     }
 
     /// The replica's tick at simulated `time` (it may queue a pulse, and its timeouts send
-    /// to `outbox`). The simulated wall clock never steps, so the replica must never report
-    /// that it did.
+    /// to `outbox`). The simulated wall clock steps only when the harness sets it, so the
+    /// replica must report no other step.
     pub fn on_tick(&mut self, time: &SimTime, outbox: &mut Vec<Packet>) -> Result<(), NodeError> {
+        let stepped = std::mem::take(&mut self.clock_stepped);
         let Some(replica) = self.replica.as_mut() else { return Ok(()) };
-        let ticked = replica.on_tick(time);
+        let ticked = replica.on_tick(&time.skewed(self.skew));
         let from = Address::Replica(self.index);
         replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
         match ticked {
             Ok(jump) => {
-                assert_eq!(jump, None, "the replica saw a step of a wall clock that never steps");
+                assert!(jump.is_none() || stepped, "the replica saw a step of its wall clock that never was");
                 Ok(())
             }
             Err(error) => Err(self.replica_error(error)),
@@ -230,7 +254,8 @@ impl Node {
     pub fn commit(&mut self, time: &SimTime, outbox: &mut Vec<Packet>) -> Result<(), NodeError> {
         let replica = self.replica.as_mut().expect("the replica is up");
         let from = Address::Replica(self.index);
-        let committed = replica.commit_queued(time, |to, message| outbox.push(packet(from, to, message)));
+        let time = time.skewed(self.skew);
+        let committed = replica.commit_queued(&time, |to, message| outbox.push(packet(from, to, message)));
         committed.map(drop).map_err(|error| self.error(error.to_string()))
     }
 
@@ -263,7 +288,7 @@ impl Node {
             stepped.commit_waits += u64::from(self.replica().state().commit_waits());
         }
         let replica = self.replica.as_mut().expect("the replica is up");
-        let prepared = replica.prepare_queued(time);
+        let prepared = replica.prepare_queued(&time.skewed(self.skew));
         let from = Address::Replica(self.index);
         replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
         prepared.map_err(|error| self.error(error.to_string()))?;

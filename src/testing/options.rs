@@ -3,6 +3,7 @@
 
 use super::client::ClientOptions;
 use super::network::NetworkOptions;
+use super::time::ClockSkew;
 use crate::prng::Prng;
 use crate::state_machine::Config;
 use crate::storage::SimLatency;
@@ -58,6 +59,17 @@ const PARTITION_PER_MILLE_MAX: u64 = 4;
 pub const PARTITION_TICKS_MAX: u64 = 150;
 const DUPLICATE_PERCENT_MAX: u64 = 5;
 
+/// The largest offset of a good wall clock from true time (NTP keeps real ones closer).
+pub const CLOCK_OFFSET_GOOD_NS_MAX: u64 = 50_000_000;
+
+/// The fastest drift of a wall clock, in ns per second (100 ppm, a poor crystal).
+const CLOCK_DRIFT_PPB_MAX: u64 = 100_000;
+
+/// The range of a faulty wall clock's offset, either way: from within the cluster's tolerance
+/// (the cluster corrects it) to far beyond it.
+const CLOCK_OFFSET_FAULTY_NS_MIN: u64 = 5 * crate::constants::NS_PER_S;
+const CLOCK_OFFSET_FAULTY_NS_MAX: u64 = 120 * crate::constants::NS_PER_S;
+
 /// Everything one run depends on besides the seed's generator itself.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -100,6 +112,10 @@ pub struct SimOptions {
     /// begins, if none is in force: symmetric (two groups) or asymmetric (one way); it lasts
     /// up to [`PARTITION_TICKS_MAX`] ticks. Clusters only.
     pub partition_per_mille: u64,
+    /// Each replica's wall clock: good ones within [`CLOCK_OFFSET_GOOD_NS_MAX`] of true time,
+    /// and in some clusters of three or more a minority of faulty ones, seconds to minutes
+    /// off. A cluster of one reads true time.
+    pub clock_skews: Vec<ClockSkew>,
     /// A known bug planted in every replica (never drawn from the seed: `simulator
     /// --inject-bug` sets it, to show the checkers catch it).
     pub bug: Option<InjectedBug>,
@@ -177,6 +193,7 @@ impl SimOptions {
                 .chance(3, 4)
                 .then(|| prng.range_inclusive(0, STAGE_LATENCY_TICKS_MAX)),
             partition_per_mille: 0,
+            clock_skews: vec![ClockSkew::default(); usize::from(replica_count)],
             bug: None,
         };
         if replica_count > 1 {
@@ -192,8 +209,17 @@ impl SimOptions {
             // Time for a backup back from a crash to repair what it missed.
             options.ticks_quiet = TICKS_QUIET_CLUSTER;
             options.partition_per_mille = prng.range_inclusive(0, PARTITION_PER_MILLE_MAX);
+            options.clock_skews = clock_skews(&mut prng, replica_count);
         }
         options
+    }
+
+    /// How many replicas' wall clocks are faulty.
+    pub fn clocks_faulty(&self) -> usize {
+        self.clock_skews
+            .iter()
+            .filter(|skew| skew.offset_ns.unsigned_abs() > CLOCK_OFFSET_GOOD_NS_MAX)
+            .count()
     }
 
     /// The configuration in one line, for the runner's output.
@@ -201,7 +227,7 @@ impl SimOptions {
         let config = &self.format.config;
         format!(
             "replicas={} clients={} clients_max={} slots={} accounts={} transfers={} expiries={} history={} \
-             ticks={} crash={}‰ partition={}‰ invalid={}% loss={}% dup={}%{} {}",
+             ticks={} crash={}‰ partition={}‰ invalid={}% loss={}% dup={}%{} clocks_faulty={} {}",
             self.replica_count,
             self.client_count,
             self.format.clients_max,
@@ -217,12 +243,43 @@ impl SimOptions {
             self.network.loss_percent,
             self.network.duplicate_percent,
             if self.network.reorder { " reorder" } else { "" },
+            self.clocks_faulty(),
             match self.stage_latency_ticks_max {
                 Some(ticks) => format!("staged={ticks}t"),
                 None => format!("commit={}%", self.commit_percent),
             },
         )
     }
+}
+
+/// The wall clocks of a cluster of `replica_count`: every one good, or in half the clusters of
+/// three or more, a minority of them faulty (fewer than the good ones, so that the good ones
+/// always outvote them: Marzullo's algorithm finds the agreement of the most sources).
+fn clock_skews(prng: &mut Prng, replica_count: u8) -> Vec<ClockSkew> {
+    let signed = |prng: &mut Prng, magnitude: u64| {
+        if prng.chance(1, 2) {
+            magnitude as i64
+        } else {
+            -(magnitude as i64)
+        }
+    };
+    let mut skews: Vec<ClockSkew> = (0..replica_count)
+        .map(|_| {
+            let offset = prng.below(CLOCK_OFFSET_GOOD_NS_MAX + 1);
+            let drift = prng.below(CLOCK_DRIFT_PPB_MAX + 1);
+            ClockSkew { offset_ns: signed(prng, offset), drift_ppb: signed(prng, drift) }
+        })
+        .collect();
+    let faulty_max = u64::from(replica_count.saturating_sub(1) / 2);
+    if faulty_max > 0 && prng.chance(1, 2) {
+        for _ in 0..prng.range_inclusive(1, faulty_max) {
+            // The same replica may be drawn twice: then fewer are faulty.
+            let replica = prng.below(u64::from(replica_count)) as usize;
+            let magnitude = prng.range_inclusive(CLOCK_OFFSET_FAULTY_NS_MIN, CLOCK_OFFSET_FAULTY_NS_MAX);
+            skews[replica].offset_ns = signed(prng, magnitude);
+        }
+    }
+    skews
 }
 
 #[cfg(test)]
@@ -240,6 +297,10 @@ mod tests {
             assert_eq!(options.describe(), SimOptions::of_seed(seed).describe());
             assert_eq!(options.format.replica_count, options.replica_count);
             assert!(options.replica_count == 1 || options.stage_latency_ticks_max.is_some());
+            // Faulty clocks are a minority the good ones outvote; a cluster of one has none.
+            let faulty = options.clocks_faulty();
+            assert!(2 * faulty < usize::from(options.replica_count), "seed {seed}: {faulty} faulty clocks");
+            assert_eq!(options.clock_skews.len(), usize::from(options.replica_count));
         }
         let counts: std::collections::BTreeSet<u8> =
             (0..200).map(|seed| SimOptions::of_seed(seed).replica_count).collect();

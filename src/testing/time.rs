@@ -66,6 +66,42 @@ impl Time for SimTime {
     }
 }
 
+/// How one replica's wall clock departs from true (simulated) time: by a fixed offset, and by
+/// a drift that grows with the time elapsed. Its monotonic clock is true.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// The wall clock's offset from true time, in ns.
+    pub offset_ns: i64,
+    /// How fast it runs off true time, in ns per second elapsed (parts per billion).
+    pub drift_ppb: i64,
+}
+
+impl SimTime {
+    /// Time as one replica reads it: true monotonic time, and its own wall clock.
+    pub fn skewed(&self, skew: ClockSkew) -> ReplicaTime<'_> {
+        ReplicaTime { time: self, skew }
+    }
+}
+
+/// One replica's readings of simulated time ([`SimTime::skewed`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaTime<'a> {
+    time: &'a SimTime,
+    skew: ClockSkew,
+}
+
+impl Time for ReplicaTime<'_> {
+    fn monotonic(&self) -> u64 {
+        self.time.elapsed_ns
+    }
+
+    fn realtime(&self) -> u64 {
+        let drift = i128::from(self.time.elapsed_ns) * i128::from(self.skew.drift_ppb) / i128::from(NS_PER_S);
+        let realtime = i128::from(self.time.realtime()) + i128::from(self.skew.offset_ns) + drift;
+        realtime.clamp(0, i128::from(u64::MAX)) as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +116,19 @@ mod tests {
         assert_eq!((time.tick(), time.realtime()), (1, start + TICK_NS + 5));
         assert_eq!(SimTime::new(&mut Prng::new(1)).realtime(), start);
         assert_ne!(SimTime::new(&mut Prng::new(2)).realtime(), start);
+    }
+
+    #[test]
+    fn a_skewed_clock_is_offset_and_drifts_while_the_monotonic_clock_stays_true() {
+        let mut time = SimTime::new(&mut Prng::new(1));
+        let skew = ClockSkew { offset_ns: -5_000, drift_ppb: 1_000 };
+        let start = time.realtime();
+        assert_eq!(time.skewed(skew).realtime(), start - 5_000);
+        for _ in 0..100 {
+            time.advance_tick(); // One second in all.
+        }
+        let skewed = time.skewed(skew);
+        assert_eq!(skewed.monotonic(), NS_PER_S);
+        assert_eq!(skewed.realtime(), start + NS_PER_S - 5_000 + 1_000, "a microsecond of drift a second");
     }
 }

@@ -48,6 +48,12 @@ pub enum Command {
     RequestHeaders = 12,
     /// The prepare headers a replica holds of a requested range, newest first, as the body.
     Headers = 13,
+    /// A replica's request for another's wall clock: the sender's monotonic clock in `op`
+    /// (header only).
+    Ping = 14,
+    /// The answer to a `ping`: its `op` echoed, and the answering replica's wall clock (ns
+    /// since the Unix epoch) in `timestamp` (header only).
+    Pong = 15,
 }
 
 impl Command {
@@ -68,6 +74,8 @@ impl Command {
             11 => Command::RequestStartView,
             12 => Command::RequestHeaders,
             13 => Command::Headers,
+            14 => Command::Ping,
+            15 => Command::Pong,
             _ => return None,
         })
     }

@@ -4,10 +4,12 @@
 pub mod admission;
 pub mod checkpoint;
 pub mod client_table;
+pub mod clock;
 pub mod data_file;
 pub mod header;
 pub mod inspect;
 pub mod journal;
+pub mod marzullo;
 pub mod message_pool;
 pub mod outbox;
 pub mod quorums;

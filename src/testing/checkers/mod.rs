@@ -2,6 +2,7 @@
 //! returns a [`Failure`] naming itself and what it saw, and never panics on what the replica did
 //! (a panic is kept for the harness's own invariants).
 
+pub mod clocks;
 pub mod commits;
 pub mod convergence;
 pub mod hash_chain;

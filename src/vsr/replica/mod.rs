@@ -10,11 +10,13 @@
 //! write stages it handed out, and empties its outbox after every call: messages addressed to
 //! a client id or a replica index, which the loop routes to connections.
 
+mod clock_sync;
 mod log_target;
 mod normal;
 mod view_change;
 
 use super::admission::{admit, Admission};
+use super::clock::Clock;
 use super::header::{Command, EvictionReason, Header};
 use super::message_pool::MessagePool;
 use super::outbox::{Destination, Envelope, Outbox, Payload};
@@ -27,6 +29,7 @@ use crate::net::codec::eviction_header;
 use crate::operation::Operation;
 use crate::state_machine::{ExecuteError, Table};
 use crate::storage::{Storage, Write};
+use clock_sync::ClockSync;
 use log_target::LogTarget;
 pub use normal::PeerMessage;
 use normal::{Acks, Deadlines};
@@ -39,6 +42,9 @@ use view_change::ViewChange;
 pub enum InjectedBug {
     /// The primary commits an op on one acknowledgement fewer than a replication quorum.
     CommitQuorumMinusOne,
+    /// The primary stamps prepares with its own wall clock, ignoring the cluster's time (and
+    /// takes requests without it).
+    ClockIgnored,
 }
 
 /// What a call to [`Replica::commit`] did, beyond the messages in the outbox.
@@ -100,6 +106,11 @@ pub struct Replica<S: Storage> {
     op_primary: u64,
     /// When the timeouts of normal operation fire next.
     deadlines: Deadlines,
+    /// The cluster's time as this replica knows it, and its pings.
+    clock: Clock,
+    clock_sync: ClockSync,
+    /// The injected bug [`InjectedBug::ClockIgnored`].
+    clock_ignored: bool,
 }
 
 impl<S: Storage> Replica<S> {
@@ -135,6 +146,13 @@ impl<S: Storage> Replica<S> {
             progress: [0; REPLICAS_MAX as usize],
             op_primary: state.op(),
             deadlines: Deadlines::default(),
+            clock: Clock::new(
+                superblock.replica,
+                superblock.replica_count,
+                Quorums::of(superblock.replica_count).replication,
+            ),
+            clock_sync: ClockSync::default(),
+            clock_ignored: false,
             state,
         };
         assert!(replica.replica < replica.replica_count);
@@ -161,6 +179,7 @@ impl<S: Storage> Replica<S> {
                 assert!(self.quorums.replication > 1, "a quorum of one has no acknowledgement to spare");
                 self.quorums.replication -= 1;
             }
+            InjectedBug::ClockIgnored => self.clock_ignored = true,
         }
     }
 
@@ -197,6 +216,11 @@ impl<S: Storage> Replica<S> {
     /// The latest view in which this replica's log was normal.
     pub fn log_view(&self) -> u32 {
         self.log_view
+    }
+
+    /// The cluster's time as this replica knows it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Normal, or changing views.
@@ -238,7 +262,7 @@ impl<S: Storage> Replica<S> {
     /// retries.
     pub fn on_request(&mut self, header: &Header, body: &[u8]) -> Admission {
         assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
-        if !self.is_primary() {
+        if !self.is_primary() || !self.clock_accepts_requests() {
             return Admission::Drop;
         }
         // Already queued or prepared: the reply will come. (Checked first: its session has
@@ -318,8 +342,14 @@ impl<S: Storage> Replica<S> {
     pub fn on_tick(&mut self, time: &impl Time) -> Result<Option<i128>, ReplicaStateError> {
         assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
         let jump = self.clock_watch.jump(time);
+        if jump.is_some() {
+            self.clock.stepped(time);
+        }
+        self.clock_tick(time);
         if self.is_primary() {
-            self.pulse_queue(time.realtime());
+            if let Some(realtime) = self.realtime_synchronized(time) {
+                self.pulse_queue(realtime);
+            }
         }
         self.timeouts(time.monotonic())?;
         Ok(jump)
@@ -358,8 +388,14 @@ impl<S: Storage> Replica<S> {
             return Ok(());
         }
         assert!(self.is_primary(), "only the primary queues requests");
+        let Some(realtime) = self.realtime_synchronized(time) else {
+            // It lost the cluster's time (an epoch expired): the requests wait, and the
+            // abdication timeout runs.
+            self.clock_sync.refused = true;
+            return Ok(());
+        };
         let op_before = self.state.op();
-        match self.state.prepare(&mut self.queue[..count], time.realtime()) {
+        match self.state.prepare(&mut self.queue[..count], realtime) {
             Ok(()) => {
                 for queued in self.queue.drain(..count) {
                     assert!(queued.message.is_none(), "a prepared request's message is its prepare's");
@@ -512,7 +548,7 @@ mod tests {
     const CLUSTER: u128 = 3;
 
     /// A wall clock fixed at its value (the monotonic clock stands still).
-    struct Wall(u64);
+    pub(super) struct Wall(pub(super) u64);
 
     impl Time for Wall {
         fn monotonic(&self) -> u64 {

@@ -21,6 +21,7 @@ use crate::vsr::header::{Command, Header};
 use crate::vsr::outbox::Destination;
 use crate::vsr::quorums::primary_index;
 use crate::vsr::replica_state::ReplicaStateError;
+use crate::vsr::time::Time;
 
 /// What a replica made of a message from another replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +221,9 @@ impl<S: Storage> Replica<S> {
 
     /// The primary's heartbeat and resends; it abdicates if it cannot commit.
     fn primary_timeouts(&mut self, now: u64) -> Result<(), ReplicaStateError> {
+        if self.clock_abdicates(now) {
+            return self.view_change_start(self.view + 1);
+        }
         let commit_max = self.state.commit_max();
         let unset = self.deadlines.abdicate == 0;
         if unset || self.state.op() == commit_max || commit_max != self.deadlines.abdicate_commit {
@@ -282,10 +286,12 @@ impl<S: Storage> Replica<S> {
     /// Takes a message of another replica whose framing and checksums are valid, and puts
     /// what it answers in the outbox. Nothing a peer sends can stop a healthy replica: what
     /// does not fit is ignored (and said why). An error is fatal (a WAL read failed).
+    /// `time` is read for a clock sample (`pong`) and to answer a `ping`.
     pub fn on_peer_message(
         &mut self,
         header: &Header,
         body: &[u8],
+        time: &impl Time,
     ) -> Result<PeerMessage, ReplicaStateError> {
         assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
         assert_eq!(header.size as usize, HEADER_SIZE + body.len());
@@ -303,6 +309,12 @@ impl<S: Storage> Replica<S> {
         // A prepare names the replica that prepared it, which a repair may bring back.
         if command != Some(Command::Prepare) && header.replica == self.replica {
             return Ok(PeerMessage::Ignored("from this replica's own index"));
+        }
+        match command {
+            // Clocks are sampled whatever the views and statuses.
+            Some(Command::Ping) => return Ok(self.on_ping(header, time)),
+            Some(Command::Pong) => return Ok(self.on_pong(header, time)),
+            _ => {}
         }
         if self.view_change.due {
             return Ok(PeerMessage::Ignored("restarted as its view's primary: leaving the view first"));
@@ -535,7 +547,9 @@ mod tests {
     fn deliver(replica: &mut Replica<SimStorage>, message: &[u8]) -> PeerMessage {
         let header = header_of(message);
         assert!(header.valid_checksum() && header.valid_checksum_body(&message[HEADER_SIZE..]));
-        replica.on_peer_message(&header, &message[HEADER_SIZE..]).expect("no storage error")
+        replica
+            .on_peer_message(&header, &message[HEADER_SIZE..], &Clock { monotonic: 0 })
+            .expect("no storage error")
     }
 
     fn register(replica: &mut Replica<SimStorage>) {
@@ -580,8 +594,13 @@ mod tests {
         // The heartbeat tells the backup; it commits, and says nothing to the client.
         replicas[0].on_tick(&Clock { monotonic: 1 }).expect("tick");
         let heartbeats = sent(&mut replicas[0]);
-        let heartbeat =
-            &heartbeats.iter().find(|(to, _)| *to == Destination::Replica(1)).expect("a heartbeat").1;
+        let heartbeat = &heartbeats
+            .iter()
+            .find(|(to, message)| {
+                *to == Destination::Replica(1) && header_of(message).command() == Some(Command::Commit)
+            })
+            .expect("a heartbeat")
+            .1;
         assert_eq!(header_of(heartbeat).command(), Some(Command::Commit));
         assert_eq!(deliver(&mut replicas[1], heartbeat), PeerMessage::Handled);
         // It answers with how far its log reaches: its newest durable op, acknowledged again.
@@ -601,7 +620,9 @@ mod tests {
         assert_eq!(deliver(&mut replicas[2], heartbeat), PeerMessage::Handled);
         assert!(sent(&mut replicas[2]).is_empty(), "no op durable to acknowledge");
         replicas[2].on_tick(&Clock { monotonic: 1 }).expect("tick");
-        let requests = sent(&mut replicas[2]);
+        let mut requests = sent(&mut replicas[2]);
+        // Its clock pings every peer at its first tick, besides.
+        requests.retain(|(_, message)| header_of(message).command() != Some(Command::Ping));
         assert_eq!(requests.len(), 1);
         assert_eq!(header_of(&requests[0].1).command(), Some(Command::RequestPrepare));
         assert!(replicas[0].state.pipeline_message(1).is_none());
@@ -692,6 +713,7 @@ mod tests_support {
                 let mut replica = super::super::tests::replica_of(CLUSTER, replica, replica_count);
                 replica.status = Status::Normal;
                 replica.view_change.due = false;
+                replica.clock.assume_synchronized(&super::super::tests::Wall(0));
                 replica
             })
             .collect()

@@ -748,32 +748,57 @@ mod tests {
     const CLUSTER: u128 = 11;
     const CLIENT: u128 = 99;
 
-    struct Clock(u64);
+    /// A replica's clocks at true time `now`: its wall clock `offset_ns` off.
+    struct Clock {
+        now: u64,
+        offset_ns: i64,
+    }
 
     impl Time for Clock {
         fn monotonic(&self) -> u64 {
-            self.0
+            self.now
         }
         fn realtime(&self) -> u64 {
-            NS_PER_S + self.0
+            (REALTIME_START as i64 + self.now as i64 + self.offset_ns) as u64
         }
     }
+
+    /// True wall-clock time at `now` 0.
+    const REALTIME_START: u64 = 1_700_000_000 * NS_PER_S;
 
     /// A lossless cluster stepped by hand: each step ticks every running replica, makes its
     /// pipeline durable (as a journal stage), commits, and delivers every message sent.
     struct Cluster {
         replicas: Vec<Option<Replica<SimStorage>>>,
         now: u64,
-        /// Replies to `CLIENT`, by op.
-        replies: Vec<u64>,
+        /// Each replica's wall-clock offset from true time.
+        offsets_ns: Vec<i64>,
+        /// Replies to `CLIENT`: (op, timestamp).
+        replies: Vec<(u64, u64)>,
     }
 
     impl Cluster {
+        /// A fresh cluster whose clocks are right and already synchronized.
         fn new(replica_count: u8) -> Cluster {
+            let mut cluster = Cluster::with_clocks(&vec![0; usize::from(replica_count)]);
+            for replica in cluster.replicas.iter_mut().flatten() {
+                replica.clock.assume_synchronized(&Clock { now: 0, offset_ns: 0 });
+            }
+            cluster
+        }
+
+        /// A fresh cluster whose wall clocks are `offsets_ns` off true time, not yet
+        /// synchronized.
+        fn with_clocks(offsets_ns: &[i64]) -> Cluster {
+            let replica_count = offsets_ns.len() as u8;
             let replicas = (0..replica_count)
                 .map(|replica| Some(super::super::tests::replica_of(CLUSTER, replica, replica_count)))
                 .collect();
-            Cluster { replicas, now: 0, replies: Vec::new() }
+            Cluster { replicas, now: 0, offsets_ns: offsets_ns.to_vec(), replies: Vec::new() }
+        }
+
+        fn clock(&self, index: usize) -> Clock {
+            Clock { now: self.now, offset_ns: self.offsets_ns[index] }
         }
 
         fn replica(&mut self, index: usize) -> &mut Replica<SimStorage> {
@@ -783,8 +808,9 @@ mod tests {
         fn step(&mut self) {
             self.now += 10_000_000;
             let mut messages: Vec<(Destination, Vec<u8>)> = Vec::new();
-            let clock = Clock(self.now);
-            for replica in self.replicas.iter_mut().flatten() {
+            for (index, replica) in self.replicas.iter_mut().enumerate() {
+                let Some(replica) = replica.as_mut() else { continue };
+                let clock = Clock { now: self.now, offset_ns: self.offsets_ns[index] };
                 replica.on_tick(&clock).expect("tick");
                 replica.outbox_drain(|to, message| messages.push((to, message.to_vec())));
                 replica.prepare_queued(&clock).expect("prepare");
@@ -809,14 +835,15 @@ mod tests {
             let index = match to {
                 Destination::Client(_) => {
                     if header.command() == Some(Command::Reply) {
-                        self.replies.push(header.op);
+                        self.replies.push((header.op, header.timestamp));
                     }
                     return;
                 }
                 Destination::Replica(index) => index as usize,
             };
+            let clock = self.clock(index);
             let Some(replica) = self.replicas[index].as_mut() else { return };
-            replica.on_peer_message(&header, &message[HEADER_SIZE..]).expect("peer message");
+            replica.on_peer_message(&header, &message[HEADER_SIZE..], &clock).expect("peer message");
             let mut answers = Vec::new();
             replica.outbox_drain(|to, message| answers.push((to, message.to_vec())));
             replica.commit().expect("commit");
@@ -868,7 +895,7 @@ mod tests {
         // An op commits in view 1.
         assert_eq!(register(cluster.replica(1)), Admission::Prepare(Operation::Register));
         cluster.run_until(20, |cluster| !cluster.replies.is_empty());
-        assert_eq!(cluster.replies, [1]);
+        assert_eq!(cluster.replies[0].0, 1);
         // The primary crashes: the backups time out, and view 2's primary (replica 2) takes
         // over with the committed op.
         cluster.replicas[1] = None;
@@ -890,10 +917,64 @@ mod tests {
         let header: Header = bytemuck::pod_read_unaligned(&message.as_bytes()[..HEADER_SIZE]);
         assert_eq!(cluster.replica(2).on_request(&header, &[]), Admission::Prepare(Operation::Register));
         cluster.replies.clear();
-        cluster.run_until(50, |cluster| cluster.replies.contains(&2));
+        cluster.run_until(50, |cluster| cluster.replies.iter().any(|(op, _)| *op == 2));
         // The backup learns of the commit from the heartbeat, and executes it too.
         cluster
             .run_until(50, |cluster| cluster.replicas[0].as_ref().is_some_and(|r| r.state.commit_min() == 2));
+    }
+
+    #[test]
+    fn a_primary_takes_requests_once_its_clock_agrees_with_a_quorum_and_stamps_the_cluster_time() {
+        use crate::constants::{CLOCK_OFFSET_TOLERANCE_NS, CLOCK_WINDOW_MIN_NS};
+        // View 1's primary (replica 1) has a wall clock an hour fast; the backups' are right.
+        let hour = 3600 * NS_PER_S as i64;
+        let mut cluster = Cluster::with_clocks(&[0, hour, 0]);
+        cluster.run_until(20, |cluster| cluster.primary() == Some(1));
+        assert!(!cluster.replica(1).clock().synchronized());
+        assert_eq!(register(cluster.replica(1)), Admission::Drop, "no cluster time yet");
+        // Pings and pongs: after a window, replica 1 knows the cluster's time.
+        let steps = (CLOCK_WINDOW_MIN_NS / 10_000_000) as usize + 10;
+        cluster.run_until(steps, |cluster| {
+            cluster.replicas.iter().flatten().all(|replica| replica.clock().synchronized())
+        });
+        assert_eq!(cluster.primary(), Some(1), "it did not abdicate: its first window was still open");
+        assert_eq!(register(cluster.replica(1)), Admission::Prepare(Operation::Register));
+        cluster.run_until(20, |cluster| !cluster.replies.is_empty());
+        // Its timestamp is within the tolerance of true time, not an hour ahead.
+        let (op, timestamp) = cluster.replies[0];
+        let truth = REALTIME_START + cluster.now;
+        assert_eq!(op, 1);
+        assert!(timestamp.abs_diff(truth) <= CLOCK_OFFSET_TOLERANCE_NS + NS_PER_S, "{timestamp} vs {truth}");
+        assert!(timestamp < truth + hour as u64 / 2);
+    }
+
+    #[test]
+    fn a_primary_that_cannot_learn_the_cluster_time_abdicates_and_the_cluster_serves_once_clocks_agree() {
+        use crate::constants::CLOCK_WINDOW_MAX_NS;
+        // Three clocks an hour apart each: no two agree, nobody knows the cluster's time.
+        let hour = 3600 * NS_PER_S as i64;
+        let mut cluster = Cluster::with_clocks(&[0, hour, -hour]);
+        cluster.run_until(20, |cluster| cluster.primary() == Some(1));
+        let window_steps = (CLOCK_WINDOW_MAX_NS / 10_000_000) as usize;
+        for _ in 0..window_steps + 200 {
+            if let Some(primary) = cluster.primary() {
+                // Clients keep trying the primary.
+                assert_eq!(register(cluster.replica(primary)), Admission::Drop);
+            }
+            cluster.step();
+        }
+        assert!(cluster.replicas.iter().flatten().all(|replica| replica.view() > 1), "the primary abdicated");
+        assert!(cluster.replicas.iter().flatten().all(|replica| replica.state.op() == 0), "nothing prepared");
+        // The operator fixes two clocks: the next window agrees, and a primary serves.
+        cluster.offsets_ns = vec![0, 0, -hour];
+        cluster.run_until(window_steps + 200, |cluster| {
+            cluster.primary().is_some_and(|primary| {
+                cluster.replicas[primary].as_ref().is_some_and(|r| r.clock().synchronized())
+            })
+        });
+        let primary = cluster.primary().expect("a primary");
+        assert_eq!(register(cluster.replica(primary)), Admission::Prepare(Operation::Register));
+        cluster.run_until(50, |cluster| !cluster.replies.is_empty());
     }
 
     #[test]
@@ -913,7 +994,7 @@ mod tests {
         message.seal_with_body(request_header(CLUSTER, CLIENT + 1, 0, 0, Operation::Register), &[]);
         let header: Header = bytemuck::pod_read_unaligned(&message.as_bytes()[..HEADER_SIZE]);
         assert_eq!(cluster.replica(2).on_request(&header, &[]), Admission::Prepare(Operation::Register));
-        cluster.run_until(50, |cluster| cluster.replies.contains(&1));
+        cluster.run_until(50, |cluster| cluster.replies.iter().any(|(op, _)| *op == 1));
         let committed = cluster.replica(2).state.commit_min_checksum();
         // Replica 1 restarts: its op 1 is another prepare than the one committed. It leaves
         // view 1, learns view 2's log, truncates its op and repairs the committed one.
