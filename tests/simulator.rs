@@ -39,8 +39,10 @@ const SEEDS_REGRESSION: [u64; 17] = [
 ];
 
 /// Seeds that once failed with a cluster size of their own (`--replica-count`).
-const SEEDS_REGRESSION_SIZED: [(u64, u8); 1] = [
+const SEEDS_REGRESSION_SIZED: [(u64, u8); 3] = [
     (2785, 3), // A backup stuck adopting its view's log from a source that no longer held it.
+    (145, 3),  // A faulty clock and a replica stopped behind: no two clocks agreed to the end.
+    (237, 3),  // Same as 145; then a peer's clock set right counted only once its window closed.
 ];
 
 fn assert_passed(report: &RunReport) {
@@ -111,6 +113,21 @@ fn an_injected_bug_is_caught_within_a_few_seeds() {
         options.bug = Some(InjectedBug::CommitQuorumMinusOne);
         // A replica's own assertion may catch it first (it adopts a log without an op it
         // executed): a panic counts as caught too.
+        let outcome = catch_unwind(AssertUnwindSafe(|| Cluster::new(options).run()));
+        caught += u64::from(outcome.map_or(true, |report| report.result.is_err()));
+    }
+    assert!(caught >= 5, "only {caught} of 20 seeds caught the bug");
+}
+
+/// The nack quorum is load-bearing: a new primary that truncates an op it lacks on one nack
+/// fewer than a nack quorum truncates committed ops, which the commits checker (or a replica's
+/// own assertion that an adopted log holds every op it executed) catches.
+#[test]
+fn a_nack_quorum_one_short_is_caught_within_a_few_seeds() {
+    let mut caught = 0;
+    for seed in 0..20 {
+        let mut options = SimOptions::of_seed_with(seed, 3);
+        options.bug = Some(InjectedBug::NackQuorumMinusOne);
         let outcome = catch_unwind(AssertUnwindSafe(|| Cluster::new(options).run()));
         caught += u64::from(outcome.map_or(true, |report| report.result.is_err()));
     }

@@ -39,7 +39,9 @@ struct Options {
     /// fail): `commit-quorum-minus-one` commits an op on one acknowledgement fewer than a
     /// replication quorum (needs --replica-count 3 or more, where a quorum is 2 or more);
     /// `clock-ignored` has primaries stamp prepares with their own wall clock instead of the
-    /// cluster's time (caught where a faulty clock runs fast: --replica-count 3 or more).
+    /// cluster's time (caught where a faulty clock runs fast: --replica-count 3 or more);
+    /// `nack-quorum-minus-one` has a new primary truncate an op it lacks on one nack fewer than
+    /// a nack quorum (--replica-count 3 or more).
     #[arg(long, value_parser = parse_bug)]
     inject_bug: Option<InjectedBug>,
 }
@@ -48,9 +50,11 @@ fn parse_bug(text: &str) -> Result<InjectedBug, String> {
     match text {
         "commit-quorum-minus-one" => Ok(InjectedBug::CommitQuorumMinusOne),
         "clock-ignored" => Ok(InjectedBug::ClockIgnored),
-        _ => {
-            Err(format!("unknown bug {text:?}: the known ones are commit-quorum-minus-one and clock-ignored"))
-        }
+        "nack-quorum-minus-one" => Ok(InjectedBug::NackQuorumMinusOne),
+        _ => Err(format!(
+            "unknown bug {text:?}: the known ones are commit-quorum-minus-one, clock-ignored and \
+             nack-quorum-minus-one"
+        )),
     }
 }
 
@@ -60,7 +64,8 @@ length, crash rate per thousand ticks, invalid-request percentage, loss and dupl
 packets between replicas and whether they reorder, how many replicas' wall clocks are faulty
 (seconds to minutes off), and how the disk is driven: `staged=Nt` as
 the server does, each write stage in flight for up to N ticks, or `commit=P%` waiting for every
-write), ops committed (summed over replicas), crashes (of which during recovery), replies
+write), ops committed (summed over replicas), view changes (and the newest view), ops of chosen
+logs truncated on a nack quorum, crashes (of which during recovery), replies
 checked against the model, retries answered from the session, evictions, pulses committed,
 write stages completed (journal/grid/replies) and commits that waited for one (staged runs),
 messages between replicas sent/lost/acted on/ignored, replica ticks that knew the cluster's
@@ -111,13 +116,14 @@ fn run(seed: u64, replica_count: Option<u8>, bug: Option<InjectedBug>) -> (bool,
 fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
     let stats = &report.stats;
     let summary = format!(
-        "seed={} {} commits={} view_changes={} (view {}) crashes={} (in recovery {}) behind={} partitions={} replies={} \
+        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} replies={} \
          resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} synced={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
         report.commits,
         stats.view_changes,
         stats.view_max,
+        stats.nack_truncations,
         report.crashes,
         report.stats.recovery_crashes,
         stats.behind_stops,

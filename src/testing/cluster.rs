@@ -110,6 +110,8 @@ pub struct RunStats {
     pub view_max: u32,
     /// Ticks of running replicas that knew the cluster's time.
     pub clock_synchronized_ticks: u64,
+    /// Ops of chosen logs that new primaries truncated on a nack quorum.
+    pub nack_truncations: u64,
 }
 
 /// What the checkers remember of one replica.
@@ -124,6 +126,8 @@ struct Checked {
     views: ViewsChecker,
     /// The newest view the replica entered normal status in.
     view_normal: u32,
+    /// The replica's count of nack truncations at the last check (since its start).
+    nacked: u64,
 }
 
 /// A run in progress.
@@ -178,6 +182,7 @@ impl Cluster {
                 stopped: false,
                 views: ViewsChecker::default(),
                 view_normal: 0,
+                nacked: 0,
             });
         }
         let clients = (0..options.client_count)
@@ -519,8 +524,12 @@ impl Cluster {
         let replica = self.nodes[index].replica();
         let (view, log_view) = (replica.view(), replica.log_view());
         let normal = replica.status() == crate::vsr::replica::Status::Normal;
+        let nacked = replica.nack_truncations();
         let checked = &mut self.checked[index];
         checked.views.check(view, log_view)?;
+        // The replica's count starts again from 0 when it restarts (and so does `nacked`).
+        self.stats.nack_truncations += nacked - checked.nacked;
+        checked.nacked = nacked;
         self.stats.view_max = self.stats.view_max.max(view);
         if normal && view > checked.view_normal {
             checked.view_normal = view;
@@ -562,6 +571,7 @@ impl Cluster {
         self.network.drop_to(Address::Replica(index as u8));
         let checked = &mut self.checked[index];
         checked.op_numbers.crashed();
+        checked.nacked = 0;
         checked.restart_tick = Some(self.time.tick() + 1 + self.prng.below(DOWN_TICKS_MAX));
     }
 

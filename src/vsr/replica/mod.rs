@@ -45,6 +45,8 @@ pub enum InjectedBug {
     /// The primary stamps prepares with its own wall clock, ignoring the cluster's time (and
     /// takes requests without it).
     ClockIgnored,
+    /// A new primary truncates an op it lacks on one nack fewer than a nack quorum.
+    NackQuorumMinusOne,
 }
 
 /// What a call to [`Replica::commit`] did, beyond the messages in the outbox.
@@ -180,6 +182,10 @@ impl<S: Storage> Replica<S> {
                 self.quorums.replication -= 1;
             }
             InjectedBug::ClockIgnored => self.clock_ignored = true,
+            InjectedBug::NackQuorumMinusOne => {
+                assert!(self.quorums.nack > 1, "a nack quorum of one has no nack to spare");
+                self.quorums.nack -= 1;
+            }
         }
     }
 
@@ -232,6 +238,12 @@ impl<S: Storage> Replica<S> {
     /// since it started.
     pub fn view_changes(&self) -> u64 {
         self.view_change.completed
+    }
+
+    /// How many ops of chosen logs this replica truncated on a nack quorum, as a new primary,
+    /// since it started.
+    pub fn nack_truncations(&self) -> u64 {
+        self.view_change.nacked
     }
 
     /// True if this replica is the primary of its view and the view is normal: it takes

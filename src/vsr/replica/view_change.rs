@@ -77,6 +77,9 @@ pub struct ViewChange {
     pub(super) view_wanted: u32,
     /// Views this replica entered normal status in (a statistic).
     pub(super) completed: u64,
+    /// Ops of chosen logs this replica truncated as the new primary on a nack quorum (a
+    /// statistic).
+    pub(super) nacked: u64,
     /// The adopted log's commit point, as learned ([`ViewChange::commit_max_learn`]).
     commit_max: u64,
     /// A backup adopting its view's log heard the view's primary since the last timeout.
@@ -105,6 +108,7 @@ impl ViewChange {
             resends: 0,
             view_wanted: 0,
             completed: 0,
+            nacked: 0,
             commit_max: 0,
             primary_heard: false,
         }
@@ -485,7 +489,16 @@ impl<S: Storage> Replica<S> {
         self.view_change.primary_elect = true;
         match best {
             Some(replica) => {
-                let headers = std::mem::take(&mut self.view_change.dvcs[replica].headers);
+                let mut headers = std::mem::take(&mut self.view_change.dvcs[replica].headers);
+                let nacked = self.nacked(&headers, best_key.0, commit_max);
+                self.view_change.nacked += nacked as u64;
+                headers.drain(..nacked);
+                if headers.is_empty() && nacked > 0 {
+                    // Every header truncated: the log ends at the op below them, which this
+                    // replica holds (`nacked` checked), or is empty.
+                    let below = best_key.1 - nacked as u64;
+                    headers.extend(self.state.header_of(below));
+                }
                 self.target_set(replica as u8, &headers, commit_max);
                 self.view_change.dvcs[replica].headers = headers;
             }
@@ -499,6 +512,47 @@ impl<S: Storage> Replica<S> {
                 self.target_set(self.replica, &headers, commit_max);
             }
         }
+    }
+
+    /// How many of the chosen log's newest ops (`headers`, newest first, of log view
+    /// `log_view`) the new primary truncates: those it lacks that a nack quorum of the logs
+    /// (its own included) proves were never acknowledged — a suffix, above `commit_max`, and
+    /// all of `headers` only if this replica holds the op below them (or it is op 0).
+    ///
+    /// A log of log view `w` and head `h` nacks op `o` prepared in view `u` if `u > w` (a
+    /// replica acknowledges only in normal status, in its log view, and its log view never goes
+    /// back: it was never normal in `u`), or if `w` is the chosen log view and `h < o` (its log
+    /// was that view's whole log once it entered it, and grows while it is normal; a partial
+    /// adoption of a later view's log keeps every op that log holds, which includes every
+    /// committed op). A committed op was acknowledged by a replication quorum, none of which
+    /// can nack it; so at most `n − replication` logs nack it, fewer than a nack quorum.
+    fn nacked(&self, headers: &[Header], log_view: u32, commit_max: u64) -> usize {
+        let nacks = |header: &Header| -> u8 {
+            let nack = |log_view_r: u32, op_r: u64| {
+                header.view > log_view_r || (log_view_r == log_view && op_r < header.op)
+            };
+            let peers =
+                self.view_change.dvcs.iter().filter(|dvc| dvc.present && nack(dvc.log_view, dvc.op)).count();
+            peers as u8 + u8::from(nack(self.log_view, self.state.op()))
+        };
+        let holds =
+            |op: u64, checksum: u128| self.state.header_of(op).is_some_and(|own| own.checksum == checksum);
+        let mut count = 0;
+        while count < headers.len() {
+            let header = &headers[count];
+            if header.op <= commit_max
+                || holds(header.op, header.checksum)
+                || nacks(header) < self.quorums.nack
+            {
+                break;
+            }
+            let last = count + 1 == headers.len();
+            if last && header.op > 1 && !holds(header.op - 1, header.parent) {
+                break; // The new head's header would be unknown.
+            }
+            count += 1;
+        }
+        count
     }
 
     /// Brings this replica's log to the adopted one as far as it can now: truncates what does
@@ -975,6 +1029,36 @@ mod tests {
         let primary = cluster.primary().expect("a primary");
         assert_eq!(register(cluster.replica(primary)), Admission::Prepare(Operation::Register));
         cluster.run_until(50, |cluster| !cluster.replies.is_empty());
+    }
+
+    #[test]
+    fn a_new_primary_truncates_an_op_it_lacks_on_a_nack_quorum_and_the_cluster_goes_on() {
+        // Two replicas: a replication quorum of 2 and a nack quorum of 1.
+        let mut cluster = Cluster::new(2);
+        cluster.run_until(20, |cluster| cluster.primary() == Some(1));
+        // Replica 0 is cut off: replica 1 prepares op 1, which only it holds, and abdicates
+        // when it cannot commit it.
+        let zero = cluster.replicas[0].take();
+        assert_eq!(register(cluster.replica(1)), Admission::Prepare(Operation::Register));
+        cluster.run_until(200, |cluster| {
+            cluster.replicas[1].as_ref().is_some_and(|r| r.status() == Status::ViewChange)
+        });
+        assert_eq!((cluster.replica(1).state.op(), cluster.replica(1).state.commit_max()), (1, 0));
+        // Replica 0 is back: it becomes view 2's primary. The chosen log is replica 1's (op 1);
+        // replica 0 lacks op 1, and its own log (log view 1, head 0) is a nack: it was never
+        // acknowledged by a replication quorum, so it is truncated rather than repaired.
+        cluster.replicas[0] = zero;
+        cluster.run_until(200, |cluster| cluster.primary() == Some(0));
+        assert_eq!(cluster.replica(0).nack_truncations(), 1);
+        assert_eq!(cluster.replica(0).state.op(), 0);
+        // Replica 1 adopts the view's log, truncating its op, and the client's retry commits.
+        cluster.run_until(100, |cluster| {
+            cluster.replicas[1].as_ref().is_some_and(|r| r.status() == Status::Normal && r.view() == 2)
+        });
+        assert_eq!(cluster.replica(1).state.op(), 0);
+        assert_eq!(register(cluster.replica(0)), Admission::Prepare(Operation::Register));
+        cluster.run_until(50, |cluster| !cluster.replies.is_empty());
+        assert_eq!(cluster.replies[0].0, 1);
     }
 
     #[test]
