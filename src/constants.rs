@@ -169,6 +169,25 @@ const _: () = assert!(CLOCK_WINDOW_MIN_NS < CLOCK_WINDOW_MAX_NS);
 const _: () = assert!(CLOCK_WINDOW_MAX_NS < CLOCK_EPOCH_MAX_NS); // A new epoch before the old expires.
 const _: () = assert!(CLOCK_OFFSET_TOLERANCE_NS < i64::MAX as u64 / 4);
 
+/// The tick of a replica of a cluster: its timeouts (heartbeats every 100 ms, resends every
+/// 50 ms, repair every 20 ms) are checked at each. A cluster of one ticks at
+/// [`PULSE_INTERVAL_NS`].
+pub const CLUSTER_TICK_NS: u64 = 10_000_000;
+
+/// The first wait before connecting again to a peer replica that could not be reached; it
+/// doubles at each failure up to [`PEER_RECONNECT_NS_MAX`].
+pub const PEER_RECONNECT_NS_MIN: u64 = 50_000_000;
+
+/// See [`PEER_RECONNECT_NS_MIN`]: a peer that comes back is reconnected within this.
+pub const PEER_RECONNECT_NS_MAX: u64 = NS_PER_S;
+
+/// Messages a peer's send buffer holds at their largest: a pipeline of prepares and a few
+/// header-only messages (each of the peer's two buffers holds this many).
+pub const PEER_SEND_BUFFER_MESSAGES: usize = PIPELINE_PREPARE_MAX + 2;
+
+const _: () = assert!(CLUSTER_TICK_NS <= REPAIR_INTERVAL_NS);
+const _: () = assert!(PEER_RECONNECT_NS_MIN < PEER_RECONNECT_NS_MAX);
+
 /// The most client connections one replica serves: each holds two message buffers (2 MiB), and
 /// the io_uring ring has room for a receive and a send of every connection (at most 32,768
 /// entries).

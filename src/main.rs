@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use ledger::constants::{
-    BLOCK_SIZE, CLIENTS_MAX, JOURNAL_SLOT_COUNT, JOURNAL_SLOT_COUNT_DEVELOPMENT, MESSAGE_SIZE_MAX,
-    PULSE_INTERVAL_NS,
+    BLOCK_SIZE, CLIENTS_MAX, CLUSTER_TICK_NS, JOURNAL_SLOT_COUNT, JOURNAL_SLOT_COUNT_DEVELOPMENT,
+    MESSAGE_SIZE_MAX, PULSE_INTERVAL_NS,
 };
 use ledger::server::{stop_on_signals, Server, ServerOptions};
 use ledger::state_machine::Config;
@@ -15,9 +15,9 @@ use ledger::storage::{FileStorage, IoMode, OpenError, Storage};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::replica_state::ReplicaState;
 
-/// ledger: a financial ledger database of accounts and double-entry transfers, served by a single
-/// replica (replication runs in the simulator; the TCP cluster is the next milestone). The short `--help` text is the package
-/// description in Cargo.toml.
+/// ledger: a financial ledger database of accounts and double-entry transfers, served by a
+/// cluster of 1 to 6 replicas that replicate over TCP (Viewstamped Replication). The short
+/// `--help` text is the package description in Cargo.toml.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Creates a new data file for one replica. Refuses to overwrite an existing file.
     Format(FormatArgs),
-    /// Serves a data file: recovers it, then listens for clients until SIGTERM or SIGINT.
+    /// Serves a data file: recovers it, then listens for clients (and, in a cluster, connects to
+    /// the other replicas at their --addresses) until SIGTERM or SIGINT.
     Start(StartArgs),
     /// Verifies every checksum of a data file (superblock copies, checkpoint blocks, WAL slots and
     /// redundant headers, client replies) without changing it, and prints what it found. Exits 1,
@@ -60,8 +61,8 @@ struct FormatArgs {
     /// This replica's index, from 0 to replica-count − 1.
     #[arg(long, default_value_t = 0)]
     replica: u8,
-    /// The number of replicas in the cluster: 1 (this build's server runs single-replica
-    /// clusters only; replication runs in the simulator, the TCP cluster is not built yet).
+    /// The number of replicas in the cluster, 1 to 6 (docs/operating.md on sizing: 3 survive
+    /// one failure, 6 survive two).
     #[arg(long, default_value_t = 1)]
     replica_count: u8,
     /// A small data file for tests and local development (64 WAL slots, small tables), and
@@ -136,12 +137,6 @@ fn main() -> ExitCode {
 
 fn format(args: &FormatArgs) -> Result<(), String> {
     // Everything is validated before anything is printed or created.
-    if args.replica_count == 1 && args.replica != 0 {
-        return Err(format!(
-            "--replica {} must be below --replica-count {}",
-            args.replica, args.replica_count
-        ));
-    }
     if args.cluster == 0 {
         return Err("--cluster must not be 0".to_string());
     }
@@ -267,6 +262,7 @@ fn start(args: &StartArgs) -> Result<(), String> {
         connections_max: args.connections_max,
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
         pulse_interval: std::time::Duration::from_nanos(PULSE_INTERVAL_NS),
+        peers: Vec::new(),
     };
     options.validate().map_err(|error| error.to_string())?;
     // Handlers first: a signal during recovery stops the replica as soon as it is served (and
@@ -277,12 +273,6 @@ fn start(args: &StartArgs) -> Result<(), String> {
     // recovery: a wrong file or address list is refused at once.
     let (_, superblock) = ledger::vsr::superblock::SuperBlock::read(&mut storage)
         .map_err(|error| format!("{}: {error}", args.path.display()))?;
-    if superblock.replica_count != 1 {
-        return Err(format!(
-            "this data file is replica {} of a {}-replica cluster; this build serves single-replica clusters only",
-            superblock.replica, superblock.replica_count
-        ));
-    }
     if args.addresses.len() != usize::from(superblock.replica_count) {
         return Err(format!(
             "--addresses lists {} address(es), but the cluster has {} replica(s): give every replica's address, in replica order",
@@ -291,6 +281,12 @@ fn start(args: &StartArgs) -> Result<(), String> {
         ));
     }
     let address = resolve(&args.addresses[usize::from(superblock.replica)])?;
+    let mut peers = Vec::new();
+    for (index, peer) in args.addresses.iter().enumerate() {
+        if index != usize::from(superblock.replica) {
+            peers.push((index as u8, resolve(peer)?));
+        }
+    }
     let started = std::time::Instant::now();
     let mut ledger =
         ReplicaState::open(storage, None).map_err(|error| format!("{}: {error}", args.path.display()))?;
@@ -306,7 +302,10 @@ fn start(args: &StartArgs) -> Result<(), String> {
         recovered.op_head,
         if recovered.torn_head { " (a torn write at the head was cut)" } else { "" }
     );
-    let options = ServerOptions { address, ..options };
+    // A cluster's timeouts run at a 10 ms tick; a cluster of one needs only its pulses.
+    let tick_ns = if peers.is_empty() { PULSE_INTERVAL_NS } else { CLUSTER_TICK_NS };
+    let options =
+        ServerOptions { address, peers, pulse_interval: std::time::Duration::from_nanos(tick_ns), ..options };
     let config = superblock.config();
     let mut server = Server::new(ledger, options).map_err(|error| error.to_string())?;
     eprintln!(

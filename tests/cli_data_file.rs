@@ -120,7 +120,7 @@ fn a_data_file_in_use_by_one_process_is_refused_to_another() {
 
 #[test]
 fn format_refuses_capacities_and_replica_counts_start_cannot_serve_before_creating_anything() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--accounts-max", "0"], "--accounts-max 0 is out of range: it must be from 1 to 4294967294"),
         (&["--transfers-max", "0"], "--transfers-max 0 is out of range: it must be from 1 to 4294967294"),
         (&["--expiries-max", "0"], "--expiries-max 0 is out of range: it must be from 1 to 4294967294"),
@@ -128,8 +128,9 @@ fn format_refuses_capacities_and_replica_counts_start_cannot_serve_before_creati
         (&["--history-max", "4294967295"], "--history-max 4294967295 is out of range"),
         (&["--transfers-max", "100", "--expiries-max", "101"], "must be at most --transfers-max"),
         (&["--accounts-max", "400000000"], "more than the 196608 a checkpoint can reference"),
-        (&["--replica-count", "3"], "single-replica clusters only (replication runs in the simulator; the TCP cluster is not built yet)"),
-        (&["--replica-count", "0"], "use --replica-count 1"),
+        (&["--replica-count", "7"], "--replica-count 7 is out of range: a cluster has 1 to 6 replicas"),
+        (&["--replica-count", "0"], "--replica-count 0 is out of range: a cluster has 1 to 6 replicas"),
+        (&["--replica", "3", "--replica-count", "3"], "--replica 3 must be below --replica-count 3"),
     ];
     for (arguments, expected) in cases {
         let path = path("refused");
@@ -488,16 +489,18 @@ fn inspect_fails_on_a_corrupted_wal_slot_of_a_checkpointed_op_although_start_doe
 }
 
 #[test]
-fn help_gives_every_capacity_default_with_and_without_development_and_claims_no_replication() {
+fn help_gives_every_capacity_default_with_and_without_development_and_the_cluster_sizes() {
     let help = ledger().args(["format", "--help"]).output().expect("run ledger format --help");
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     for option in ["--accounts-max", "--transfers-max", "--expiries-max", "--history-max"] {
         let line = help.lines().find(|line| line.trim_start().starts_with(option)).expect(option);
         assert!(line.contains("default") && line.contains("with --development"), "{line}");
     }
-    assert!(help.contains("the TCP cluster is not built yet"), "{help}");
+    assert!(help.contains("The number of replicas in the cluster, 1 to 6"), "{help}");
     let top = ledger().arg("--help").output().expect("run ledger --help");
     let top = String::from_utf8_lossy(&top.stdout).into_owned();
-    assert!(top.contains("a single replica today; replication runs in the simulator, the TCP cluster is the next milestone"), "{top}");
-    assert!(!top.contains("distributed") && !top.contains("and replicated"), "{top}");
+    assert!(
+        top.contains("replicated across a cluster of 1 to 6 replicas with Viewstamped Replication"),
+        "{top}"
+    );
 }

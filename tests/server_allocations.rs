@@ -93,6 +93,7 @@ fn serving_requests_allocates_nothing_on_the_server_thread() {
         connections_max: 8,
         idle_timeout: Duration::from_secs(60),
         pulse_interval: Duration::from_millis(10),
+        peers: Vec::new(),
     };
     let mut server = Server::new(ledger, server_options).expect("server");
     let address = server.local_address().expect("address");

@@ -12,6 +12,7 @@
 
 pub mod clock;
 mod connection;
+mod peers;
 mod signals;
 mod stage_io;
 mod warning;
@@ -23,18 +24,21 @@ use std::time::{Duration, Instant};
 
 use clock::Clock;
 use connection::{Connection, ConnectionState};
+use peers::Peer;
 pub use signals::stop_on_signals;
 use stage_io::StageIo;
 use warning::Warning;
 
-use crate::constants::{CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, WARNING_INTERVAL_NS};
+use crate::constants::{
+    CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, PEER_SEND_BUFFER_MESSAGES, WARNING_INTERVAL_NS,
+};
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::net::codec::FrameError;
 use crate::storage::{Storage, Write};
 use crate::vsr::admission::Admission;
 use crate::vsr::header::{Command, EvictionReason, Header};
 use crate::vsr::outbox::Destination;
-use crate::vsr::replica::Replica;
+use crate::vsr::replica::{Replica, Status};
 use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
 use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
@@ -49,6 +53,8 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// How often the replica checks for pending transfers to expire (and the timer's tick).
     pub pulse_interval: Duration,
+    /// The other replicas of the cluster: index and address (none for a cluster of one).
+    pub peers: Vec<(u8, SocketAddr)>,
 }
 
 impl ServerOptions {
@@ -124,7 +130,12 @@ const TAG_SEND: u64 = 3 << 56;
 const TAG_TIMEOUT: u64 = 4 << 56;
 /// The write streams' stages: `TAG_STAGE + (stream index << 56)`, in `STREAMS` order.
 const TAG_STAGE: u64 = 5 << 56;
+/// A peer connection's connect and sends: the peer's position in `peers` below.
+const TAG_PEER_CONNECT: u64 = 8 << 56;
+const TAG_PEER_SEND: u64 = 9 << 56;
 const TAG_KIND: u64 = 0xFF << 56;
+
+const _: () = assert!(TAG_STAGE + ((STREAMS.len() as u64) << 56) <= TAG_PEER_CONNECT);
 
 /// What to do about one received message.
 enum Action {
@@ -153,6 +164,15 @@ pub struct Server<S: Storage + AsRawFd> {
     warnings: Warnings,
     /// Bytes of memory allocated at start, for the log.
     memory_size: u64,
+    /// The connections to the other replicas (empty in a cluster of one).
+    peers: Vec<Peer>,
+    /// A fatal error of the replica met where it could not be returned (a peer's message
+    /// handled while draining a connection): the loop stops with it.
+    fatal: Option<ReplicaStateError>,
+    /// A peer's message may have let ops commit.
+    commit_due: bool,
+    /// The status, view and primary last logged.
+    status_logged: Option<(Status, u32, bool)>,
 }
 
 /// The server's recurring warnings, each rate-limited.
@@ -170,19 +190,43 @@ impl<S: Storage + AsRawFd> Server<S> {
         raise_file_descriptor_limit(options.connections_max)?;
         let listener = TcpListener::bind(options.address)
             .map_err(|source| ServerError::Listen { address: options.address, source })?;
-        let cluster = ledger.data_file().superblock().cluster;
+        let superblock = *ledger.data_file().superblock();
+        let cluster = superblock.cluster;
         let fd = ledger.data_file().storage().as_raw_fd();
+        if options.peers.len() + 1 != usize::from(superblock.replica_count)
+            || options
+                .peers
+                .iter()
+                .any(|(index, _)| *index == superblock.replica || *index >= superblock.replica_count)
+        {
+            return Err(ServerError::Io(format!(
+                "replica {} of {}: the peers given are not the other replicas of the cluster",
+                superblock.replica, superblock.replica_count
+            )));
+        }
+        let buffer_size = PEER_SEND_BUFFER_MESSAGES * superblock.message_size_max as usize;
+        let now = Instant::now();
+        let peers = options
+            .peers
+            .iter()
+            .map(|(index, address)| Peer::new(*index, *address, buffer_size, now))
+            .collect::<Result<Vec<Peer>, String>>()
+            .map_err(ServerError::Io)?;
         let stages = STREAMS.map(|stream| StageIo::new(fd, TAG_STAGE + ((stream.index() as u64) << 56)));
         let replica = Replica::new(ledger);
         // Each connection has at most a receive and a send in flight; plus accept, timer, and
         // a stage of each write stream (its writes, then its sync).
+        // Each peer has at most a connect or a send in flight.
         let stage_operations = STREAMS.len() * STAGE_WRITES_MAX;
-        let ring_entries = ((options.connections_max * 2 + 2 + stage_operations) as u32).next_power_of_two();
+        let peer_operations = 2 * peers.len();
+        let ring_entries = ((options.connections_max * 2 + 2 + stage_operations + peer_operations) as u32)
+            .next_power_of_two();
         let ring = IoLoop::new(ring_entries).map_err(|error| ServerError::Io(error.to_string()))?;
         let connections: Vec<Connection> =
             (0..options.connections_max).map(|_| Connection::new(cluster)).collect();
         let message_buffers = (options.connections_max * 2 + replica.queue_max()) as u64;
-        let memory_size = message_buffers * crate::constants::MESSAGE_SIZE_MAX as u64;
+        let memory_size = message_buffers * crate::constants::MESSAGE_SIZE_MAX as u64
+            + (2 * buffer_size * peers.len()) as u64;
         Ok(Server {
             replica,
             stages,
@@ -201,6 +245,10 @@ impl<S: Storage + AsRawFd> Server<S> {
                 table_full: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
             },
             memory_size,
+            peers,
+            fatal: None,
+            commit_due: false,
+            status_logged: None,
         })
     }
 
@@ -230,8 +278,16 @@ impl<S: Storage + AsRawFd> Server<S> {
                     TAG_RECV => self.on_recv(index, completion.result),
                     TAG_SEND => self.on_send(index, completion.result),
                     TAG_TIMEOUT => self.on_tick()?,
+                    TAG_PEER_CONNECT => self.peers[index].on_connect(completion.result, Instant::now()),
+                    TAG_PEER_SEND => self.peers[index].on_send(completion.result, Instant::now()),
                     kind => self.on_stage(kind, index, completion.result)?,
                 }
+                if let Some(error) = self.fatal.take() {
+                    return Err(error.into());
+                }
+            }
+            if std::mem::take(&mut self.commit_due) {
+                self.commit()?;
             }
             self.prepare_queued()?;
             self.stages_start()?;
@@ -246,7 +302,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             self.ring.submit_and_wait(1).map_err(|error| ServerError::Io(error.to_string()))?;
             while let Some(completion) = self.ring.pop_completion() {
                 let (kind, index) = (completion.tag & TAG_KIND, (completion.tag & !TAG_KIND) as usize);
-                if kind >= TAG_STAGE {
+                if (TAG_STAGE..TAG_PEER_CONNECT).contains(&kind) {
                     self.on_stage(kind, index, completion.result)?;
                 }
             }
@@ -393,6 +449,27 @@ impl<S: Storage + AsRawFd> Server<S> {
             }
             let action = match connection.decoder.next_message() {
                 Ok(None) => return,
+                Ok(Some(message)) if is_peer_command(message.header().command()) => {
+                    // Another replica's message (its connection carries no client).
+                    let header = *message.header();
+                    if self.peers.is_empty() {
+                        Action::Close(format!(
+                            "a replica's {:?} message to a cluster of one",
+                            header.command()
+                        ))
+                    } else {
+                        match replica.on_peer_message(&header, message.body(), &self.clock) {
+                            Ok(_) => {
+                                self.commit_due = true;
+                                Action::None
+                            }
+                            Err(error) => {
+                                self.fatal = Some(error);
+                                return;
+                            }
+                        }
+                    }
+                }
                 Ok(Some(message)) => {
                     let header = *message.header();
                     let other_client = connection.client != 0 && header.client != connection.client;
@@ -432,8 +509,8 @@ impl<S: Storage + AsRawFd> Server<S> {
             connection.client_stamp = self.messages_received;
             connection.message_completed();
             // Routed by client id, after the stamp: this connection is its client's newest.
-            let Server { replica, connections, .. } = self;
-            replica.outbox_drain(|to, message| send(connections, to, message));
+            let Server { replica, connections, peers, .. } = self;
+            replica.outbox_drain(|to, message| send(connections, peers, to, message));
             let connection = &mut self.connections[index];
             match action {
                 Action::None => {}
@@ -457,6 +534,12 @@ impl<S: Storage + AsRawFd> Server<S> {
         }
         let jump = self.replica.on_tick(&self.clock)?;
         self.outbox_drain();
+        self.status_log();
+        let now = Instant::now();
+        for (position, peer) in self.peers.iter_mut().enumerate() {
+            peer.connect_if_due(&mut self.ring, TAG_PEER_CONNECT | position as u64, now)
+                .map_err(|error| ServerError::Io(error.to_string()))?;
+        }
         if let Some(jump) = jump {
             eprintln!(
                 "warning: the system clock stepped {} by {:.3}s; timestamps stay monotonic, but pending \
@@ -481,16 +564,45 @@ impl<S: Storage + AsRawFd> Server<S> {
 
     /// Carries out the replica's outbox.
     fn outbox_drain(&mut self) {
-        let Server { replica, connections, .. } = self;
-        replica.outbox_drain(|to, message| send(connections, to, message));
+        let Server { replica, connections, peers, .. } = self;
+        replica.outbox_drain(|to, message| send(connections, peers, to, message));
+    }
+
+    /// Logs a line when the replica's status, view or role changes (a cluster only).
+    fn status_log(&mut self) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let current = (self.replica.status(), self.replica.view(), self.replica.is_primary());
+        if self.status_logged == Some(current) {
+            return;
+        }
+        self.status_logged = Some(current);
+        let (status, view, primary) = current;
+        let replica_count = self.peers.len() as u32 + 1;
+        let role = match status {
+            Status::Normal if primary => "primary".to_string(),
+            Status::Normal => format!("backup (primary: replica {})", view % replica_count),
+            Status::ViewChange => {
+                format!("changing to view {view} (primary-elect: replica {})", view % replica_count)
+            }
+        };
+        eprintln!(
+            "info: replica {}: {} in view {view} (log view {}), op {}, commit {}",
+            self.replica.index(),
+            role,
+            self.replica.log_view(),
+            self.replica.state().op(),
+            self.replica.state().commit_min()
+        );
     }
 
     /// Has the replica commit every durable op, and carries out what it reports: replies and
     /// evictions routed to their clients' connections, full tables logged.
     fn commit(&mut self) -> Result<(), ServerError> {
-        let Server { replica, connections, warnings, .. } = self;
+        let Server { replica, connections, peers, warnings, .. } = self;
         let committed = replica.commit();
-        replica.outbox_drain(|to, message| send(connections, to, message));
+        replica.outbox_drain(|to, message| send(connections, peers, to, message));
         let report = committed?;
         if let Some(table) = report.table_full_last {
             for _ in 0..report.table_full {
@@ -519,8 +631,13 @@ impl<S: Storage + AsRawFd> Server<S> {
         self.drain_messages(index);
     }
 
-    /// Queues a receive for every open connection without one, and the rest of every send.
+    /// Queues a receive for every open connection without one, and the rest of every send
+    /// (to clients and to peers).
     fn queue_io(&mut self) -> Result<(), ServerError> {
+        for (position, peer) in self.peers.iter_mut().enumerate() {
+            peer.queue_send(&mut self.ring, TAG_PEER_SEND | position as u64)
+                .map_err(|error| ServerError::Io(error.to_string()))?;
+        }
         for (index, connection) in self.connections.iter_mut().enumerate() {
             if connection.state != ConnectionState::Open {
                 continue;
@@ -551,11 +668,14 @@ impl<S: Storage + AsRawFd> Server<S> {
 
     /// Stops serving: closes every connection.
     pub fn into_state(self) -> ReplicaState<S> {
-        let Server { replica, ring, mut connections, .. } = self;
+        let Server { replica, ring, mut connections, mut peers, .. } = self;
         // Dropping the ring waits for (or cancels) every operation on the connections' buffers.
         drop(ring);
         for connection in &mut connections {
             connection.force_close();
+        }
+        for peer in &mut peers {
+            peer.force_close();
         }
         replica.into_state()
     }
@@ -572,13 +692,22 @@ fn route(connections: &[Connection], client: u128) -> Option<usize> {
         .map(|(index, _)| index)
 }
 
-/// Sends `message` from the replica's outbox to its destination: a client's newest connection
-/// (nobody to tell if it has none). An eviction is logged.
-fn send(connections: &mut [Connection], to: Destination, message: &[u8]) {
+/// True if `command` is one replicas send each other (not a client's request, nor what only
+/// clients receive).
+fn is_peer_command(command: Option<Command>) -> bool {
+    !matches!(command, None | Some(Command::Reserved | Command::Request | Command::Reply | Command::Eviction))
+}
+
+/// Sends `message` from the replica's outbox to its destination: a peer replica's connection,
+/// or a client's newest connection (nobody to tell if it has none). An eviction is logged.
+fn send(connections: &mut [Connection], peers: &mut [Peer], to: Destination, message: &[u8]) {
     let client = match to {
         Destination::Client(client) => client,
-        // `start` refuses a data file of more than one replica.
-        Destination::Replica(replica) => unreachable!("a cluster of one sent a message to replica {replica}"),
+        Destination::Replica(replica) => {
+            let peer = peers.iter_mut().find(|peer| peer.index == replica);
+            peer.expect("the replica sends only to replicas of its cluster").send(message);
+            return;
+        }
     };
     let Some(index) = route(connections, client) else { return };
     let header: Header = bytemuck::pod_read_unaligned(&message[..HEADER_SIZE]);

@@ -9,7 +9,7 @@ use super::journal::{
 };
 use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
 use super::write_stage::Stage;
-use crate::constants::HEADER_SIZE;
+use crate::constants::{HEADER_SIZE, REPLICAS_MAX};
 use crate::state_machine::{Config, RestoreError, StateMachine, PERSISTED_RECORD_SIZES};
 use crate::storage::layout::Layout;
 use crate::storage::{Storage, StorageError, Write};
@@ -56,8 +56,14 @@ impl FormatOptions {
     /// serves and the state machine can work with. The relations checked here are otherwise
     /// assertions (`StateMachine::new`, `AccountTransfers::new`) or refusals at `start`.
     pub fn validate(&self) -> Result<(), FormatOptionsError> {
-        if self.replica_count != 1 {
+        if !(1..=REPLICAS_MAX).contains(&self.replica_count) {
             return Err(FormatOptionsError::ReplicaCount { replica_count: self.replica_count });
+        }
+        if self.replica >= self.replica_count {
+            return Err(FormatOptionsError::Replica {
+                replica: self.replica,
+                replica_count: self.replica_count,
+            });
         }
         let config = &self.config;
         if let Some((option, value)) = config.capacity_invalid() {
@@ -96,14 +102,18 @@ pub const CAPACITY_MAX: u32 = Config::CAPACITY_MAX;
 /// options.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatOptionsError {
-    /// Only single-replica clusters are served.
-    #[error(
-        "--replica-count {replica_count}: this build serves single-replica clusters only \
-         (replication runs in the simulator; the TCP cluster is not built yet); use \
-         --replica-count 1"
-    )]
+    /// A cluster has 1 to 6 replicas.
+    #[error("--replica-count {replica_count} is out of range: a cluster has 1 to {REPLICAS_MAX} replicas")]
     ReplicaCount {
         /// The replica count asked for.
+        replica_count: u8,
+    },
+    /// The replica index is beyond the cluster.
+    #[error("--replica {replica} must be below --replica-count {replica_count}")]
+    Replica {
+        /// The index asked for.
+        replica: u8,
+        /// The replica count.
         replica_count: u8,
     },
     /// A capacity is out of range.

@@ -154,13 +154,6 @@ fn check_superblock(report: &mut Report) {
             others.join(", copy ")
         ));
     }
-    if report.superblock.replica_count != 1 {
-        report.error(format!(
-            "the data file is replica {} of a {}-replica cluster; start refuses it: this build serves \
-             single-replica clusters only",
-            report.superblock.replica, report.superblock.replica_count
-        ));
-    }
 }
 
 /// Verifies every block of the checkpoint and restores its state as `start` would; returns
@@ -436,9 +429,16 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "cluster: {}", sb.cluster)?;
         writeln!(f, "replica: {} of {}", sb.replica, sb.replica_count)?;
+        let role = if sb.replica_count == 1 {
+            "the only replica"
+        } else if sb.view % u32::from(sb.replica_count) == u32::from(sb.replica) {
+            "primary of its view when it stopped, if the view was running (a restart leaves it)"
+        } else {
+            "a backup in its view"
+        };
         writeln!(
             f,
-            "view: {}, log view: {} (its head: op {}), commit max: {}",
+            "view: {}, log view: {} (its head: op {}), commit max: {}; role: {role}",
             sb.view, sb.log_view, sb.view_head_op, sb.commit_max
         )?;
         writeln!(
