@@ -1,8 +1,10 @@
 //! A real cluster: three `ledger start` processes on loopback, each with its own data file,
-//! replicating over TCP. Clients submit transfers from several threads while the primary is
-//! killed with SIGKILL; the client library carries on against the new primary, the killed
-//! replica restarts and catches up, and after a second failover (which needs the restarted
-//! replica) every acknowledged transfer is present exactly once and debits equal credits.
+//! replicating over TCP, while client threads submit transfers through the client library.
+//! Each test hurts the cluster a way a deployment will be hurt — the primary killed with
+//! SIGKILL, the primary stopped (SIGSTOP) and resumed, a backup killed, two replicas killed —
+//! and checks that the clients carry on (or, without a quorum, that nothing commits until a
+//! replica returns), that a restarted replica catches up, and at the end that every
+//! acknowledged transfer is present exactly once and debits equal credits.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -145,100 +147,202 @@ fn writer(client: Arc<Client>, writer: u128, stop: Arc<AtomicBool>, acked: Arc<M
     }
 }
 
+/// The tests run one at a time: each runs three replicas on a 2-core machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A running cluster, its client, and the writers loading it.
+struct Cluster {
+    paths: Vec<PathBuf>,
+    list: String,
+    logs: Vec<Arc<Mutex<Vec<String>>>>,
+    processes: Vec<Option<Process>>,
+    client: Arc<Client>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u128>>>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Formats and starts three replicas, waits for a primary, creates the accounts and starts
+    /// the writers.
+    fn start(name: &str) -> Cluster {
+        let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let paths: Vec<PathBuf> = (0..REPLICA_COUNT)
+            .map(|index| directory.join(format!("cluster-{name}-{}-{index}.ledger", std::process::id())))
+            .collect();
+        for (index, path) in paths.iter().enumerate() {
+            format(path, index);
+        }
+        let addresses = free_addresses();
+        let list = addresses.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",");
+        let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..REPLICA_COUNT).map(|_| Arc::default()).collect();
+        let processes = paths
+            .iter()
+            .zip(&logs)
+            .map(|(path, log)| Some(Process::start(path, &list, Arc::clone(log))))
+            .collect();
+        let client = Arc::new(Client::new(CLUSTER, &addresses).expect("client"));
+        let mut cluster = Cluster {
+            paths,
+            list,
+            logs,
+            processes,
+            client,
+            stop: Arc::default(),
+            acked: Arc::default(),
+            writers: Vec::new(),
+        };
+        wait_until("a primary", Duration::from_secs(30), || cluster.primary().is_some());
+        let accounts: Vec<Account> =
+            (1..=ACCOUNTS).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+        let results = cluster.client.create_accounts(&accounts, CALL_TIMEOUT).expect("create accounts");
+        assert!(results.iter().all(|result| result.status == CreateAccountStatus::Created as u32));
+        cluster.writers = (0..WRITERS)
+            .map(|index| {
+                let (client, stop, acked) =
+                    (Arc::clone(&cluster.client), Arc::clone(&cluster.stop), Arc::clone(&cluster.acked));
+                std::thread::spawn(move || writer(client, index, stop, acked))
+            })
+            .collect();
+        cluster.wait_for_transfers("transfers acknowledged", 5 * BATCH as usize);
+        cluster
+    }
+
+    /// The running replica that says it is a normal primary.
+    fn primary(&self) -> Option<usize> {
+        self.processes.iter().position(|process| process.as_ref().is_some_and(Process::is_primary))
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().expect("acked").len()
+    }
+
+    /// Waits for `count` more acknowledged transfers; returns how long it took.
+    fn wait_for_transfers(&self, what: &str, count: usize) -> Duration {
+        let (before, started) = (self.acked_count(), Instant::now());
+        wait_until(what, Duration::from_secs(60), || self.acked_count() >= before + count);
+        started.elapsed()
+    }
+
+    fn kill(&mut self, index: usize) {
+        self.processes[index].take().expect("running").signal(libc::SIGKILL);
+    }
+
+    /// Restarts replica `index` from its data file and waits until it is a backup again.
+    fn restart(&mut self, index: usize) {
+        assert!(self.processes[index].is_none());
+        let process = Process::start(&self.paths[index], &self.list, Arc::clone(&self.logs[index]));
+        self.processes[index] = Some(process);
+        wait_until("the restarted replica is a backup", Duration::from_secs(30), || {
+            self.processes[index].as_ref().is_some_and(Process::is_backup)
+        });
+    }
+
+    /// Stops the writers, then checks that every acknowledged transfer is there, once, and
+    /// that debits equal credits equal the number of transfers (each moved 1); stops the
+    /// replicas and removes their files.
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for writer in self.writers.drain(..) {
+            writer.join().expect("writer");
+        }
+        let acked = self.acked.lock().expect("acked").clone();
+        let mut unique = acked.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), acked.len(), "an id acknowledged twice");
+        for chunk in acked.chunks(1000) {
+            let found = self.client.lookup_transfers(chunk, CALL_TIMEOUT).expect("lookup transfers");
+            assert_eq!(found.len(), chunk.len(), "an acknowledged transfer is missing");
+        }
+        let ids: Vec<u128> = (1..=ACCOUNTS).collect();
+        let accounts = self.client.lookup_accounts(&ids, CALL_TIMEOUT).expect("accounts");
+        let debits: u128 = accounts.iter().map(|account| account.debits_posted).sum();
+        let credits: u128 = accounts.iter().map(|account| account.credits_posted).sum();
+        assert_eq!((debits, credits), (acked.len() as u128, acked.len() as u128));
+        eprintln!("{} transfers acknowledged, found once each; debits = credits", acked.len());
+        for process in self.processes.iter_mut().flatten() {
+            process.signal(libc::SIGTERM);
+        }
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 #[test]
-fn three_replicas_survive_sigkill_of_the_primary_and_a_restarted_replica_catches_up() {
-    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let paths: Vec<PathBuf> = (0..REPLICA_COUNT)
-        .map(|index| directory.join(format!("cluster-{}-{index}.ledger", std::process::id())))
-        .collect();
-    for (index, path) in paths.iter().enumerate() {
-        format(path, index);
-    }
-    let addresses = free_addresses();
-    let list = addresses.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",");
-    let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..REPLICA_COUNT).map(|_| Arc::default()).collect();
-    let mut processes: Vec<Option<Process>> = paths
-        .iter()
-        .zip(&logs)
-        .map(|(path, log)| Some(Process::start(path, &list, Arc::clone(log))))
-        .collect();
-    let primary = |processes: &[Option<Process>]| {
-        processes.iter().position(|process| process.as_ref().is_some_and(Process::is_primary))
-    };
-    wait_until("a primary", Duration::from_secs(30), || primary(&processes).is_some());
-
-    let client = Arc::new(Client::new(CLUSTER, &addresses).expect("client"));
-    let accounts: Vec<Account> =
-        (1..=ACCOUNTS).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
-    let results = client.create_accounts(&accounts, CALL_TIMEOUT).expect("create accounts");
-    assert!(results.iter().all(|result| result.status == CreateAccountStatus::Created as u32));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<u128>>> = Arc::default();
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|index| {
-            let (client, stop, acked) = (Arc::clone(&client), Arc::clone(&stop), Arc::clone(&acked));
-            std::thread::spawn(move || writer(client, index, stop, acked))
-        })
-        .collect();
-    let acked_count = || acked.lock().expect("acked").len();
-    wait_until("transfers acknowledged", Duration::from_secs(30), || acked_count() >= 200);
-
-    // SIGKILL the primary under load: the clients carry on against the new one.
-    let killed = primary(&processes).expect("a primary");
-    processes[killed].take().expect("running").signal(libc::SIGKILL);
-    let before = acked_count();
-    let killed_at = Instant::now();
-    wait_until("transfers acknowledged by the new primary", Duration::from_secs(30), || {
-        acked_count() >= before + 2 * BATCH as usize
-    });
-    eprintln!("first acknowledgement after the kill within {:?}", killed_at.elapsed());
-    assert!(primary(&processes).is_some_and(|index| index != killed));
-
-    // The killed replica restarts from its data file and rejoins as a backup of the new view.
-    processes[killed] = Some(Process::start(&paths[killed], &list, Arc::clone(&logs[killed])));
-    wait_until("the restarted replica is a backup again", Duration::from_secs(30), || {
-        processes[killed].as_ref().is_some_and(Process::is_backup)
-    });
-    let before = acked_count();
-    wait_until("more transfers", Duration::from_secs(30), || acked_count() >= before + 2 * BATCH as usize);
-
+fn the_primary_killed_under_load_is_replaced_and_catches_up_after_its_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start("kill-primary");
+    let killed = cluster.primary().expect("a primary");
+    cluster.kill(killed);
+    let failover = cluster.wait_for_transfers("transfers through the new primary", 2 * BATCH as usize);
+    eprintln!("two batches acknowledged {failover:?} after the primary was killed");
+    assert!(cluster.primary().is_some_and(|index| index != killed));
+    cluster.restart(killed);
+    cluster.wait_for_transfers("more transfers", 2 * BATCH as usize);
     // A second failover needs the restarted replica: with the new primary down, only it and
-    // the third replica remain, a bare quorum.
-    let second = primary(&processes).expect("a primary");
+    // the third replica remain, a bare quorum, so it must have caught up.
+    let second = cluster.primary().expect("a primary");
     assert_ne!(second, killed);
-    processes[second].take().expect("running").signal(libc::SIGKILL);
-    let before = acked_count();
-    wait_until("transfers acknowledged after the second failover", Duration::from_secs(30), || {
-        acked_count() >= before + 2 * BATCH as usize
+    cluster.kill(second);
+    cluster.wait_for_transfers("transfers after the second failover", 2 * BATCH as usize);
+    cluster.finish();
+}
+
+#[test]
+fn a_stopped_primary_is_replaced_and_rejoins_as_a_backup_when_it_resumes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start("stop-primary");
+    let stopped = cluster.primary().expect("a primary");
+    let pid = cluster.processes[stopped].as_ref().expect("running").child.id() as libc::pid_t;
+    // SAFETY: signals to our own child; no memory effects.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    cluster.wait_for_transfers("transfers while the primary is stopped", 2 * BATCH as usize);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // It was deposed while stopped: it learns the newer view and follows it.
+    wait_until("the resumed replica is a backup", Duration::from_secs(30), || {
+        cluster.processes[stopped].as_ref().is_some_and(Process::is_backup)
     });
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().expect("writer");
-    }
+    cluster.wait_for_transfers("more transfers", 2 * BATCH as usize);
+    cluster.finish();
+}
 
-    // Every acknowledged transfer is there, once; every transfer moved 1: debits = credits =
-    // the number of transfers.
-    let acked = acked.lock().expect("acked").clone();
-    let mut unique = acked.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!(unique.len(), acked.len(), "an id acknowledged twice");
-    for chunk in acked.chunks(1000) {
-        let found = client.lookup_transfers(chunk, CALL_TIMEOUT).expect("lookup transfers");
-        assert_eq!(found.len(), chunk.len(), "an acknowledged transfer is missing");
-    }
-    let accounts =
-        client.lookup_accounts(&(1..=ACCOUNTS).collect::<Vec<_>>(), CALL_TIMEOUT).expect("accounts");
-    let debits: u128 = accounts.iter().map(|account| account.debits_posted).sum();
-    let credits: u128 = accounts.iter().map(|account| account.credits_posted).sum();
-    assert_eq!((debits, credits), (acked.len() as u128, acked.len() as u128));
-    eprintln!("{} transfers acknowledged and found; two failovers", acked.len());
+#[test]
+fn a_killed_backup_costs_no_view_change_and_catches_up_after_its_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start("kill-backup");
+    let primary = cluster.primary().expect("a primary");
+    let backup = (primary + 1) % REPLICA_COUNT;
+    cluster.kill(backup);
+    cluster.wait_for_transfers("transfers without the backup", 2 * BATCH as usize);
+    assert_eq!(cluster.primary(), Some(primary), "the primary and one backup are a quorum");
+    cluster.restart(backup);
+    cluster.wait_for_transfers("more transfers", 2 * BATCH as usize);
+    // The primary goes: the restarted backup and the other one take over.
+    cluster.kill(primary);
+    cluster.wait_for_transfers("transfers after the failover", 2 * BATCH as usize);
+    cluster.finish();
+}
 
-    for process in processes.iter_mut().flatten() {
-        process.signal(libc::SIGTERM);
-    }
-    for path in &paths {
-        let _ = std::fs::remove_file(path);
-    }
+#[test]
+fn two_replicas_killed_stop_the_cluster_until_one_returns() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start("kill-two");
+    let primary = cluster.primary().expect("a primary");
+    let backup = (primary + 1) % REPLICA_COUNT;
+    let survivor = (primary + 2) % REPLICA_COUNT;
+    cluster.kill(backup);
+    cluster.kill(primary);
+    // One replica of three: no quorum, so nothing commits — no split brain.
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled = cluster.acked_count();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.acked_count(), stalled, "a single replica of three committed");
+    assert!(cluster.processes[survivor].as_ref().is_some_and(|process| !process.is_primary()));
+    // One returns: a quorum again, and the writers' pending batches commit (once each).
+    cluster.restart(backup);
+    cluster.wait_for_transfers("transfers once a quorum is back", 2 * BATCH as usize);
+    cluster.finish();
 }
