@@ -219,8 +219,11 @@ impl IoThread {
                 return;
             }
             inflight.sent = true;
-            let interval =
-                self.link.options.retry_interval_min.saturating_mul(1u32 << inflight.attempt_count.min(16));
+            // Each round over the addresses waits twice as long as the one before: in a
+            // cluster, the attempts of one round find the primary among replicas that drop
+            // requests, at the shortest interval.
+            let round = (inflight.attempt_count as usize / self.link.addresses.len()).min(16) as u32;
+            let interval = self.link.options.retry_interval_min.saturating_mul(1u32 << round);
             inflight.reply_deadline = now + interval.min(self.link.options.retry_interval_max);
             inflight.attempt_count += 1;
         }

@@ -278,8 +278,10 @@ fn eviction_reason_name(code: u8) -> String {
 /// How the client retries. The defaults suit a cluster on a network; tests shorten them.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
-    /// How long the first attempt of a request waits for its reply before the client reconnects
-    /// (to the next address) and resends it; each further attempt waits twice as long.
+    /// How long an attempt of the first round over the addresses waits for its reply before
+    /// the client reconnects (to the next address) and resends the request; each later round
+    /// waits twice as long. Short, because in a cluster only the primary answers: after a
+    /// failover the client finds the new one by trying the replicas in turn.
     pub retry_interval_min: Duration,
     /// The longest wait for one attempt, and between two rounds of connection attempts.
     pub retry_interval_max: Duration,
@@ -290,7 +292,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            retry_interval_min: Duration::from_secs(1),
+            retry_interval_min: Duration::from_millis(300),
             retry_interval_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
         }
