@@ -1,8 +1,9 @@
-//! `ledger benchmark`: the whole system end to end on this machine. Formats a data file, starts
-//! a real replica as its own process (`ledger start`, with its own io_uring ring), creates
-//! accounts, submits transfers through the client library over loopback TCP, measures
-//! throughput and latency, then verifies that the ledger is consistent — a benchmark that
-//! measures a broken system is worthless.
+//! `ledger benchmark`: the whole system end to end on this machine. Formats a data file per
+//! replica, starts each replica as its own process (`ledger start`, with its own io_uring ring;
+//! with `--replica-count` 2–6, a cluster replicating over loopback TCP), creates accounts,
+//! submits transfers through the client library over loopback TCP, measures throughput and
+//! latency, then verifies that the ledger is consistent — a benchmark that measures a broken
+//! system is worthless.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -56,6 +57,10 @@ pub struct BenchmarkOptions {
     /// Keep the data file at the end.
     #[arg(long)]
     pub keep_file: bool,
+    /// Replicas of the cluster, 1 to 6, each its own process with its own data file (with
+    /// more than one, --file names the first; the others get `.1`, `.2`, ... appended).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=6))]
+    pub replica_count: u8,
 }
 
 /// Latency percentiles of one kind of batch.
@@ -111,7 +116,10 @@ pub struct Report {
     pub query_latency: Latency,
     /// The data file's size.
     pub data_file_size: u64,
-    /// The replica's peak resident memory (VmHWM), and its resident memory once started.
+    /// Replicas of the cluster measured.
+    pub replica_count: u8,
+    /// The replica's peak resident memory (VmHWM), and its resident memory once started (the
+    /// largest of the replicas').
     pub replica_rss_peak: u64,
     /// The replica's resident memory after start-up, before load.
     pub replica_rss_start: u64,
@@ -129,27 +137,74 @@ pub fn run(ledger_binary: &Path, options: &BenchmarkOptions) -> Result<Report, S
         Some(path) => (path.clone(), false),
         None => (PathBuf::from(format!("ledger-benchmark-{}.ledger", std::process::id())), true),
     };
+    let paths: Vec<PathBuf> = (0..options.replica_count)
+        .map(
+            |index| {
+                if index == 0 {
+                    path.clone()
+                } else {
+                    PathBuf::from(format!("{}.{index}", path.display()))
+                }
+            },
+        )
+        .collect();
     let cluster = u128::from(options.seed) << 64 | 0xBE7C;
-    format(ledger_binary, &path, cluster, options)?;
-    let replica = Replica::start(ledger_binary, &path)?;
-    let outcome = drive(&replica, cluster, options);
-    let rss_peak = replica.rss_peak();
-    let stopped = replica.stop();
+    for (index, path) in paths.iter().enumerate() {
+        format(ledger_binary, path, cluster, index as u8, options)?;
+    }
+    let mut replicas = Vec::new();
+    let started = start_all(ledger_binary, &paths, &mut replicas);
+    let outcome = started.and_then(|addresses| drive(&replicas, &addresses, cluster, options));
+    let rss_peak = replicas.iter().map(Replica::rss_peak).max().unwrap_or(0);
+    let stopped: Result<Vec<()>, String> = replicas.into_iter().map(Replica::stop).collect();
     let data_file_size = std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0);
     if temporary && !options.keep_file {
-        let _ = std::fs::remove_file(&path);
+        for path in &paths {
+            let _ = std::fs::remove_file(path);
+        }
     }
     let mut report = outcome?;
     stopped?;
     report.data_file_size = data_file_size;
     report.replica_rss_peak = rss_peak;
+    report.replica_count = options.replica_count;
     Ok(report)
+}
+
+/// Starts a replica on each of `paths` (pushed to `replicas` as they start, so that the caller
+/// stops every one that did); returns their addresses in replica order.
+fn start_all(
+    ledger_binary: &Path,
+    paths: &[PathBuf],
+    replicas: &mut Vec<Replica>,
+) -> Result<Vec<SocketAddr>, String> {
+    if paths.len() == 1 {
+        replicas.push(Replica::start(ledger_binary, &paths[0], "127.0.0.1:0", 0)?);
+        return Ok(vec![replicas[0].address]);
+    }
+    // Ports free a moment ago: every replica must know every address before any starts.
+    let listeners = (0..paths.len())
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("finding free ports: {error}"))?;
+    let addresses = listeners
+        .iter()
+        .map(std::net::TcpListener::local_addr)
+        .collect::<Result<Vec<SocketAddr>, _>>()
+        .map_err(|error| format!("finding free ports: {error}"))?;
+    drop(listeners);
+    let list = addresses.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",");
+    for (index, path) in paths.iter().enumerate() {
+        replicas.push(Replica::start(ledger_binary, path, &list, index)?);
+    }
+    Ok(addresses)
 }
 
 fn format(
     ledger_binary: &Path,
     path: &Path,
     cluster: u128,
+    replica: u8,
     options: &BenchmarkOptions,
 ) -> Result<(), String> {
     let transfers_max =
@@ -157,6 +212,7 @@ fn format(
     let accounts_max = options.account_count.max(16);
     let output = Command::new(ledger_binary)
         .args(["format", "--cluster", &cluster.to_string()])
+        .args(["--replica", &replica.to_string(), "--replica-count", &options.replica_count.to_string()])
         .args(["--accounts-max", &accounts_max.to_string(), "--transfers-max", &transfers_max.to_string()])
         .args(["--expiries-max", "16", "--history-max", "16"])
         .arg(path)
@@ -176,9 +232,10 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(ledger_binary: &Path, path: &Path) -> Result<Replica, String> {
+    /// Starts replica `index` of the cluster at `addresses` on `path`; waits until it listens.
+    fn start(ledger_binary: &Path, path: &Path, addresses: &str, index: usize) -> Result<Replica, String> {
         let mut child = Command::new(ledger_binary)
-            .args(["start", "--addresses", "127.0.0.1:0"])
+            .args(["start", "--addresses", addresses])
             .arg(path)
             .stderr(Stdio::piped())
             .spawn()
@@ -190,7 +247,7 @@ impl Replica {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = sender.send(rest.split(';').next().unwrap_or_default().to_string());
                 } else if line.starts_with("warning") || line.starts_with("error") {
-                    eprintln!("replica: {line}");
+                    eprintln!("replica {index}: {line}");
                 }
             }
         });
@@ -240,9 +297,15 @@ struct Sent {
     latencies: Vec<Duration>,
 }
 
-fn drive(replica: &Replica, cluster: u128, options: &BenchmarkOptions) -> Result<Report, String> {
+fn drive(
+    replicas: &[Replica],
+    addresses: &[SocketAddr],
+    cluster: u128,
+    options: &BenchmarkOptions,
+) -> Result<Report, String> {
     let timeout = Duration::from_secs(120);
-    let client = Client::new(cluster, &[replica.address]).map_err(|error| error.to_string())?;
+    let client = Client::new(cluster, addresses).map_err(|error| error.to_string())?;
+    let rss = || replicas.iter().map(Replica::rss_current).max().unwrap_or(0);
     let workload = Workload::new(options.seed, options.account_count, 1, options.account_distribution);
     let accounts: Vec<Account> = (0..options.account_count).map(|index| workload.account(index)).collect();
     for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
@@ -252,7 +315,7 @@ fn drive(replica: &Replica, cluster: u128, options: &BenchmarkOptions) -> Result
             return Err(format!("account creation failed: {bad:?}"));
         }
     }
-    eprintln!("created {} accounts; replica RSS {} MiB", options.account_count, replica.rss_current() >> 20);
+    eprintln!("created {} accounts; replica RSS {} MiB", options.account_count, rss() >> 20);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let progress = spawn_progress(Arc::clone(&done), options.transfer_count);
@@ -260,9 +323,8 @@ fn drive(replica: &Replica, cluster: u128, options: &BenchmarkOptions) -> Result
     let handles: Vec<_> = (0..options.clients)
         .map(|index| {
             let count = per_client.min(options.transfer_count.saturating_sub(index * per_client));
-            let (options, done) = (options.clone(), Arc::clone(&done));
-            let address = replica.address;
-            std::thread::spawn(move || submit(cluster, address, index, count, &options, &done))
+            let (options, done, addresses) = (options.clone(), Arc::clone(&done), addresses.to_vec());
+            std::thread::spawn(move || submit(cluster, &addresses, index, count, &options, &done))
         })
         .collect();
     let mut sent = Sent { amount_total: 0, pending_total: 0, sample: Vec::new(), latencies: Vec::new() };
@@ -296,20 +358,21 @@ fn drive(replica: &Replica, cluster: u128, options: &BenchmarkOptions) -> Result
         query_latency: reads.2,
         data_file_size: 0,
         replica_rss_peak: 0,
-        replica_rss_start: replica.rss_start,
+        replica_rss_start: replicas.iter().map(|replica| replica.rss_start).max().unwrap_or(0),
+        replica_count: 1,
     })
 }
 
 /// One client session's share of the transfers, in batches; checks every result.
 fn submit(
     cluster: u128,
-    address: SocketAddr,
+    addresses: &[SocketAddr],
     index: u64,
     count: u64,
     options: &BenchmarkOptions,
     done: &AtomicU64,
 ) -> Result<Sent, String> {
-    let client = Client::new(cluster, &[address]).map_err(|error| error.to_string())?;
+    let client = Client::new(cluster, addresses).map_err(|error| error.to_string())?;
     let mut workload = Workload::new(
         options.seed.wrapping_mul(1_000_003).wrapping_add(index + 1),
         options.account_count,
@@ -469,10 +532,10 @@ impl std::fmt::Display for Report {
         writeln!(f, "lookup_accounts batch latency: {}", self.lookup_accounts_latency)?;
         writeln!(f, "lookup_transfers batch latency: {}", self.lookup_transfers_latency)?;
         writeln!(f, "get_account_transfers latency: {}", self.query_latency)?;
-        writeln!(f, "data file: {} bytes", self.data_file_size)?;
+        writeln!(f, "data file: {} bytes (each of {} replica(s))", self.data_file_size, self.replica_count)?;
         writeln!(
             f,
-            "replica memory: {} MiB resident after start, {} MiB peak",
+            "replica memory: {} MiB resident after start, {} MiB peak (the largest replica)",
             self.replica_rss_start >> 20,
             self.replica_rss_peak >> 20
         )

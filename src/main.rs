@@ -353,14 +353,15 @@ fn inspect(path: &Path, development: bool) -> Result<(), String> {
 fn benchmark(options: &ledger::benchmark::BenchmarkOptions) -> Result<(), String> {
     let binary = std::env::current_exe().map_err(|error| format!("finding the ledger binary: {error}"))?;
     eprintln!(
-        "benchmark: {} accounts ({:?}), {} transfers in batches of {}, {} clients, {}% pending, seed {}; replica: its own process",
+        "benchmark: {} accounts ({:?}), {} transfers in batches of {}, {} clients, {}% pending, seed {}; {} replica(s), each its own process",
         options.account_count,
         options.account_distribution,
         options.transfer_count,
         options.transfer_batch_size,
         options.clients,
         options.transfer_pending,
-        options.seed
+        options.seed,
+        options.replica_count
     );
     let report = ledger::benchmark::run(&binary, options)?;
     print!("{report}");

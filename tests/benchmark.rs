@@ -52,6 +52,30 @@ fn a_small_benchmark_runs_verifies_and_reports_every_figure() {
     let _ = std::fs::remove_dir(&directory);
 }
 
+/// With `--replica-count 3`: three replica processes replicating over loopback, the same
+/// workload and verification, every data file removed at the end.
+#[test]
+fn a_small_cluster_benchmark_runs_verifies_and_cleans_up() {
+    let directory = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("directory");
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["benchmark", "--replica-count", "3", "--account-count", "100", "--transfer-count", "20000"])
+        .args(["--transfer-batch-size", "500", "--read-count", "2"])
+        .current_dir(&directory)
+        .output()
+        .expect("run ledger benchmark");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("3 replica(s), each its own process"), "{stderr}");
+    assert!(stderr.contains("verified: debits = credits"), "{stderr}");
+    assert!(stdout.contains("transfers/s") && stdout.contains("(each of 3 replica(s))"), "{stdout}");
+    let left: Vec<_> = std::fs::read_dir(&directory).expect("read dir").collect();
+    assert!(left.is_empty(), "the benchmark left files behind: {left:?}");
+    let _ = std::fs::remove_dir(&directory);
+}
+
 #[test]
 fn benchmark_options_out_of_range_are_refused_clearly() {
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
