@@ -352,3 +352,57 @@ fn two_replicas_killed_stop_the_cluster_until_one_returns() {
     cluster.wait_for_transfers("transfers once a quorum is back", 2 * BATCH as usize);
     cluster.finish();
 }
+
+/// Three consecutive loopback ports that were free a moment ago.
+fn free_port_range() -> u16 {
+    let mut port = 20_000 + (std::process::id() % 20_000) as u16;
+    loop {
+        let free = (0..3).all(|offset| TcpListener::bind(("127.0.0.1", port + offset)).is_ok());
+        if free {
+            return port;
+        }
+        port += 3;
+    }
+}
+
+/// `tools/cluster.sh` formats and starts a local cluster, reports it, stops it, and starts it
+/// again on the same data.
+#[test]
+fn the_launcher_starts_a_local_cluster_and_stops_it_again() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let directory =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("launcher-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let port = free_port_range();
+    let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/cluster.sh");
+    let run = |arguments: &[&str]| {
+        let output = Command::new(launcher)
+            .args(arguments)
+            .env("LEDGER", env!("CARGO_BIN_EXE_ledger"))
+            .output()
+            .expect("tools/cluster.sh");
+        assert!(output.status.success(), "{arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let directory_text = directory.to_str().expect("a UTF-8 path");
+    let port_text = port.to_string();
+    let started = run(&["start", "3", directory_text, &port_text]);
+    assert!(started.contains("3 replica(s) at 127.0.0.1:"), "{started}");
+    let addresses: Vec<SocketAddr> =
+        (0..3).map(|offset| SocketAddr::from(([127, 0, 0, 1], port + offset))).collect();
+    let client = Client::new(1, &addresses).expect("client");
+    let account = Account { id: 7, ledger: 1, code: 1, ..Account::default() };
+    let results = client.create_accounts(&[account], CALL_TIMEOUT).expect("create");
+    assert_eq!(results[0].status, CreateAccountStatus::Created as u32);
+    let status = run(&["status", directory_text]);
+    assert_eq!(status.matches(": running (pid ").count(), 3, "{status}");
+    assert_eq!(status.matches(": primary in view ").count(), 1, "{status}");
+    assert!(run(&["stop", directory_text]).contains("stopped the cluster"));
+    assert!(run(&["status", directory_text]).contains("no cluster"));
+    // Started again, on the same data files.
+    run(&["start", "3", directory_text, &port_text]);
+    let found = client.lookup_accounts(&[7], CALL_TIMEOUT).expect("lookup");
+    assert_eq!(found.len(), 1, "the account survived the restart");
+    run(&["stop", directory_text]);
+    let _ = std::fs::remove_dir_all(&directory);
+}
