@@ -76,6 +76,57 @@ impl Process {
     }
 }
 
+/// A directed link between two replicas: a TCP proxy that forwards what one replica sends to
+/// another's address, until it is cut. Cut, it closes the connections it carries and every one
+/// it accepts, as a network that drops a path would (the sender reconnects with backoff).
+struct Link {
+    address: SocketAddr,
+    cut: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn new(target: SocketAddr) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a proxy");
+        let address = listener.local_addr().expect("proxy address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let cut_accept = Arc::clone(&cut);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(inbound) = stream else { continue };
+                if cut_accept.load(Ordering::Relaxed) {
+                    continue; // Dropped: closed at once.
+                }
+                let Ok(outbound) = std::net::TcpStream::connect(target) else { continue };
+                let cut = Arc::clone(&cut_accept);
+                std::thread::spawn(move || pump(inbound, outbound, &cut));
+            }
+        });
+        Link { address, cut }
+    }
+}
+
+/// Copies bytes from `inbound` to `outbound` until either closes or the link is cut.
+fn pump(mut inbound: std::net::TcpStream, mut outbound: std::net::TcpStream, cut: &AtomicBool) {
+    use std::io::{Read, Write};
+    let _ = inbound.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buffer = vec![0u8; 1 << 16];
+    while !cut.load(Ordering::Relaxed) {
+        match inbound.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => {
+                if outbound.write_all(&buffer[..count]).is_err() {
+                    break;
+                }
+            }
+            Err(error)
+                if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = inbound.shutdown(std::net::Shutdown::Both);
+    let _ = outbound.shutdown(std::net::Shutdown::Both);
+}
+
 /// Three addresses on loopback that were free a moment ago.
 fn free_addresses() -> Vec<SocketAddr> {
     let listeners: Vec<TcpListener> =
@@ -153,7 +204,11 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// A running cluster, its client, and the writers loading it.
 struct Cluster {
     paths: Vec<PathBuf>,
-    list: String,
+    /// Each replica's `--addresses`: the others' addresses as it reaches them (through a
+    /// link's proxy in the partition tests).
+    lists: Vec<String>,
+    /// The links between the replicas, `links[from][to]`, when they go through proxies.
+    links: Vec<Vec<Option<Link>>>,
     logs: Vec<Arc<Mutex<Vec<String>>>>,
     processes: Vec<Option<Process>>,
     client: Arc<Client>,
@@ -166,6 +221,12 @@ impl Cluster {
     /// Formats and starts three replicas, waits for a primary, creates the accounts and starts
     /// the writers.
     fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, false)
+    }
+
+    /// As [`Cluster::start`]; with `proxied`, every replica reaches every other through a proxy
+    /// of its own (a directed link that can be cut).
+    fn start_with(name: &str, proxied: bool) -> Cluster {
         let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let paths: Vec<PathBuf> = (0..REPLICA_COUNT)
             .map(|index| directory.join(format!("cluster-{name}-{}-{index}.ledger", std::process::id())))
@@ -174,17 +235,27 @@ impl Cluster {
             format(path, index);
         }
         let addresses = free_addresses();
-        let list = addresses.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",");
+        let links: Vec<Vec<Option<Link>>> = (0..REPLICA_COUNT)
+            .map(|from| {
+                let to_link = |to: usize| (proxied && from != to).then(|| Link::new(addresses[to]));
+                (0..REPLICA_COUNT).map(to_link).collect()
+            })
+            .collect();
+        let lists: Vec<String> = (0..REPLICA_COUNT)
+            .map(|from| {
+                let seen = |to: usize| links[from][to].as_ref().map_or(addresses[to], |link| link.address);
+                (0..REPLICA_COUNT).map(|to| seen(to).to_string()).collect::<Vec<_>>().join(",")
+            })
+            .collect();
         let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..REPLICA_COUNT).map(|_| Arc::default()).collect();
-        let processes = paths
-            .iter()
-            .zip(&logs)
-            .map(|(path, log)| Some(Process::start(path, &list, Arc::clone(log))))
+        let processes = (0..REPLICA_COUNT)
+            .map(|index| Some(Process::start(&paths[index], &lists[index], Arc::clone(&logs[index]))))
             .collect();
         let client = Arc::new(Client::new(CLUSTER, &addresses).expect("client"));
         let mut cluster = Cluster {
             paths,
-            list,
+            lists,
+            links,
             logs,
             processes,
             client,
@@ -224,6 +295,11 @@ impl Cluster {
         started.elapsed()
     }
 
+    /// Cuts (or heals) the link from replica `from` to replica `to`.
+    fn link_set(&self, from: usize, to: usize, cut: bool) {
+        self.links[from][to].as_ref().expect("a proxied link").cut.store(cut, Ordering::Relaxed);
+    }
+
     fn kill(&mut self, index: usize) {
         self.processes[index].take().expect("running").signal(libc::SIGKILL);
     }
@@ -231,7 +307,7 @@ impl Cluster {
     /// Restarts replica `index` from its data file and waits until it is a backup again.
     fn restart(&mut self, index: usize) {
         assert!(self.processes[index].is_none());
-        let process = Process::start(&self.paths[index], &self.list, Arc::clone(&self.logs[index]));
+        let process = Process::start(&self.paths[index], &self.lists[index], Arc::clone(&self.logs[index]));
         self.processes[index] = Some(process);
         wait_until("the restarted replica is a backup", Duration::from_secs(30), || {
             self.processes[index].as_ref().is_some_and(Process::is_backup)
@@ -405,4 +481,47 @@ fn the_launcher_starts_a_local_cluster_and_stops_it_again() {
     assert_eq!(found.len(), 1, "the account survived the restart");
     run(&["stop", directory_text]);
     let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[test]
+fn a_primary_cut_off_from_both_backups_is_replaced_and_rejoins_when_the_network_heals() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start_with("partition-symmetric", true);
+    let isolated = cluster.primary().expect("a primary");
+    for other in (0..REPLICA_COUNT).filter(|other| *other != isolated) {
+        cluster.link_set(isolated, other, true);
+        cluster.link_set(other, isolated, true);
+    }
+    // The clients still reach the isolated replica, which can commit nothing: they move on to
+    // the view the other two start without it.
+    cluster.wait_for_transfers("transfers during the partition", 2 * BATCH as usize);
+    assert!(cluster.primary().is_some_and(|primary| primary != isolated));
+    for other in (0..REPLICA_COUNT).filter(|other| *other != isolated) {
+        cluster.link_set(isolated, other, false);
+        cluster.link_set(other, isolated, false);
+    }
+    wait_until("the isolated replica is a backup of the new view", Duration::from_secs(30), || {
+        cluster.processes[isolated].as_ref().is_some_and(Process::is_backup)
+    });
+    cluster.wait_for_transfers("transfers after the partition", 2 * BATCH as usize);
+    cluster.finish();
+}
+
+#[test]
+fn a_primary_that_can_send_but_not_hear_abdicates_and_the_cluster_goes_on() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start_with("partition-asymmetric", true);
+    let deaf = cluster.primary().expect("a primary");
+    // Its prepares and heartbeats reach the backups (so they never time out), but their
+    // acknowledgements never reach it: it cannot commit, and gives its view up.
+    for other in (0..REPLICA_COUNT).filter(|other| *other != deaf) {
+        cluster.link_set(other, deaf, true);
+    }
+    cluster.wait_for_transfers("transfers during the partition", 2 * BATCH as usize);
+    assert!(cluster.primary().is_some_and(|primary| primary != deaf));
+    for other in (0..REPLICA_COUNT).filter(|other| *other != deaf) {
+        cluster.link_set(other, deaf, false);
+    }
+    cluster.wait_for_transfers("transfers after the partition", 2 * BATCH as usize);
+    cluster.finish();
 }
