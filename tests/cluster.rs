@@ -300,6 +300,26 @@ impl Cluster {
         self.links[from][to].as_ref().expect("a proxied link").cut.store(cut, Ordering::Relaxed);
     }
 
+    /// Sends `count` requests of one transfer each, one after the other (many ops quickly, to
+    /// reach a checkpoint), recording each acknowledged one.
+    fn burst(&self, count: u128) {
+        for index in 0..count {
+            let id = 9_000_000 + index;
+            let transfer = Transfer {
+                id,
+                debit_account_id: 1,
+                credit_account_id: 2,
+                amount: 1,
+                ledger: 1,
+                code: 1,
+                ..Transfer::default()
+            };
+            let results = self.client.create_transfers(&[transfer], CALL_TIMEOUT).expect("a burst transfer");
+            assert_eq!(results[0].status, CreateTransferStatus::Created as u32);
+            self.acked.lock().expect("acked").push(id);
+        }
+    }
+
     fn kill(&mut self, index: usize) {
         self.processes[index].take().expect("running").signal(libc::SIGKILL);
     }
@@ -316,8 +336,9 @@ impl Cluster {
 
     /// Stops the writers, then checks that every acknowledged transfer is there, once, and
     /// that debits equal credits equal the number of transfers (each moved 1); stops the
-    /// replicas and removes their files.
-    fn finish(mut self) {
+    /// replicas, checks that those at the same checkpoint op have the same checkpoint id, and
+    /// removes their files. Returns each replica's checkpoint (op, id).
+    fn finish(mut self) -> Vec<(u64, String)> {
         self.stop.store(true, Ordering::Relaxed);
         for writer in self.writers.drain(..) {
             writer.join().expect("writer");
@@ -340,10 +361,38 @@ impl Cluster {
         for process in self.processes.iter_mut().flatten() {
             process.signal(libc::SIGTERM);
         }
+        // Replicas at the same checkpoint op have the same checkpoint id (it names every page
+        // of the state by checksum): `ledger inspect` proves they agree.
+        let checkpoints: Vec<(u64, String)> = self.paths.iter().map(|path| checkpoint_of(path)).collect();
+        for (op, id) in &checkpoints {
+            for (other_op, other_id) in &checkpoints {
+                assert!(
+                    op != other_op || id == other_id,
+                    "replicas disagree at checkpoint op {op}: {checkpoints:?}"
+                );
+            }
+        }
+        eprintln!("checkpoints (op, id) of the replicas: {checkpoints:?}");
         for path in &self.paths {
             let _ = std::fs::remove_file(path);
         }
+        checkpoints
     }
+}
+
+/// The checkpoint op and id `ledger inspect` reports for the data file at `path`.
+fn checkpoint_of(path: &PathBuf) -> (u64, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["inspect", "--development"])
+        .arg(path)
+        .output()
+        .expect("ledger inspect");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
+    let line = report.lines().find(|line| line.starts_with("checkpoint: op ")).expect("a checkpoint line");
+    let op = line["checkpoint: op ".len()..].split(',').next().and_then(|op| op.parse().ok()).expect("op");
+    let id = line.rsplit("id ").next().expect("id").to_string();
+    (op, id)
 }
 
 #[test]
@@ -388,7 +437,11 @@ fn a_stopped_primary_is_replaced_and_rejoins_as_a_backup_when_it_resumes() {
         cluster.processes[stopped].as_ref().is_some_and(Process::is_backup)
     });
     cluster.wait_for_transfers("more transfers", 2 * BATCH as usize);
-    cluster.finish();
+    // Past a checkpoint (every 64 ops or so in a development data file), so that `finish`
+    // compares the replicas' checkpoint ids at an op beyond 0.
+    cluster.burst(150);
+    let checkpoints = cluster.finish();
+    assert!(checkpoints.iter().all(|(op, _)| *op > 0 && *op == checkpoints[0].0), "{checkpoints:?}");
 }
 
 #[test]
