@@ -363,7 +363,7 @@ impl Cluster {
         }
         // Replicas at the same checkpoint op have the same checkpoint id (it names every page
         // of the state by checksum): `ledger inspect` proves they agree.
-        let checkpoints: Vec<(u64, String)> = self.paths.iter().map(|path| checkpoint_of(path)).collect();
+        let checkpoints: Vec<(u64, String)> = self.paths.iter().map(checkpoint_of).collect();
         for (op, id) in &checkpoints {
             for (other_op, other_id) in &checkpoints {
                 assert!(

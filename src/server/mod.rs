@@ -579,22 +579,24 @@ impl<S: Storage + AsRawFd> Server<S> {
         }
         self.status_logged = Some(current);
         let (status, view, primary) = current;
-        let replica_count = self.peers.len() as u32 + 1;
-        let role = match status {
-            Status::Normal if primary => "primary".to_string(),
-            Status::Normal => format!("backup (primary: replica {})", view % replica_count),
-            Status::ViewChange => {
-                format!("changing to view {view} (primary-elect: replica {})", view % replica_count)
+        let elect = view % (self.peers.len() as u32 + 1);
+        let replica = self.replica.index();
+        let (log_view, op, commit) =
+            (self.replica.log_view(), self.replica.state().op(), self.replica.state().commit_min());
+        // Formatted straight to stderr: no allocation, even on the loop's thread.
+        match status {
+            Status::Normal if primary => {
+                eprintln!("info: replica {replica}: primary in view {view} (log view {log_view}), op {op}, commit {commit}")
             }
-        };
-        eprintln!(
-            "info: replica {}: {} in view {view} (log view {}), op {}, commit {}",
-            self.replica.index(),
-            role,
-            self.replica.log_view(),
-            self.replica.state().op(),
-            self.replica.state().commit_min()
-        );
+            Status::Normal => eprintln!(
+                "info: replica {replica}: backup (primary: replica {elect}) in view {view} (log view {log_view}), \
+                 op {op}, commit {commit}"
+            ),
+            Status::ViewChange => eprintln!(
+                "info: replica {replica}: changing views (primary-elect: replica {elect}) in view {view} (log view \
+                 {log_view}), op {op}, commit {commit}"
+            ),
+        }
     }
 
     /// Has the replica commit every durable op, and carries out what it reports: replies and

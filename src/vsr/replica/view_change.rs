@@ -412,12 +412,13 @@ impl<S: Storage> Replica<S> {
 
     /// A replica adopting a log takes the headers that extend its chain backwards.
     pub(super) fn on_headers(&mut self, body: &[u8]) -> Result<PeerMessage, ReplicaStateError> {
-        let Some(headers) = body_headers(body, None) else {
-            return Ok(PeerMessage::Ignored("malformed headers"));
-        };
+        // Checked first: a late answer reaching a replica back in normal status costs nothing.
         if self.status != Status::ViewChange || !self.target.active() {
             return Ok(PeerMessage::Ignored("headers while adopting no log"));
         }
+        let Some(headers) = body_headers(body, None) else {
+            return Ok(PeerMessage::Ignored("malformed headers"));
+        };
         let mut extended = false;
         for header in &headers {
             extended |= self.target.extend(header);
