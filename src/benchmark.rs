@@ -61,6 +61,11 @@ pub struct BenchmarkOptions {
     /// more than one, --file names the first; the others get `.1`, `.2`, ... appended).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=6))]
     pub replica_count: u8,
+    /// With --replica-count 3 or more: SIGKILL the primary once a third of the transfers are
+    /// acknowledged, and report the time from the kill to the first reply of a request sent
+    /// after it (the new primary's). The run carries on and verifies as usual.
+    #[arg(long)]
+    pub failover: bool,
 }
 
 /// Latency percentiles of one kind of batch.
@@ -104,6 +109,9 @@ impl std::fmt::Display for Latency {
 /// What the benchmark measured.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// With `--failover`: which replica was killed, and how long after the kill the first
+    /// request sent after it was answered.
+    pub failover: Option<(usize, Duration)>,
     /// Transfers created per second (wall clock from first to last reply).
     pub transfers_per_second: f64,
     /// Latency of one transfer batch.
@@ -133,6 +141,11 @@ pub fn run(ledger_binary: &Path, options: &BenchmarkOptions) -> Result<Report, S
     if options.account_count < 2 || options.clients == 0 || options.transfer_pending > 100 {
         return Err("need at least 2 accounts, 1 client, and --transfer-pending at most 100".to_string());
     }
+    if options.failover && options.replica_count < 3 {
+        return Err(
+            "--failover needs --replica-count 3 or more (a cluster that survives a failure)".to_string()
+        );
+    }
     let (path, temporary) = match &options.file {
         Some(path) => (path.clone(), false),
         None => (PathBuf::from(format!("ledger-benchmark-{}.ledger", std::process::id())), true),
@@ -154,9 +167,10 @@ pub fn run(ledger_binary: &Path, options: &BenchmarkOptions) -> Result<Report, S
     }
     let mut replicas = Vec::new();
     let started = start_all(ledger_binary, &paths, &mut replicas);
-    let outcome = started.and_then(|addresses| drive(&replicas, &addresses, cluster, options));
+    let outcome = started.and_then(|addresses| drive(&mut replicas, &addresses, cluster, options));
     let rss_peak = replicas.iter().map(Replica::rss_peak).max().unwrap_or(0);
-    let stopped: Result<Vec<()>, String> = replicas.into_iter().map(Replica::stop).collect();
+    let stopped: Result<Vec<()>, String> =
+        replicas.into_iter().filter(|replica| !replica.killed).map(Replica::stop).collect();
     let data_file_size = std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0);
     if temporary && !options.keep_file {
         for path in &paths {
@@ -229,6 +243,10 @@ struct Replica {
     child: Child,
     address: SocketAddr,
     rss_start: u64,
+    /// Its newest status line ("replica R: primary in view V ..."), in a cluster.
+    status: Arc<std::sync::Mutex<String>>,
+    /// Killed by `--failover`.
+    killed: bool,
 }
 
 impl Replica {
@@ -242,9 +260,13 @@ impl Replica {
             .map_err(|error| format!("running ledger start: {error}"))?;
         let stderr = child.stderr.take().ok_or("no stderr of the replica")?;
         let (sender, receiver) = std::sync::mpsc::channel();
+        let status = Arc::new(std::sync::Mutex::new(String::new()));
+        let status_lines = Arc::clone(&status);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
+                if line.contains(" in view ") {
+                    *status_lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = line;
+                } else if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = sender.send(rest.split(';').next().unwrap_or_default().to_string());
                 } else if line.starts_with("warning") || line.starts_with("error") {
                     eprintln!("replica {index}: {line}");
@@ -256,7 +278,7 @@ impl Replica {
             .map_err(|_| "the replica did not start listening".to_string())?
             .parse()
             .map_err(|error| format!("replica address: {error}"))?;
-        let mut replica = Replica { child, address, rss_start: 0 };
+        let mut replica = Replica { child, address, rss_start: 0, status, killed: false };
         replica.rss_start = replica.rss_current();
         Ok(replica)
     }
@@ -268,6 +290,18 @@ impl Replica {
             .find_map(|line| line.strip_prefix(field))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kib| kib * 1024)
+    }
+
+    /// True if its newest status line says it is a normal primary.
+    fn is_primary(&self) -> bool {
+        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(": primary in view ")
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: signalling our own child has no memory effects.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.wait();
+        self.killed = true;
     }
 
     fn rss_current(&self) -> u64 {
@@ -295,17 +329,20 @@ struct Sent {
     pending_total: u128,
     sample: Vec<Transfer>,
     latencies: Vec<Duration>,
+    /// When each transfer request was sent and answered.
+    calls: Vec<(Instant, Instant)>,
 }
 
 fn drive(
-    replicas: &[Replica],
+    replicas: &mut [Replica],
     addresses: &[SocketAddr],
     cluster: u128,
     options: &BenchmarkOptions,
 ) -> Result<Report, String> {
     let timeout = Duration::from_secs(120);
     let client = Client::new(cluster, addresses).map_err(|error| error.to_string())?;
-    let rss = || replicas.iter().map(Replica::rss_current).max().unwrap_or(0);
+    let rss =
+        || replicas.iter().filter(|replica| !replica.killed).map(Replica::rss_current).max().unwrap_or(0);
     let workload = Workload::new(options.seed, options.account_count, 1, options.account_distribution);
     let accounts: Vec<Account> = (0..options.account_count).map(|index| workload.account(index)).collect();
     for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
@@ -327,7 +364,18 @@ fn drive(
             std::thread::spawn(move || submit(cluster, &addresses, index, count, &options, &done))
         })
         .collect();
-    let mut sent = Sent { amount_total: 0, pending_total: 0, sample: Vec::new(), latencies: Vec::new() };
+    let killed = if options.failover {
+        Some(kill_primary(replicas, &done, options.transfer_count / 3)?)
+    } else {
+        None
+    };
+    let mut sent = Sent {
+        amount_total: 0,
+        pending_total: 0,
+        sample: Vec::new(),
+        latencies: Vec::new(),
+        calls: Vec::new(),
+    };
     let mut failure = None;
     for handle in handles {
         match handle.join().map_err(|_| "a client thread panicked".to_string()).and_then(|result| result) {
@@ -336,6 +384,7 @@ fn drive(
                 sent.pending_total += part.pending_total;
                 sent.sample.extend(part.sample);
                 sent.latencies.extend(part.latencies);
+                sent.calls.extend(part.calls);
             }
             Err(error) => failure = Some(error),
         }
@@ -347,10 +396,16 @@ fn drive(
         return Err(error);
     }
     let transfers_per_second = options.transfer_count as f64 / elapsed.as_secs_f64();
+    let failover = killed.map(|(index, at)| {
+        // The first reply to a request sent after the kill came from the new primary.
+        let first = sent.calls.iter().filter(|(started, _)| *started >= at).map(|(_, ended)| *ended).min();
+        (index, first.map_or(Duration::MAX, |ended| ended - at))
+    });
     eprintln!("created {} transfers in {:.2} s", options.transfer_count, elapsed.as_secs_f64());
     let reads = time_reads(&client, &workload, &sent.sample, options)?;
     verify(&client, options, &sent)?;
     Ok(Report {
+        failover,
         transfers_per_second,
         transfer_latency: Latency::of(&mut sent.latencies),
         lookup_accounts_latency: reads.0,
@@ -379,7 +434,13 @@ fn submit(
         1,
         options.account_distribution,
     );
-    let mut sent = Sent { amount_total: 0, pending_total: 0, sample: Vec::new(), latencies: Vec::new() };
+    let mut sent = Sent {
+        amount_total: 0,
+        pending_total: 0,
+        sample: Vec::new(),
+        latencies: Vec::new(),
+        calls: Vec::new(),
+    };
     let mut remaining = count;
     let mut batch = Vec::with_capacity(options.transfer_batch_size as usize);
     // Generate the next batch while the current one is in flight would need a second thread;
@@ -392,6 +453,7 @@ fn submit(
         let results =
             client.create_transfers(&batch, Duration::from_secs(120)).map_err(|error| error.to_string())?;
         sent.latencies.push(started.elapsed());
+        sent.calls.push((started, Instant::now()));
         if let Some(bad) = results.iter().find(|result| result.status != CreateTransferStatus::Created as u32)
         {
             return Err(format!("transfer creation failed: status {}", bad.status));
@@ -408,6 +470,30 @@ fn submit(
         done.fetch_add(size, Ordering::Relaxed);
     }
     Ok(sent)
+}
+
+/// Waits until `threshold` transfers are acknowledged, then kills the primary with SIGKILL;
+/// returns its index and when it was killed.
+fn kill_primary(
+    replicas: &mut [Replica],
+    done: &AtomicU64,
+    threshold: u64,
+) -> Result<(usize, Instant), String> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while done.load(Ordering::Relaxed) < threshold {
+        if Instant::now() > deadline {
+            return Err("--failover: the transfers did not get a third of the way".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let index = replicas
+        .iter()
+        .position(Replica::is_primary)
+        .ok_or("--failover: no replica says it is the primary")?;
+    replicas[index].kill();
+    let at = Instant::now();
+    eprintln!("failover: killed replica {index} (the primary) with SIGKILL");
+    Ok((index, at))
 }
 
 fn spawn_progress(done: Arc<AtomicU64>, total: u64) -> std::thread::JoinHandle<()> {
@@ -528,6 +614,13 @@ fn verify(client: &Client, options: &BenchmarkOptions, sent: &Sent) -> Result<()
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "transfers: {:.0} transfers/s", self.transfers_per_second)?;
+        if let Some((index, elapsed)) = self.failover {
+            writeln!(
+                f,
+                "failover: replica {index} (the primary) killed; the first request sent after it answered {:.3} s later",
+                elapsed.as_secs_f64()
+            )?;
+        }
         writeln!(f, "transfer batch latency: {}", self.transfer_latency)?;
         writeln!(f, "lookup_accounts batch latency: {}", self.lookup_accounts_latency)?;
         writeln!(f, "lookup_transfers batch latency: {}", self.lookup_transfers_latency)?;

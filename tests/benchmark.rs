@@ -52,8 +52,9 @@ fn a_small_benchmark_runs_verifies_and_reports_every_figure() {
     let _ = std::fs::remove_dir(&directory);
 }
 
-/// With `--replica-count 3`: three replica processes replicating over loopback, the same
-/// workload and verification, every data file removed at the end.
+/// With `--replica-count 3 --failover`: three replica processes replicating over loopback, the
+/// primary killed a third of the way, the same workload and verification, every data file
+/// removed at the end.
 #[test]
 fn a_small_cluster_benchmark_runs_verifies_and_cleans_up() {
     let directory = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -61,7 +62,7 @@ fn a_small_cluster_benchmark_runs_verifies_and_cleans_up() {
     std::fs::create_dir_all(&directory).expect("directory");
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(["benchmark", "--replica-count", "3", "--account-count", "100", "--transfer-count", "20000"])
-        .args(["--transfer-batch-size", "500", "--read-count", "2"])
+        .args(["--transfer-batch-size", "500", "--read-count", "2", "--failover"])
         .current_dir(&directory)
         .output()
         .expect("run ledger benchmark");
@@ -71,6 +72,8 @@ fn a_small_cluster_benchmark_runs_verifies_and_cleans_up() {
     assert!(stderr.contains("3 replica(s), each its own process"), "{stderr}");
     assert!(stderr.contains("verified: debits = credits"), "{stderr}");
     assert!(stdout.contains("transfers/s") && stdout.contains("(each of 3 replica(s))"), "{stdout}");
+    // The primary was killed a third of the way, and the run still verified.
+    assert!(stdout.contains("(the primary) killed; the first request sent after it answered"), "{stdout}");
     let left: Vec<_> = std::fs::read_dir(&directory).expect("read dir").collect();
     assert!(left.is_empty(), "the benchmark left files behind: {left:?}");
     let _ = std::fs::remove_dir(&directory);
@@ -84,4 +87,10 @@ fn benchmark_options_out_of_range_are_refused_clearly() {
         .expect("run ledger benchmark");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--transfer-batch-size must be 1..=8189"));
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["benchmark", "--failover"])
+        .output()
+        .expect("run ledger benchmark");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--failover needs --replica-count 3 or more"));
 }
