@@ -223,6 +223,7 @@ impl Cluster {
         let replica = Replica::start(path, transfers_stored());
         let options = ClientOptions {
             retry_interval_min: TIMEOUT / 2,
+            rotation_interval: TIMEOUT / 2,
             retry_interval_max: TIMEOUT,
             connect_timeout: Duration::from_secs(1),
         };

@@ -73,7 +73,10 @@ pub const REPAIR_INTERVAL_NS: u64 = 20_000_000;
 /// How long a backup hears nothing from its primary (no prepare, no heartbeat) before it
 /// starts a view change, and how long a view change may take before the next one starts.
 /// Replica `i` waits `i` × [`VIEW_CHANGE_STAGGER_NS`] longer, so that timeouts spread.
-pub const VIEW_CHANGE_TIMEOUT_NS: u64 = 500_000_000;
+pub const VIEW_CHANGE_TIMEOUT_NS: u64 = 250_000_000;
+
+// A backup gives up on its primary only after missing two heartbeats and more.
+const _: () = assert!(VIEW_CHANGE_TIMEOUT_NS >= 2 * COMMIT_HEARTBEAT_NS);
 
 /// See [`VIEW_CHANGE_TIMEOUT_NS`].
 pub const VIEW_CHANGE_STAGGER_NS: u64 = 30_000_000;

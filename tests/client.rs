@@ -25,6 +25,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 fn fast() -> ClientOptions {
     ClientOptions {
         retry_interval_min: Duration::from_millis(100),
+        rotation_interval: Duration::from_millis(100),
         retry_interval_max: Duration::from_millis(400),
         connect_timeout: Duration::from_millis(500),
     }

@@ -97,6 +97,10 @@ struct Link {
     stream: Option<TcpStream>,
     decoder: Decoder,
     address_index: usize,
+    /// The address whose replica answered last (the primary, in a cluster), until it fails:
+    /// an attempt there waits the retry interval; anywhere else, only the rotation interval
+    /// (a backup drops requests, so waiting longer there finds nothing).
+    answered_index: Option<usize>,
     /// Consecutive failed connections or attempts: drives the back-off.
     failure_count: usize,
     reconnect_at: Instant,
@@ -160,6 +164,7 @@ impl IoThread {
             stream: None,
             decoder: Decoder::new(cluster),
             address_index: 0,
+            answered_index: None,
             failure_count: 0,
             reconnect_at: Instant::now(),
         };
@@ -219,11 +224,17 @@ impl IoThread {
                 return;
             }
             inflight.sent = true;
-            // Each round over the addresses waits twice as long as the one before: in a
-            // cluster, the attempts of one round find the primary among replicas that drop
-            // requests, at the shortest interval.
+            // Each round over the addresses waits twice as long as the one before. At the
+            // replica that answered last, an attempt waits the retry interval; at another, the
+            // rotation interval: in a cluster only the primary answers, so after a failover
+            // the client tries the replicas in turn, quickly, until one does.
             let round = (inflight.attempt_count as usize / self.link.addresses.len()).min(16) as u32;
-            let interval = self.link.options.retry_interval_min.saturating_mul(1u32 << round);
+            let base = if self.link.answered_index == Some(self.link.address_index) {
+                self.link.options.retry_interval_min
+            } else {
+                self.link.options.rotation_interval.min(self.link.options.retry_interval_min)
+            };
+            let interval = base.saturating_mul(1u32 << round);
             inflight.reply_deadline = now + interval.min(self.link.options.retry_interval_max);
             inflight.attempt_count += 1;
         }
@@ -311,6 +322,7 @@ impl IoThread {
                 Received::Ignored => {}
                 Received::Answered => {
                     self.link.failure_count = 0;
+                    self.link.answered_index = Some(self.link.address_index);
                     if std::mem::take(&mut self.state.view_newer) && self.view_follow() {
                         return;
                     }
@@ -356,16 +368,26 @@ impl IoThread {
     /// Drops the connection after a failure (`None`: no reply in time) and plans the next one.
     fn link_failed(&mut self, failure: Option<(&'static str, io::Error)>) {
         let address = self.link.addresses[self.link.address_index];
+        let connection_failed = failure.is_some();
         if let Some((context, error)) = failure {
             let error = LinkError { address, context: Some(context), source: Arc::new(error) };
             self.state.shared.set_link_error(Some(error));
         }
         self.link.stream = None;
         self.link.decoder.reset();
+        // It failed, or did not answer in time: it is the primary no longer, as far as known.
+        self.link.answered_index = None;
         if let Some(inflight) = self.state.inflight.as_mut() {
             inflight.sent = false;
         }
-        self.backoff();
+        if connection_failed {
+            self.backoff();
+        } else {
+            // No reply in time: the attempt's own wait spaced it (in a cluster, usually a
+            // backup that dropped the request); the next replica is tried at once.
+            self.link.address_index = (self.link.address_index + 1) % self.link.addresses.len();
+            self.link.reconnect_at = Instant::now();
+        }
     }
 
     /// Moves to the next address. The first round over the addresses after a success is

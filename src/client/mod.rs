@@ -278,11 +278,15 @@ fn eviction_reason_name(code: u8) -> String {
 /// How the client retries. The defaults suit a cluster on a network; tests shorten them.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
-    /// How long an attempt of the first round over the addresses waits for its reply before
-    /// the client reconnects (to the next address) and resends the request; each later round
-    /// waits twice as long. Short, because in a cluster only the primary answers: after a
-    /// failover the client finds the new one by trying the replicas in turn.
+    /// How long an attempt of the first round over the addresses waits for its reply, at the
+    /// replica that answered last, before the client reconnects (to the next address) and
+    /// resends the request; each later round waits twice as long.
     pub retry_interval_min: Duration,
+    /// As `retry_interval_min`, at a replica that has not answered last (at most
+    /// `retry_interval_min`): in a cluster only the primary answers and a backup drops a
+    /// request without a word, so after a failover the client tries the replicas in turn at
+    /// this pace until the new primary answers.
+    pub rotation_interval: Duration,
     /// The longest wait for one attempt, and between two rounds of connection attempts.
     pub retry_interval_max: Duration,
     /// How long one connection attempt may take.
@@ -293,6 +297,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             retry_interval_min: Duration::from_millis(300),
+            rotation_interval: Duration::from_millis(50),
             retry_interval_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
         }
