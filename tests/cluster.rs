@@ -338,15 +338,22 @@ impl Cluster {
         assert!(self.processes[index].is_none());
         let process = Process::start(&self.paths[index], &self.lists[index], Arc::clone(&self.logs[index]));
         self.processes[index] = Some(process);
-        wait_until("the restarted replica is a backup", Duration::from_secs(30), || {
-            self.processes[index].as_ref().is_some_and(Process::is_backup)
-        });
+        let normal = |process: &Process| process.is_backup() || process.is_primary();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.processes[index].as_ref().is_some_and(normal) {
+            if Instant::now() > deadline {
+                let log = self.logs[index].lock().expect("log");
+                let tail = log.iter().rev().take(10).rev().cloned().collect::<Vec<_>>().join("\n");
+                panic!("the restarted replica {index} is not normal within 30 s; its log ends:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the writers, then checks that every acknowledged transfer is there, once, and
     /// that debits equal credits equal the number of transfers (each moved 1); stops the
     /// replicas, checks that those at the same checkpoint op have the same checkpoint id, and
-    /// removes their files. Returns each replica's checkpoint (op, id).
+    /// removes their files. Returns each replica's checkpoint (op, state checksum).
     fn finish(mut self) -> Vec<(u64, String)> {
         self.stop.store(true, Ordering::Relaxed);
         for writer in self.writers.drain(..) {
@@ -372,8 +379,8 @@ impl Cluster {
         for process in self.processes.iter_mut().flatten() {
             process.signal(libc::SIGTERM);
         }
-        // Replicas at the same checkpoint op have the same checkpoint id (it names every page
-        // of the state by checksum): `ledger inspect` proves they agree.
+        // Replicas at the same checkpoint op have the same state checksum (of every record of
+        // the checkpointed state): `ledger inspect` proves they agree.
         let checkpoints: Vec<(u64, String)> = self.paths.iter().map(checkpoint_of).collect();
         for (op, id) in &checkpoints {
             for (other_op, other_id) in &checkpoints {
@@ -383,7 +390,7 @@ impl Cluster {
                 );
             }
         }
-        eprintln!("checkpoints (op, id) of the replicas: {checkpoints:?}");
+        eprintln!("checkpoints (op, state checksum) of the replicas: {checkpoints:?}");
         for path in &self.paths {
             let _ = std::fs::remove_file(path);
         }
@@ -391,7 +398,7 @@ impl Cluster {
     }
 }
 
-/// The checkpoint op and id `ledger inspect` reports for the data file at `path`.
+/// The checkpoint op and state checksum `ledger inspect` reports for the data file at `path`.
 fn checkpoint_of(path: &PathBuf) -> (u64, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(["inspect", "--development"])
@@ -402,8 +409,11 @@ fn checkpoint_of(path: &PathBuf) -> (u64, String) {
     assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
     let line = report.lines().find(|line| line.starts_with("checkpoint: op ")).expect("a checkpoint line");
     let op = line["checkpoint: op ".len()..].split(',').next().and_then(|op| op.parse().ok()).expect("op");
-    let id = line.rsplit("id ").next().expect("id").to_string();
-    (op, id)
+    let state = report
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("state checksum: "))
+        .expect("a state checksum");
+    (op, state.split(' ').next().expect("checksum").to_string())
 }
 
 #[test]
@@ -591,4 +601,64 @@ fn a_primary_that_can_send_but_not_hear_abdicates_and_the_cluster_goes_on() {
     }
     cluster.wait_for_transfers("transfers after the partition", 2 * BATCH as usize);
     cluster.finish();
+}
+
+/// The soak (not in CI): `LEDGER_SOAK_S=600 cargo test --release --test cluster soak -- --ignored
+/// --nocapture` loops random faults against a loaded cluster for that long — a replica killed
+/// (the primary or a backup) and restarted, the primary stopped and resumed, a replica cut off
+/// from the others and healed — then checks every acknowledged transfer (none lost, none
+/// duplicated, debits = credits) and that the replicas agree, and reports what it did.
+#[test]
+#[ignore = "a long soak: run with LEDGER_SOAK_S and --ignored"]
+fn soak_random_kills_stops_and_partitions() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let seconds: u64 = std::env::var("LEDGER_SOAK_S").ok().and_then(|value| value.parse().ok()).unwrap_or(60);
+    let mut cluster = Cluster::start_with("soak", true);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut prng = ledger::prng::Prng::new(std::process::id().into());
+    let (mut kills, mut stops, mut partitions) = (0, 0, 0);
+    while Instant::now() < deadline {
+        wait_until("a primary", Duration::from_secs(30), || cluster.primary().is_some());
+        let primary = cluster.primary().expect("a primary");
+        let victim =
+            if prng.chance(1, 2) { primary } else { (primary + 1 + prng.below(2) as usize) % REPLICA_COUNT };
+        match prng.below(3) {
+            0 => {
+                cluster.kill(victim);
+                std::thread::sleep(Duration::from_millis(prng.range_inclusive(100, 1500)));
+                cluster.restart(victim);
+                kills += 1;
+            }
+            1 => {
+                let pid = cluster.processes[victim].as_ref().expect("running").child.id() as libc::pid_t;
+                // SAFETY: signals to our own child; no memory effects.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                std::thread::sleep(Duration::from_millis(prng.range_inclusive(100, 1500)));
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                stops += 1;
+            }
+            _ => {
+                for other in (0..REPLICA_COUNT).filter(|other| *other != victim) {
+                    cluster.link_set(victim, other, true);
+                    cluster.link_set(other, victim, true);
+                }
+                std::thread::sleep(Duration::from_millis(prng.range_inclusive(100, 1500)));
+                for other in (0..REPLICA_COUNT).filter(|other| *other != victim) {
+                    cluster.link_set(victim, other, false);
+                    cluster.link_set(other, victim, false);
+                }
+                partitions += 1;
+            }
+        }
+        cluster.wait_for_transfers("transfers after a fault", BATCH as usize);
+    }
+    let views: Vec<u32> = cluster.processes.iter().flatten().filter_map(Process::primary_view).collect();
+    let acked = cluster.acked_count();
+    cluster.finish();
+    eprintln!(
+        "soak: {seconds} s, {kills} kills, {stops} stops, {partitions} partitions; newest view {:?}; {acked} \
+         transfers acknowledged, none lost, none duplicated",
+        views.iter().max()
+    );
 }

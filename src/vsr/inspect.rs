@@ -57,6 +57,11 @@ pub struct Report {
     pub copies_in_force: usize,
     /// Checkpoint blocks (manifest and pages) that verified.
     pub blocks_verified: u64,
+    /// xxh3-128 of the checkpointed state's records, array after array (accounts, transfers,
+    /// pending statuses, history, burned ids, client sessions), if every block verified: the
+    /// same on every replica at the same checkpoint op exactly when their states are the same,
+    /// wherever their grids placed the blocks.
+    pub state_checksum: Option<u128>,
     /// WAL slots holding a reserved (never written) header.
     pub slots_empty: u64,
     /// WAL slots holding an intact prepare.
@@ -117,6 +122,7 @@ pub fn inspect(storage: &mut dyn Storage) -> Result<Report, DataFileError> {
         superblock,
         copies_in_force,
         blocks_verified: 0,
+        state_checksum: None,
         slots_empty: 0,
         slots_intact: 0,
         slots_damaged: Vec::new(),
@@ -204,6 +210,11 @@ fn check_checkpoint(
         });
         return Ok(if sessions_damaged { Vec::new() } else { sessions(bytes(SESSIONS_ARRAY)) });
     }
+    let mut state = xxhash_rust::xxh3::Xxh3::new();
+    for array in 0..RECORD_SIZES.len() {
+        state.update(bytes(array));
+    }
+    report.state_checksum = Some(state.digest128());
     // The same restore as `start`, which checks the arrays' consistency.
     let restored =
         StateMachine::restore(superblock.config(), [bytes(0), bytes(1), bytes(2), bytes(3), bytes(4)]);
@@ -470,6 +481,12 @@ impl fmt::Display for Report {
             "  {} accounts, {} transfers, {} history snapshots, {} burned ids; manifest {} bytes in {} blocks",
             lengths[0], lengths[1], lengths[3], lengths[4], checkpoint.manifest_size, checkpoint.manifest_block_count
         )?;
+        if let Some(checksum) = self.state_checksum {
+            writeln!(
+                f,
+                "  state checksum: {checksum:#034x} (replicas at the same checkpoint op agree on it)"
+            )?;
+        }
         writeln!(f, "  grid blocks verified: {}", self.blocks_verified)?;
         writeln!(f, "WAL:")?;
         writeln!(
