@@ -147,6 +147,7 @@ fn serve(
         idle_timeout: Duration::from_secs(3600),
         pulse_interval: Duration::from_millis(100),
         peers: Vec::new(),
+        metrics_address: None,
     };
     let mut server = Server::new(ledger, server_options).map_err(|error| error.to_string())?;
     let local = server.local_address().map_err(|error| error.to_string())?;

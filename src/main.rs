@@ -105,6 +105,10 @@ struct StartArgs {
     /// is closed.
     #[arg(long, default_value_t = 60)]
     idle_timeout_s: u64,
+    /// Serve the replica's metrics in the Prometheus text format at HOST:PORT (any path; one
+    /// scrape at a time, answered on the replica's own loop without ever making it wait).
+    #[arg(long)]
+    metrics_address: Option<String>,
     /// The data file.
     path: PathBuf,
 }
@@ -263,6 +267,10 @@ fn start(args: &StartArgs) -> Result<(), String> {
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
         pulse_interval: std::time::Duration::from_nanos(PULSE_INTERVAL_NS),
         peers: Vec::new(),
+        metrics_address: match &args.metrics_address {
+            Some(address) => Some(resolve(address)?),
+            None => None,
+        },
     };
     options.validate().map_err(|error| error.to_string())?;
     // Handlers first: a signal during recovery stops the replica as soon as it is served (and
@@ -308,6 +316,9 @@ fn start(args: &StartArgs) -> Result<(), String> {
         ServerOptions { address, peers, pulse_interval: std::time::Duration::from_nanos(tick_ns), ..options };
     let config = superblock.config();
     let mut server = Server::new(ledger, options).map_err(|error| error.to_string())?;
+    if let Some(address) = server.metrics_address() {
+        eprintln!("info: metrics (Prometheus text format) on http://{address}/metrics");
+    }
     eprintln!(
         "info: cluster {} replica {}: listening on {}; capacity {} accounts, {} transfers; memory: {} bytes of tables, {} bytes of message buffers",
         superblock.cluster,

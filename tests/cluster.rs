@@ -51,7 +51,9 @@ impl Process {
                 lines.lock().expect("log").push(line);
             }
         });
-        receiver.recv_timeout(Duration::from_secs(60)).expect("the replica listens");
+        if receiver.recv_timeout(Duration::from_secs(60)).is_err() {
+            panic!("the replica does not listen; its log: {:?}", log.lock().expect("log"));
+        }
         Process { child, log }
     }
 
@@ -134,10 +136,12 @@ fn pump(mut inbound: std::net::TcpStream, mut outbound: std::net::TcpStream, cut
 }
 
 /// Three addresses on loopback that were free a moment ago.
-fn free_addresses() -> Vec<SocketAddr> {
+/// Three loopback ports, held by the listeners returned until the caller drops them (after
+/// binding anything else it needs, such as the links' proxies, which must not take them).
+fn free_addresses() -> (Vec<SocketAddr>, Vec<TcpListener>) {
     let listeners: Vec<TcpListener> =
         (0..REPLICA_COUNT).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    listeners.iter().map(|listener| listener.local_addr().expect("address")).collect()
+    (listeners.iter().map(|listener| listener.local_addr().expect("address")).collect(), listeners)
 }
 
 fn format(path: &PathBuf, replica: usize) {
@@ -240,7 +244,7 @@ impl Cluster {
         for (index, path) in paths.iter().enumerate() {
             format(path, index);
         }
-        let addresses = free_addresses();
+        let (addresses, held) = free_addresses();
         let links: Vec<Vec<Option<Link>>> = (0..REPLICA_COUNT)
             .map(|from| {
                 let to_link = |to: usize| (proxied && from != to).then(|| Link::new(addresses[to]));
@@ -253,6 +257,7 @@ impl Cluster {
                 (0..REPLICA_COUNT).map(|to| seen(to).to_string()).collect::<Vec<_>>().join(",")
             })
             .collect();
+        drop(held);
         let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..REPLICA_COUNT).map(|_| Arc::default()).collect();
         let processes = (0..REPLICA_COUNT)
             .map(|index| Some(Process::start(&paths[index], &lists[index], Arc::clone(&logs[index]))))

@@ -108,6 +108,7 @@ fn replicating_requests_allocates_nothing_on_the_replicas_threads() {
             idle_timeout: Duration::from_secs(60),
             pulse_interval: Duration::from_millis(10),
             peers,
+            metrics_address: None,
         };
         let mut server = Server::new(ledger, server_options).expect("server");
         let stop_server = Arc::clone(&stop);

@@ -798,3 +798,52 @@ fn pipelined_messages_are_each_answered_and_a_second_client_on_a_connection_clos
     assert!(server.log_contains(logged));
     assert!(server.stop().success());
 }
+
+/// `--metrics-address`: a scrape gets the Prometheus text format with the replica's numbers; a
+/// scraper that connects and never asks holds up neither the clients nor, after the scrape
+/// timeout, the next scrape.
+#[test]
+fn metrics_are_served_in_the_prometheus_text_format_and_a_silent_scraper_blocks_nothing() {
+    let server = Server::start("metrics", &["--metrics-address", "127.0.0.1:0"]);
+    let address: SocketAddr = {
+        let log = server.log.lock().expect("log");
+        let line = log
+            .iter()
+            .find(|line| line.contains("metrics (Prometheus text format) on http://"))
+            .expect("the log names the metrics address");
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("address")
+            .parse()
+            .expect("an address")
+    };
+    let scrape = || {
+        let mut stream = TcpStream::connect(address).expect("connect to the metrics");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: ledger\r\n\r\n").expect("ask");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read the answer");
+        text
+    };
+    // A scraper that connects and says nothing: the replica serves clients meanwhile.
+    let silent = TcpStream::connect(address).expect("connect");
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    let accounts = [Account { id: 1, ledger: 1, code: 1, ..Account::default() }];
+    client.create_accounts(&accounts, Duration::from_secs(10)).expect("served while a scraper is silent");
+    // The silent scraper is cut off after the scrape timeout; the next scrape is answered.
+    let started = Instant::now();
+    let text = scrape();
+    assert!(started.elapsed() < Duration::from_secs(10), "the silent scraper was cut off");
+    drop(silent);
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.0 200 OK") && head.contains("text/plain; version=0.0.4"), "{head}");
+    for line in
+        ["ledger_replica_count 1", "ledger_primary 1", "ledger_status_normal 1", "ledger_peers_connected 0"]
+    {
+        assert!(body.lines().any(|found| found == line), "{line} in:\n{body}");
+    }
+    // Two ops: the register and the accounts.
+    assert!(body.lines().any(|line| line == "ledger_ops_committed_total 2"), "{body}");
+    assert!(body.lines().any(|line| line == "ledger_commit_min 2"), "{body}");
+    server.stop();
+}

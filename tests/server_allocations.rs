@@ -94,6 +94,7 @@ fn serving_requests_allocates_nothing_on_the_server_thread() {
         idle_timeout: Duration::from_secs(60),
         pulse_interval: Duration::from_millis(10),
         peers: Vec::new(),
+        metrics_address: None,
     };
     let mut server = Server::new(ledger, server_options).expect("server");
     let address = server.local_address().expect("address");

@@ -12,6 +12,7 @@
 
 pub mod clock;
 mod connection;
+mod metrics;
 mod peers;
 mod signals;
 mod stage_io;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use clock::Clock;
 use connection::{Connection, ConnectionState};
+use metrics::Metrics;
 use peers::Peer;
 pub use signals::stop_on_signals;
 use stage_io::StageIo;
@@ -55,6 +57,8 @@ pub struct ServerOptions {
     pub pulse_interval: Duration,
     /// The other replicas of the cluster: index and address (none for a cluster of one).
     pub peers: Vec<(u8, SocketAddr)>,
+    /// Where to serve the metrics (Prometheus text format), if anywhere.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl ServerOptions {
@@ -133,6 +137,12 @@ const TAG_STAGE: u64 = 5 << 56;
 /// A peer connection's connect and sends: the peer's position in `peers` below.
 const TAG_PEER_CONNECT: u64 = 8 << 56;
 const TAG_PEER_SEND: u64 = 9 << 56;
+/// The metrics scrape's accept, receive and sends.
+const TAG_METRICS_ACCEPT: u64 = 10 << 56;
+const TAG_METRICS_RECV: u64 = 11 << 56;
+const TAG_METRICS_SEND: u64 = 12 << 56;
+const METRICS_TAGS: metrics::Tags =
+    metrics::Tags { accept: TAG_METRICS_ACCEPT, recv: TAG_METRICS_RECV, send: TAG_METRICS_SEND };
 const TAG_KIND: u64 = 0xFF << 56;
 
 const _: () = assert!(TAG_STAGE + ((STREAMS.len() as u64) << 56) <= TAG_PEER_CONNECT);
@@ -173,6 +183,10 @@ pub struct Server<S: Storage + AsRawFd> {
     commit_due: bool,
     /// The status, view and primary last logged.
     status_logged: Option<(Status, u32, bool)>,
+    /// The metrics listener, if asked for.
+    metrics: Option<Metrics>,
+    /// Ops executed since start (a metric).
+    ops_committed: u64,
 }
 
 /// The server's recurring warnings, each rate-limited.
@@ -219,8 +233,15 @@ impl<S: Storage + AsRawFd> Server<S> {
         // Each peer has at most a connect or a send in flight.
         let stage_operations = STREAMS.len() * STAGE_WRITES_MAX;
         let peer_operations = 2 * peers.len();
-        let ring_entries = ((options.connections_max * 2 + 2 + stage_operations + peer_operations) as u32)
+        // The metrics scrape has at most one operation in flight.
+        let ring_entries = ((options.connections_max * 2 + 3 + stage_operations + peer_operations) as u32)
             .next_power_of_two();
+        let metrics = match options.metrics_address {
+            Some(address) => {
+                Some(Metrics::bind(address).map_err(|source| ServerError::Listen { address, source })?)
+            }
+            None => None,
+        };
         let ring = IoLoop::new(ring_entries).map_err(|error| ServerError::Io(error.to_string()))?;
         let connections: Vec<Connection> =
             (0..options.connections_max).map(|_| Connection::new(cluster)).collect();
@@ -249,7 +270,14 @@ impl<S: Storage + AsRawFd> Server<S> {
             fatal: None,
             commit_due: false,
             status_logged: None,
+            metrics,
+            ops_committed: 0,
         })
+    }
+
+    /// The address the metrics are served on, if they are.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|metrics| metrics.local_address().ok())
     }
 
     /// The address the server listens on (useful with port 0).
@@ -266,6 +294,11 @@ impl<S: Storage + AsRawFd> Server<S> {
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), ServerError> {
         self.queue_accept()?;
         self.queue_timeout()?;
+        if let Some(metrics) = self.metrics.as_mut() {
+            metrics
+                .queue_accept(&mut self.ring, TAG_METRICS_ACCEPT)
+                .map_err(|error| ServerError::Io(error.to_string()))?;
+        }
         while !stop.load(Ordering::Relaxed) {
             if signals::hangup_received() {
                 eprintln!("info: SIGHUP received and ignored (stop the replica with SIGTERM or SIGINT)");
@@ -280,6 +313,9 @@ impl<S: Storage + AsRawFd> Server<S> {
                     TAG_TIMEOUT => self.on_tick()?,
                     TAG_PEER_CONNECT => self.peers[index].on_connect(completion.result, Instant::now()),
                     TAG_PEER_SEND => self.peers[index].on_send(completion.result, Instant::now()),
+                    TAG_METRICS_ACCEPT | TAG_METRICS_RECV | TAG_METRICS_SEND => {
+                        self.on_metrics(completion.tag & TAG_KIND, completion.result)?
+                    }
                     kind => self.on_stage(kind, index, completion.result)?,
                 }
                 if let Some(error) = self.fatal.take() {
@@ -536,6 +572,9 @@ impl<S: Storage + AsRawFd> Server<S> {
         self.outbox_drain();
         self.status_log();
         let now = Instant::now();
+        if let Some(metrics) = self.metrics.as_mut() {
+            metrics.tick(now);
+        }
         for (position, peer) in self.peers.iter_mut().enumerate() {
             peer.connect_if_due(&mut self.ring, TAG_PEER_CONNECT | position as u64, now)
                 .map_err(|error| ServerError::Io(error.to_string()))?;
@@ -560,6 +599,48 @@ impl<S: Storage + AsRawFd> Server<S> {
             );
         }
         Ok(())
+    }
+
+    /// A completion of the metrics scrape: accepted, request received (the answer is rendered
+    /// now), or answer sent.
+    fn on_metrics(&mut self, kind: u64, result: i32) -> Result<(), ServerError> {
+        let sample = self.metrics_sample();
+        let Some(metrics) = self.metrics.as_mut() else {
+            unreachable!("a metrics completion without metrics")
+        };
+        let ring = &mut self.ring;
+        let queued = match kind {
+            TAG_METRICS_ACCEPT => metrics.on_accept(result, ring, METRICS_TAGS),
+            TAG_METRICS_RECV => metrics.on_recv(result, &sample, ring, METRICS_TAGS),
+            _ => metrics.on_send(result, ring, METRICS_TAGS),
+        };
+        queued.map_err(|error| ServerError::Io(error.to_string()))
+    }
+
+    /// The replica's numbers now, for a scrape.
+    fn metrics_sample(&self) -> metrics::Sample {
+        let replica = &self.replica;
+        let superblock = replica.state().data_file().superblock();
+        metrics::Sample {
+            replica: superblock.replica,
+            replica_count: superblock.replica_count,
+            view: replica.view(),
+            log_view: replica.log_view(),
+            normal: replica.status() == Status::Normal,
+            primary: replica.is_primary(),
+            op: replica.state().op(),
+            commit_min: replica.state().commit_min(),
+            commit_max: replica.state().commit_max(),
+            ops_committed: self.ops_committed,
+            messages_received: self.messages_received,
+            peers_connected: self
+                .peers
+                .iter()
+                .filter(|peer| peer.state == peers::PeerState::Connected)
+                .count() as u64,
+            peer_messages_dropped: self.peers.iter().map(|peer| peer.dropped).sum(),
+            clock_synchronized: replica.clock().synchronized(),
+        }
     }
 
     /// Carries out the replica's outbox.
@@ -606,6 +687,7 @@ impl<S: Storage + AsRawFd> Server<S> {
         let committed = replica.commit();
         replica.outbox_drain(|to, message| send(connections, peers, to, message));
         let report = committed?;
+        self.ops_committed += report.ops;
         if let Some(table) = report.table_full_last {
             for _ in 0..report.table_full {
                 if let Some(count) = warnings.table_full.due(Instant::now()) {
@@ -670,7 +752,7 @@ impl<S: Storage + AsRawFd> Server<S> {
 
     /// Stops serving: closes every connection.
     pub fn into_state(self) -> ReplicaState<S> {
-        let Server { replica, ring, mut connections, mut peers, .. } = self;
+        let Server { replica, ring, mut connections, mut peers, mut metrics, .. } = self;
         // Dropping the ring waits for (or cancels) every operation on the connections' buffers.
         drop(ring);
         for connection in &mut connections {
@@ -678,6 +760,9 @@ impl<S: Storage + AsRawFd> Server<S> {
         }
         for peer in &mut peers {
             peer.force_close();
+        }
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.force_close();
         }
         replica.into_state()
     }
