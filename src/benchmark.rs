@@ -324,6 +324,7 @@ impl Replica {
 }
 
 /// Everything the transfer phase needs to verify afterwards.
+#[derive(Default)]
 struct Sent {
     amount_total: u128,
     pending_total: u128,
@@ -369,13 +370,7 @@ fn drive(
     } else {
         None
     };
-    let mut sent = Sent {
-        amount_total: 0,
-        pending_total: 0,
-        sample: Vec::new(),
-        latencies: Vec::new(),
-        calls: Vec::new(),
-    };
+    let mut sent = Sent::default();
     let mut failure = None;
     for handle in handles {
         match handle.join().map_err(|_| "a client thread panicked".to_string()).and_then(|result| result) {
@@ -434,13 +429,7 @@ fn submit(
         1,
         options.account_distribution,
     );
-    let mut sent = Sent {
-        amount_total: 0,
-        pending_total: 0,
-        sample: Vec::new(),
-        latencies: Vec::new(),
-        calls: Vec::new(),
-    };
+    let mut sent = Sent::default();
     let mut remaining = count;
     let mut batch = Vec::with_capacity(options.transfer_batch_size as usize);
     // Generate the next batch while the current one is in flight would need a second thread;

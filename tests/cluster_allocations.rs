@@ -5,11 +5,9 @@
 //! global allocator watches only those threads while a client drives transfers through the
 //! primary, which replicates them to both backups.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,48 +19,10 @@ use ledger::types::{Account, Transfer};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
 use ledger::vsr::replica_state::ReplicaState;
 
-struct CountingAllocator;
+#[path = "support/counting_allocator.rs"]
+mod counting_allocator;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static REPLICA_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.load(Ordering::Relaxed) && REPLICA_THREAD.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(pointer, layout) }
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(pointer, layout, size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+use counting_allocator::{watch_this_thread, ALLOCATIONS, COUNTING};
 
 const CLUSTER: u128 = 0xA110C3;
 const REPLICA_COUNT: u8 = 3;
@@ -113,7 +73,7 @@ fn replicating_requests_allocates_nothing_on_the_replicas_threads() {
         let mut server = Server::new(ledger, server_options).expect("server");
         let stop_server = Arc::clone(&stop);
         threads.push(std::thread::spawn(move || {
-            REPLICA_THREAD.with(|flag| flag.set(true));
+            watch_this_thread();
             server.run(&stop_server).expect("serve");
             server.into_state().commit_min()
         }));
