@@ -208,8 +208,30 @@ fn start_all(
         .map_err(|error| format!("finding free ports: {error}"))?;
     drop(listeners);
     let list = addresses.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",");
-    for (index, path) in paths.iter().enumerate() {
-        replicas.push(Replica::start(ledger_binary, path, &list, index)?);
+    // All at once: each recovers its data file in parallel with the others, so that none
+    // starts the run far behind the rest.
+    let starting = paths
+        .iter()
+        .enumerate()
+        .map(|(index, path)| Replica::spawn(ledger_binary, path, &list, index))
+        .collect::<Vec<Result<Starting, String>>>();
+    let mut failure = None;
+    for started in starting {
+        match started.and_then(Starting::listening) {
+            Ok(replica) => replicas.push(replica),
+            Err(error) => failure = failure.or(Some(error)),
+        }
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    // The workload starts once the cluster has a view every replica is normal in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !replicas.iter().all(Replica::is_normal) {
+        if Instant::now() > deadline {
+            return Err("the replicas did not all become normal within 60 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(addresses)
 }
@@ -252,6 +274,11 @@ struct Replica {
 impl Replica {
     /// Starts replica `index` of the cluster at `addresses` on `path`; waits until it listens.
     fn start(ledger_binary: &Path, path: &Path, addresses: &str, index: usize) -> Result<Replica, String> {
+        Replica::spawn(ledger_binary, path, addresses, index)?.listening()
+    }
+
+    /// Starts replica `index` without waiting for it ([`Starting::listening`] does).
+    fn spawn(ledger_binary: &Path, path: &Path, addresses: &str, index: usize) -> Result<Starting, String> {
         let mut child = Command::new(ledger_binary)
             .args(["start", "--addresses", addresses])
             .arg(path)
@@ -273,14 +300,13 @@ impl Replica {
                 }
             }
         });
-        let address = receiver
-            .recv_timeout(Duration::from_secs(120))
-            .map_err(|_| "the replica did not start listening".to_string())?
-            .parse()
-            .map_err(|error| format!("replica address: {error}"))?;
-        let mut replica = Replica { child, address, rss_start: 0, status, killed: false };
-        replica.rss_start = replica.rss_current();
-        Ok(replica)
+        Ok(Starting { child, receiver, status })
+    }
+
+    /// True if its newest status line says it is normal (primary or backup) in its view.
+    fn is_normal(&self) -> bool {
+        let status = self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        status.contains(": primary in view ") || status.contains(": backup (primary: replica ")
     }
 
     fn status_field(&self, field: &str) -> u64 {
@@ -320,6 +346,30 @@ impl Replica {
             return Err(format!("the replica exited with {status}"));
         }
         Ok(())
+    }
+}
+
+/// A replica process started, not yet listening.
+struct Starting {
+    child: Child,
+    receiver: std::sync::mpsc::Receiver<String>,
+    status: Arc<std::sync::Mutex<String>>,
+}
+
+impl Starting {
+    /// Waits until the replica listens (it has recovered its data file).
+    fn listening(mut self) -> Result<Replica, String> {
+        let address = self.receiver.recv_timeout(Duration::from_secs(120)).map_err(|_| {
+            // SAFETY: signalling our own child has no memory effects.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = self.child.wait();
+            "the replica did not start listening".to_string()
+        })?;
+        let address = address.parse().map_err(|error| format!("replica address: {error}"))?;
+        let mut replica =
+            Replica { child: self.child, address, rss_start: 0, status: self.status, killed: false };
+        replica.rss_start = replica.rss_current();
+        Ok(replica)
     }
 }
 
