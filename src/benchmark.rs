@@ -66,6 +66,12 @@ pub struct BenchmarkOptions {
     /// after it (the new primary's). The run carries on and verifies as usual.
     #[arg(long)]
     pub failover: bool,
+    /// With --replica-count 3 or more: SIGKILL a backup before the transfers, restart it once
+    /// they are done, and report how long it takes to recover, to be normal (serving) and to
+    /// have caught up with the primary's commits. Without state sync the transfers must fit in
+    /// the WAL it catches up from (1,024 requests: about 8M transfers in batches of 8,189).
+    #[arg(long, conflicts_with = "failover")]
+    pub catch_up: bool,
 }
 
 /// Latency percentiles of one kind of batch.
@@ -106,12 +112,30 @@ impl std::fmt::Display for Latency {
     }
 }
 
+/// How a restarted backup caught up (`--catch-up`).
+#[derive(Clone, Copy, Debug)]
+pub struct CatchUp {
+    /// Its index.
+    pub replica: usize,
+    /// The primary's commit point it reached.
+    pub commit: u64,
+    /// From its restart to listening (recovery of its data file).
+    pub listening: Duration,
+    /// From its restart to normal status (serving its view).
+    pub normal: Duration,
+    /// From its restart to executing every op the primary had.
+    pub caught_up: Duration,
+}
+
 /// What the benchmark measured.
 #[derive(Clone, Debug)]
 pub struct Report {
     /// With `--failover`: which replica was killed, and how long after the kill the first
     /// request sent after it was answered.
     pub failover: Option<(usize, Duration)>,
+    /// With `--catch-up`: the backup restarted, its commit point when caught up, and how long
+    /// after its restart it listened (recovery), was normal, and had caught up.
+    pub catch_up: Option<CatchUp>,
     /// Transfers created per second (wall clock from first to last reply).
     pub transfers_per_second: f64,
     /// Latency of one transfer batch.
@@ -141,6 +165,11 @@ pub fn run(ledger_binary: &Path, options: &BenchmarkOptions) -> Result<Report, S
     if options.account_count < 2 || options.clients == 0 || options.transfer_pending > 100 {
         return Err("need at least 2 accounts, 1 client, and --transfer-pending at most 100".to_string());
     }
+    if options.catch_up && options.replica_count < 3 {
+        return Err(
+            "--catch-up needs --replica-count 3 or more (a cluster that serves without a backup)".to_string()
+        );
+    }
     if options.failover && options.replica_count < 3 {
         return Err(
             "--failover needs --replica-count 3 or more (a cluster that survives a failure)".to_string()
@@ -167,7 +196,15 @@ pub fn run(ledger_binary: &Path, options: &BenchmarkOptions) -> Result<Report, S
     }
     let mut replicas = Vec::new();
     let started = start_all(ledger_binary, &paths, &mut replicas);
-    let outcome = started.and_then(|addresses| drive(&mut replicas, &addresses, cluster, options));
+    let list = started
+        .as_ref()
+        .map(|addresses| addresses.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(","));
+    let restart =
+        |index: usize| Replica::start(ledger_binary, &paths[index], list.as_deref().unwrap_or(""), index);
+    let outcome = started
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|addresses| drive(&mut replicas, addresses, cluster, options, &restart));
     let rss_peak = replicas.iter().map(Replica::rss_peak).max().unwrap_or(0);
     let stopped: Result<Vec<()>, String> =
         replicas.into_iter().filter(|replica| !replica.killed).map(Replica::stop).collect();
@@ -267,8 +304,10 @@ struct Replica {
     rss_start: u64,
     /// Its newest status line ("replica R: primary in view V ..."), in a cluster.
     status: Arc<std::sync::Mutex<String>>,
-    /// Killed by `--failover`.
+    /// Killed by `--failover` or `--catch-up`.
     killed: bool,
+    /// Where it serves its metrics, once it said so.
+    metrics: Arc<std::sync::Mutex<Option<SocketAddr>>>,
 }
 
 impl Replica {
@@ -280,7 +319,7 @@ impl Replica {
     /// Starts replica `index` without waiting for it ([`Starting::listening`] does).
     fn spawn(ledger_binary: &Path, path: &Path, addresses: &str, index: usize) -> Result<Starting, String> {
         let mut child = Command::new(ledger_binary)
-            .args(["start", "--addresses", addresses])
+            .args(["start", "--metrics-address", "127.0.0.1:0", "--addresses", addresses])
             .arg(path)
             .stderr(Stdio::piped())
             .spawn()
@@ -289,9 +328,14 @@ impl Replica {
         let (sender, receiver) = std::sync::mpsc::channel();
         let status = Arc::new(std::sync::Mutex::new(String::new()));
         let status_lines = Arc::clone(&status);
+        let metrics = Arc::new(std::sync::Mutex::new(None));
+        let metrics_line = Arc::clone(&metrics);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(" in view ") {
+                if let Some(rest) = line.split("metrics (Prometheus text format) on http://").nth(1) {
+                    let address = rest.split('/').next().and_then(|address| address.parse().ok());
+                    *metrics_line.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = address;
+                } else if line.contains(" in view ") {
                     *status_lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = line;
                 } else if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = sender.send(rest.split(';').next().unwrap_or_default().to_string());
@@ -300,7 +344,7 @@ impl Replica {
                 }
             }
         });
-        Ok(Starting { child, receiver, status })
+        Ok(Starting { child, receiver, status, metrics })
     }
 
     /// True if its newest status line says it is normal (primary or backup) in its view.
@@ -354,6 +398,7 @@ struct Starting {
     child: Child,
     receiver: std::sync::mpsc::Receiver<String>,
     status: Arc<std::sync::Mutex<String>>,
+    metrics: Arc<std::sync::Mutex<Option<SocketAddr>>>,
 }
 
 impl Starting {
@@ -366,8 +411,14 @@ impl Starting {
             "the replica did not start listening".to_string()
         })?;
         let address = address.parse().map_err(|error| format!("replica address: {error}"))?;
-        let mut replica =
-            Replica { child: self.child, address, rss_start: 0, status: self.status, killed: false };
+        let mut replica = Replica {
+            child: self.child,
+            address,
+            rss_start: 0,
+            status: self.status,
+            killed: false,
+            metrics: self.metrics,
+        };
         replica.rss_start = replica.rss_current();
         Ok(replica)
     }
@@ -389,6 +440,7 @@ fn drive(
     addresses: &[SocketAddr],
     cluster: u128,
     options: &BenchmarkOptions,
+    restart: &dyn Fn(usize) -> Result<Replica, String>,
 ) -> Result<Report, String> {
     let timeout = Duration::from_secs(120);
     let client = Client::new(cluster, addresses).map_err(|error| error.to_string())?;
@@ -404,6 +456,17 @@ fn drive(
         }
     }
     eprintln!("created {} accounts; replica RSS {} MiB", options.account_count, rss() >> 20);
+    let stopped_backup = if options.catch_up {
+        let index = replicas
+            .iter()
+            .position(|replica| replica.is_normal() && !replica.is_primary())
+            .ok_or("--catch-up: no backup is normal")?;
+        replicas[index].kill();
+        eprintln!("catch-up: killed replica {index} (a backup) before the transfers");
+        Some(index)
+    } else {
+        None
+    };
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let progress = spawn_progress(Arc::clone(&done), options.transfer_count);
@@ -447,10 +510,15 @@ fn drive(
         (index, first.map_or(Duration::MAX, |ended| ended - at))
     });
     eprintln!("created {} transfers in {:.2} s", options.transfer_count, elapsed.as_secs_f64());
+    let catch_up = match stopped_backup {
+        Some(index) => Some(catch_up(replicas, index, restart)?),
+        None => None,
+    };
     let reads = time_reads(&client, &workload, &sent.sample, options)?;
     verify(&client, options, &sent)?;
     Ok(Report {
         failover,
+        catch_up,
         transfers_per_second,
         transfer_latency: Latency::of(&mut sent.latencies),
         lookup_accounts_latency: reads.0,
@@ -509,6 +577,59 @@ fn submit(
         done.fetch_add(size, Ordering::Relaxed);
     }
     Ok(sent)
+}
+
+/// Restarts the killed backup `index` and times its recovery, its return to normal status, and
+/// its catching up with the primary's commit point (read from both replicas' metrics).
+fn catch_up(
+    replicas: &mut [Replica],
+    index: usize,
+    restart: &dyn Fn(usize) -> Result<Replica, String>,
+) -> Result<CatchUp, String> {
+    let primary = replicas.iter().position(Replica::is_primary).ok_or("--catch-up: no primary")?;
+    let commit = scrape(&replicas[primary], "ledger_commit_min")?;
+    let started = Instant::now();
+    replicas[index] = restart(index)?;
+    let listening = started.elapsed();
+    let deadline = started + Duration::from_secs(600);
+    let mut normal = None;
+    loop {
+        if normal.is_none() && replicas[index].is_normal() {
+            normal = Some(started.elapsed());
+        }
+        if normal.is_some() && scrape(&replicas[index], "ledger_commit_min")? >= commit {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "--catch-up: replica {index} did not catch up with commit {commit} in 600 s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let caught_up = started.elapsed();
+    let normal = normal.unwrap_or(caught_up);
+    eprintln!("catch-up: replica {index} restarted; normal after {normal:?}, caught up with commit {commit} after {caught_up:?}");
+    Ok(CatchUp { replica: index, commit, listening, normal, caught_up })
+}
+
+/// The value of metric `name` on `replica` (its `--metrics-address`).
+fn scrape(replica: &Replica, name: &str) -> Result<u64, String> {
+    use std::io::{Read, Write};
+    let address = replica
+        .metrics
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .ok_or("a replica without metrics")?;
+    let mut stream =
+        std::net::TcpStream::connect(address).map_err(|error| format!("scraping {address}: {error}"))?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .map_err(|error| format!("scraping {address}: {error}"))?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).map_err(|error| format!("scraping {address}: {error}"))?;
+    let value = text.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')));
+    value.and_then(|value| value.parse().ok()).ok_or_else(|| format!("no {name} in the metrics of {address}"))
 }
 
 /// Waits until `threshold` transfers are acknowledged, then kills the primary with SIGKILL;
@@ -653,6 +774,17 @@ fn verify(client: &Client, options: &BenchmarkOptions, sent: &Sent) -> Result<()
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "transfers: {:.0} transfers/s", self.transfers_per_second)?;
+        if let Some(catch_up) = self.catch_up {
+            writeln!(
+                f,
+                "catch-up: replica {} (a backup) restarted after the transfers: listening after {:.3} s, normal after {:.3} s, caught up with commit {} after {:.3} s",
+                catch_up.replica,
+                catch_up.listening.as_secs_f64(),
+                catch_up.normal.as_secs_f64(),
+                catch_up.commit,
+                catch_up.caught_up.as_secs_f64()
+            )?;
+        }
         if let Some((index, elapsed)) = self.failover {
             writeln!(
                 f,

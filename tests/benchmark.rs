@@ -79,6 +79,30 @@ fn a_small_cluster_benchmark_runs_verifies_and_cleans_up() {
     let _ = std::fs::remove_dir(&directory);
 }
 
+/// With `--catch-up`: a backup killed before the transfers restarts after them and catches up
+/// (recovery, normal status, the primary's commit point, each timed).
+#[test]
+fn a_small_cluster_benchmark_times_a_restarted_backup_catching_up() {
+    let directory = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-catch-up-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("directory");
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["benchmark", "--replica-count", "3", "--account-count", "100", "--transfer-count", "20000"])
+        .args(["--transfer-batch-size", "500", "--read-count", "2", "--catch-up"])
+        .current_dir(&directory)
+        .output()
+        .expect("run ledger benchmark");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("verified: debits = credits"), "{stderr}");
+    assert!(stdout.contains("(a backup) restarted after the transfers: listening after"), "{stdout}");
+    assert!(stdout.contains("caught up with commit"), "{stdout}");
+    let left: Vec<_> = std::fs::read_dir(&directory).expect("read dir").collect();
+    assert!(left.is_empty(), "the benchmark left files behind: {left:?}");
+    let _ = std::fs::remove_dir(&directory);
+}
+
 #[test]
 fn benchmark_options_out_of_range_are_refused_clearly() {
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
@@ -93,4 +117,10 @@ fn benchmark_options_out_of_range_are_refused_clearly() {
         .expect("run ledger benchmark");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--failover needs --replica-count 3 or more"));
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["benchmark", "--catch-up"])
+        .output()
+        .expect("run ledger benchmark");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--catch-up needs --replica-count 3 or more"));
 }
