@@ -847,3 +847,32 @@ fn metrics_are_served_in_the_prometheus_text_format_and_a_silent_scraper_blocks_
     assert!(body.lines().any(|line| line == "ledger_commit_min 2"), "{body}");
     server.stop();
 }
+
+/// A replica of another cluster that keeps connecting (it retries with backoff forever) is
+/// refused each time and logged at most once per interval, not once per connection.
+#[test]
+fn a_replica_of_another_cluster_is_refused_and_logged_once_per_interval() {
+    let server = Server::start("foreign-peer", &[]);
+    let mut ping = Header::new(MessageCommand::Ping, CLUSTER + 1);
+    ping.replica = 1;
+    ping.set_body(&[]);
+    ping.set_checksum();
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(server.address).expect("connect");
+        stream.write_all(bytemuck::bytes_of(&ping)).expect("send");
+        let mut rest = Vec::new();
+        // The replica closes the connection without an answer (only a client's request of
+        // another cluster gets one).
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        assert_eq!(stream.read_to_end(&mut rest).expect("closed"), 0);
+    }
+    let lines =
+        |text: &str| server.log.lock().expect("log").iter().filter(|line| line.contains(text)).count();
+    assert_eq!(lines("for messages of another cluster"), 1, "{:?}", server.log.lock().expect("log"));
+    assert_eq!(lines("warning: closing connection"), 0, "{:?}", server.log.lock().expect("log"));
+    // The replica serves its own cluster's clients all along.
+    let client = Client::new(CLUSTER, &[server.address]).expect("client");
+    let accounts = [Account { id: 1, ledger: 1, code: 1, ..Account::default() }];
+    client.create_accounts(&accounts, Duration::from_secs(10)).expect("served");
+    server.stop();
+}

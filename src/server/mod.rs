@@ -153,6 +153,10 @@ enum Action {
     None,
     /// Close the connection: the message broke the protocol.
     Close(String),
+    /// Close the connection: a message of another cluster that is not a client's request (a
+    /// replica of another cluster, which reconnects again and again): logged at most once per
+    /// interval.
+    CloseForeign(String),
 }
 
 /// The running server.
@@ -191,6 +195,7 @@ pub struct Server<S: Storage + AsRawFd> {
 
 /// The server's recurring warnings, each rate-limited.
 struct Warnings {
+    foreign_cluster: Warning,
     accept_failed: Warning,
     connection_refused: Warning,
     clock_out_of_range: Warning,
@@ -260,6 +265,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             clock: Clock::new(),
             accept_resting: false,
             warnings: Warnings {
+                foreign_cluster: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
                 accept_failed: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
                 connection_refused: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
                 clock_out_of_range: Warning::new(Duration::from_nanos(WARNING_INTERVAL_NS)),
@@ -535,10 +541,15 @@ impl<S: Storage + AsRawFd> Server<S> {
                 }
                 Err(error) => {
                     // A client of another cluster is told so before the connection closes.
-                    if matches!(error, FrameError::Cluster { .. }) && connection.reject_wrong_cluster(index) {
+                    let foreign = matches!(error, FrameError::Cluster { .. });
+                    if foreign && connection.reject_wrong_cluster(index) {
                         return;
                     }
-                    Action::Close(error.to_string())
+                    if foreign {
+                        Action::CloseForeign(error.to_string())
+                    } else {
+                        Action::Close(error.to_string())
+                    }
                 }
             };
             self.messages_received += 1;
@@ -550,8 +561,24 @@ impl<S: Storage + AsRawFd> Server<S> {
             let connection = &mut self.connections[index];
             match action {
                 Action::None => {}
-                Action::Close(reason) => {
-                    eprintln!("warning: closing connection {index} ({}): {reason}", connection.peer());
+                Action::Close(_) | Action::CloseForeign(_) => {
+                    match action {
+                        Action::Close(reason) => {
+                            eprintln!("warning: closing connection {index} ({}): {reason}", connection.peer())
+                        }
+                        Action::CloseForeign(reason) => {
+                            if let Some(count) = self.warnings.foreign_cluster.due(Instant::now()) {
+                                eprintln!(
+                                    "warning: closed {count} connection(s) in the last {}s for messages of another \
+                                     cluster (the latest from {}: {reason}): a replica or client configured with \
+                                     another cluster id",
+                                    WARNING_INTERVAL_NS / crate::constants::NS_PER_S,
+                                    connection.peer()
+                                );
+                            }
+                        }
+                        Action::None => unreachable!(),
+                    }
                     // The receive that brought this message has completed; a send may still be
                     // in flight. Free the slot now if nothing is, or else on that completion.
                     connection.shutdown();
