@@ -868,6 +868,11 @@ fn a_replica_of_another_cluster_is_refused_and_logged_once_per_interval() {
     }
     let lines =
         |text: &str| server.log.lock().expect("log").iter().filter(|line| line.contains(text)).count();
+    // The log is read from the replica's stderr on another thread: let it catch up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines("for messages of another cluster") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(lines("for messages of another cluster"), 1, "{:?}", server.log.lock().expect("log"));
     assert_eq!(lines("warning: closing connection"), 0, "{:?}", server.log.lock().expect("log"));
     // The replica serves its own cluster's clients all along.
