@@ -845,6 +845,12 @@ fn metrics_are_served_in_the_prometheus_text_format_and_a_silent_scraper_blocks_
     // Two ops: the register and the accounts.
     assert!(body.lines().any(|line| line == "ledger_ops_committed_total 2"), "{body}");
     assert!(body.lines().any(|line| line == "ledger_commit_min 2"), "{body}");
+    // Both requests' latencies, in the histogram.
+    assert!(body.lines().any(|line| line == "ledger_request_latency_seconds_count 2"), "{body}");
+    assert!(
+        body.lines().any(|line| line == "ledger_request_latency_seconds_bucket{le=\"+Inf\"} 2"),
+        "{body}"
+    );
     server.stop();
 }
 

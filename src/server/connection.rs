@@ -35,6 +35,8 @@ pub struct Connection {
     pub recv_in_flight: bool,
     /// A send is in flight from the send buffer.
     pub send_in_flight: bool,
+    /// When the request this connection waits for an answer to arrived (request latency).
+    pub request_received_at: Option<Instant>,
     send_buffer: MessageBuffer,
     send_size: usize,
     send_offset: usize,
@@ -55,6 +57,7 @@ impl Connection {
             decoder: Decoder::new(cluster),
             recv_in_flight: false,
             send_in_flight: false,
+            request_received_at: None,
             send_buffer: MessageBuffer::new(),
             send_size: 0,
             send_offset: 0,
@@ -72,6 +75,7 @@ impl Connection {
         self.fd = fd;
         self.client = 0;
         self.client_stamp = 0;
+        self.request_received_at = None;
         self.decoder.reset();
         self.send_size = 0;
         self.send_offset = 0;

@@ -24,6 +24,53 @@ const REQUEST_SIZE_MAX: usize = 1024;
 /// asks, or never reads, would otherwise hold the one scrape forever).
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The upper bounds of the latency histograms' buckets, in ms (the last bucket, `+Inf`, is
+/// implicit).
+const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+
+/// A latency histogram in fixed buckets (no allocation): counts per bucket, and the sum.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Histogram {
+    /// Observations at or below each bound of `LATENCY_BUCKETS_MS` (not cumulative).
+    buckets: [u64; LATENCY_BUCKETS_MS.len()],
+    /// Observations above the largest bound.
+    above: u64,
+    sum_ns: u64,
+}
+
+impl Histogram {
+    /// Records one latency.
+    pub fn observe(&mut self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        match LATENCY_BUCKETS_MS.iter().position(|bound| ns <= bound * 1_000_000) {
+            Some(bucket) => self.buckets[bucket] += 1,
+            None => self.above += 1,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().sum::<u64>() + self.above
+    }
+
+    /// Appends the histogram `ledger_{name}_seconds` in the Prometheus text format.
+    fn render(&self, body: &mut Vec<u8>, name: &str, help: &str) {
+        let _ = write!(body, "# HELP ledger_{name}_seconds {help}\n# TYPE ledger_{name}_seconds histogram\n");
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(self.buckets) {
+            cumulative += count;
+            let _ = writeln!(
+                body,
+                "ledger_{name}_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(body, "ledger_{name}_seconds_bucket{{le=\"+Inf\"}} {}", self.count());
+        let _ = writeln!(body, "ledger_{name}_seconds_sum {}", self.sum_ns as f64 / 1e9);
+        let _ = writeln!(body, "ledger_{name}_seconds_count {}", self.count());
+    }
+}
+
 /// The replica's numbers at one moment, as the server gathers them for a scrape.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sample {
@@ -55,6 +102,8 @@ pub struct Sample {
     pub peer_messages_dropped: u64,
     /// The replica knows the cluster's time.
     pub clock_synchronized: bool,
+    /// From a request's arrival to its reply's being queued on the client's connection.
+    pub request_latency: Histogram,
 }
 
 /// Where the current scrape is.
@@ -252,6 +301,11 @@ impl Metrics {
             "1 if this replica knows the cluster's time.",
             u64::from(sample.clock_synchronized),
         );
+        sample.request_latency.render(
+            body,
+            "request_latency",
+            "From a client request's arrival to its reply (requests this replica prepared as primary).",
+        );
         self.response.clear();
         let _ = write!(
             self.response,
@@ -284,7 +338,7 @@ mod tests {
     #[test]
     fn the_answer_is_http_with_every_metric_in_the_prometheus_text_format() {
         let mut metrics = Metrics::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
-        let sample = Sample {
+        let mut sample = Sample {
             replica: 1,
             replica_count: 3,
             view: 7,
@@ -294,6 +348,8 @@ mod tests {
             normal: true,
             ..Sample::default()
         };
+        sample.request_latency.observe(Duration::from_millis(3));
+        sample.request_latency.observe(Duration::from_secs(60));
         metrics.render(&sample);
         let text = String::from_utf8(metrics.response.clone()).expect("text");
         let (head, body) = text.split_once("\r\n\r\n").expect("headers");
@@ -305,11 +361,22 @@ mod tests {
             "ledger_pipeline_depth 2",
             "ledger_primary 1",
             "ledger_replica_count 3",
+            "ledger_request_latency_seconds_bucket{le=\"0.001\"} 0",
+            "ledger_request_latency_seconds_bucket{le=\"0.01\"} 1",
+            "ledger_request_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "ledger_request_latency_seconds_count 2",
         ] {
             assert!(body.lines().any(|found| found == line), "{line} in {body}");
         }
-        // Every sample line has its HELP and TYPE.
-        let samples = body.lines().filter(|line| !line.starts_with('#')).count();
-        assert_eq!(body.lines().filter(|line| line.starts_with("# TYPE")).count(), samples);
+        // Every metric has its HELP and TYPE.
+        let names: std::collections::BTreeSet<&str> = body
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| line.split(['{', ' ']).next().expect("a name"))
+            .map(|name| name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count"))
+            .collect();
+        for name in names {
+            assert!(body.contains(&format!("# TYPE {name} ")), "{name}");
+        }
     }
 }

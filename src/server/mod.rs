@@ -191,6 +191,8 @@ pub struct Server<S: Storage + AsRawFd> {
     metrics: Option<Metrics>,
     /// Ops executed since start (a metric).
     ops_committed: u64,
+    /// From a request's arrival to its reply (a metric).
+    request_latency: metrics::Histogram,
 }
 
 /// The server's recurring warnings, each rate-limited.
@@ -278,6 +280,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             status_logged: None,
             metrics,
             ops_committed: 0,
+            request_latency: metrics::Histogram::default(),
         })
     }
 
@@ -526,11 +529,12 @@ impl<S: Storage + AsRawFd> Server<S> {
                         ))
                     } else {
                         match replica.on_request(&header, message.body()) {
+                            Admission::Prepare(_) => {
+                                connection.request_received_at = Some(Instant::now());
+                                Action::None
+                            }
                             // A stored reply or an eviction is in the replica's outbox.
-                            Admission::Prepare(_)
-                            | Admission::Drop
-                            | Admission::Reply(_)
-                            | Admission::Evict(_) => Action::None,
+                            Admission::Drop | Admission::Reply(_) | Admission::Evict(_) => Action::None,
                             Admission::Close(reason) => Action::Close(reason.to_string()),
                         }
                     };
@@ -556,8 +560,8 @@ impl<S: Storage + AsRawFd> Server<S> {
             connection.client_stamp = self.messages_received;
             connection.message_completed();
             // Routed by client id, after the stamp: this connection is its client's newest.
-            let Server { replica, connections, peers, .. } = self;
-            replica.outbox_drain(|to, message| send(connections, peers, to, message));
+            let Server { replica, connections, peers, request_latency, .. } = self;
+            replica.outbox_drain(|to, message| send(connections, peers, request_latency, to, message));
             let connection = &mut self.connections[index];
             match action {
                 Action::None => {}
@@ -667,13 +671,14 @@ impl<S: Storage + AsRawFd> Server<S> {
                 .count() as u64,
             peer_messages_dropped: self.peers.iter().map(|peer| peer.dropped).sum(),
             clock_synchronized: replica.clock().synchronized(),
+            request_latency: self.request_latency,
         }
     }
 
     /// Carries out the replica's outbox.
     fn outbox_drain(&mut self) {
-        let Server { replica, connections, peers, .. } = self;
-        replica.outbox_drain(|to, message| send(connections, peers, to, message));
+        let Server { replica, connections, peers, request_latency, .. } = self;
+        replica.outbox_drain(|to, message| send(connections, peers, request_latency, to, message));
     }
 
     /// Logs a line when the replica's status, view or role changes (a cluster only).
@@ -710,9 +715,9 @@ impl<S: Storage + AsRawFd> Server<S> {
     /// Has the replica commit every durable op, and carries out what it reports: replies and
     /// evictions routed to their clients' connections, full tables logged.
     fn commit(&mut self) -> Result<(), ServerError> {
-        let Server { replica, connections, peers, warnings, .. } = self;
+        let Server { replica, connections, peers, warnings, request_latency, .. } = self;
         let committed = replica.commit();
-        replica.outbox_drain(|to, message| send(connections, peers, to, message));
+        replica.outbox_drain(|to, message| send(connections, peers, request_latency, to, message));
         let report = committed?;
         self.ops_committed += report.ops;
         if let Some(table) = report.table_full_last {
@@ -814,7 +819,13 @@ fn is_peer_command(command: Option<Command>) -> bool {
 
 /// Sends `message` from the replica's outbox to its destination: a peer replica's connection,
 /// or a client's newest connection (nobody to tell if it has none). An eviction is logged.
-fn send(connections: &mut [Connection], peers: &mut [Peer], to: Destination, message: &[u8]) {
+fn send(
+    connections: &mut [Connection],
+    peers: &mut [Peer],
+    latency: &mut metrics::Histogram,
+    to: Destination,
+    message: &[u8],
+) {
     let client = match to {
         Destination::Client(client) => client,
         Destination::Replica(replica) => {
@@ -828,6 +839,11 @@ fn send(connections: &mut [Connection], peers: &mut [Peer], to: Destination, mes
     if header.command() == Some(Command::Eviction) {
         let reason = EvictionReason::from_u8(header.status).expect("the replica's own eviction");
         eprintln!("info: evicting client {client} on connection {index}: {reason:?}");
+    }
+    if header.command() == Some(Command::Reply) {
+        if let Some(received_at) = connections[index].request_received_at.take() {
+            latency.observe(received_at.elapsed());
+        }
     }
     connections[index].send(message, index);
 }
