@@ -851,6 +851,16 @@ fn metrics_are_served_in_the_prometheus_text_format_and_a_silent_scraper_blocks_
         body.lines().any(|line| line == "ledger_request_latency_seconds_bucket{le=\"+Inf\"} 2"),
         "{body}"
     );
+    // Each request's prepare was written and synced by a journal stage (the timer's ticks
+    // may add stages of their own; none is lost).
+    for histogram in ["journal_write_latency", "journal_sync_latency"] {
+        let count: u64 = body
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("ledger_{histogram}_seconds_count ")))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("ledger_{histogram}_seconds_count in:\n{body}"));
+        assert!(count >= 2, "{histogram}: {count} stages in:\n{body}");
+    }
     server.stop();
 }
 

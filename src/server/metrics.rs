@@ -49,7 +49,8 @@ impl Histogram {
         }
     }
 
-    fn count(&self) -> u64 {
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
         self.buckets.iter().sum::<u64>() + self.above
     }
 
@@ -104,6 +105,10 @@ pub struct Sample {
     pub clock_synchronized: bool,
     /// From a request's arrival to its reply's being queued on the client's connection.
     pub request_latency: Histogram,
+    /// The journal's stages: from their writes' submission to the last one's completion.
+    pub journal_write_latency: Histogram,
+    /// The journal's stages: from their `fdatasync`'s submission to its completion.
+    pub journal_sync_latency: Histogram,
 }
 
 /// Where the current scrape is.
@@ -306,6 +311,16 @@ impl Metrics {
             "request_latency",
             "From a client request's arrival to its reply (requests this replica prepared as primary).",
         );
+        sample.journal_write_latency.render(
+            body,
+            "journal_write_latency",
+            "From a journal stage's writes (prepares and redundant headers) being submitted to the last one's completion.",
+        );
+        sample.journal_sync_latency.render(
+            body,
+            "journal_sync_latency",
+            "From a journal stage's fdatasync being submitted to its completion.",
+        );
         self.response.clear();
         let _ = write!(
             self.response,
@@ -350,6 +365,7 @@ mod tests {
         };
         sample.request_latency.observe(Duration::from_millis(3));
         sample.request_latency.observe(Duration::from_secs(60));
+        sample.journal_sync_latency.observe(Duration::from_micros(1500));
         metrics.render(&sample);
         let text = String::from_utf8(metrics.response.clone()).expect("text");
         let (head, body) = text.split_once("\r\n\r\n").expect("headers");
@@ -365,6 +381,9 @@ mod tests {
             "ledger_request_latency_seconds_bucket{le=\"0.01\"} 1",
             "ledger_request_latency_seconds_bucket{le=\"+Inf\"} 2",
             "ledger_request_latency_seconds_count 2",
+            "ledger_journal_sync_latency_seconds_bucket{le=\"0.002\"} 1",
+            "ledger_journal_sync_latency_seconds_count 1",
+            "ledger_journal_write_latency_seconds_count 0",
         ] {
             assert!(body.lines().any(|found| found == line), "{line} in {body}");
         }

@@ -672,6 +672,8 @@ impl<S: Storage + AsRawFd> Server<S> {
             peer_messages_dropped: self.peers.iter().map(|peer| peer.dropped).sum(),
             clock_synchronized: replica.clock().synchronized(),
             request_latency: self.request_latency,
+            journal_write_latency: self.stages[Stream::Journal.index()].write_latency,
+            journal_sync_latency: self.stages[Stream::Journal.index()].sync_latency,
         }
     }
 

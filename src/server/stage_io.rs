@@ -6,7 +6,9 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::time::Instant;
 
+use super::metrics::Histogram;
 use super::ServerError;
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::storage::{write_error, StorageError, Write};
@@ -37,6 +39,14 @@ pub struct StageIo {
     sync: bool,
     /// A stage (its writes or its sync) is in flight.
     in_flight: bool,
+    /// When the stage's writes were queued, and when its sync was.
+    writes_queued_at: Instant,
+    /// See `writes_queued_at`.
+    sync_queued_at: Instant,
+    /// From a stage's start to its last write's completion (stages with writes).
+    pub write_latency: Histogram,
+    /// From a stage's `fdatasync` being queued to its completion.
+    pub sync_latency: Histogram,
 }
 
 // SAFETY: the pointers are into the replica's buffers, which the server owns along with this
@@ -47,7 +57,19 @@ impl StageIo {
     /// No stage in flight, for the data file `fd`, tagging operations `tag | index`.
     pub fn new(fd: RawFd, tag: u64) -> StageIo {
         let idle = Pending { offset: 0, data: std::ptr::null(), size: 0, done: 0 };
-        StageIo { fd, tag, writes: [idle; STAGE_WRITES_MAX], remaining: 0, sync: false, in_flight: false }
+        let now = Instant::now();
+        StageIo {
+            fd,
+            tag,
+            writes: [idle; STAGE_WRITES_MAX],
+            remaining: 0,
+            sync: false,
+            in_flight: false,
+            writes_queued_at: now,
+            sync_queued_at: now,
+            write_latency: Histogram::default(),
+            sync_latency: Histogram::default(),
+        }
     }
 
     /// True while a stage is in flight.
@@ -76,6 +98,7 @@ impl StageIo {
         if writes.is_empty() {
             return self.queue_sync(ring);
         }
+        self.writes_queued_at = Instant::now();
         for index in 0..writes.len() {
             self.queue_write(ring, index)?;
         }
@@ -98,6 +121,7 @@ impl StageIo {
                 return Err(storage_error(StorageError::SyncFailed { source }));
             }
             self.in_flight = false;
+            self.sync_latency.observe(self.sync_queued_at.elapsed());
             return Ok(true);
         }
         let pending = &mut self.writes[index];
@@ -121,6 +145,7 @@ impl StageIo {
         if self.remaining > 0 {
             return Ok(false);
         }
+        self.write_latency.observe(self.writes_queued_at.elapsed());
         if self.sync {
             self.queue_sync(ring)?;
             return Ok(false);
@@ -144,6 +169,7 @@ impl StageIo {
     }
 
     fn queue_sync(&mut self, ring: &mut IoLoop) -> Result<(), ServerError> {
+        self.sync_queued_at = Instant::now();
         let operation = IoOperation::Fsync { fd: self.fd };
         // SAFETY: an fdatasync points to no memory; the file outlives the loop.
         unsafe { ring.queue(self.tag | SYNC_INDEX as u64, operation) }
@@ -215,6 +241,8 @@ mod tests {
             done = stage_io.on_completion(&mut ring, index, reported).expect("no error");
         }
         assert!(!stage_io.in_flight());
+        assert_eq!(stage_io.write_latency.count(), 1, "one stage's writes timed");
+        assert_eq!(stage_io.sync_latency.count(), 1, "one stage's sync timed");
         let mut content = Vec::new();
         std::fs::File::open(&path).expect("open").read_to_end(&mut content).expect("read");
         assert_eq!(&content[..8192], &first[..]);
@@ -235,6 +263,7 @@ mod tests {
         let (index, result) = next(&mut ring);
         assert_eq!(index, SYNC_INDEX);
         assert!(stage_io.on_completion(&mut ring, index, result).expect("no error"));
+        assert_eq!((stage_io.write_latency.count(), stage_io.sync_latency.count()), (1, 1));
         let _ = std::fs::remove_file(path);
     }
 
