@@ -336,6 +336,8 @@ impl Replica {
                     let address = rest.split('/').next().and_then(|address| address.parse().ok());
                     *metrics_line.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = address;
                 } else if line.contains(" in view ") {
+                    // Each change of status, view or role: a view change during the load shows.
+                    eprintln!("replica {index}: {line}");
                     *status_lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = line;
                 } else if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = sender.send(rest.split(';').next().unwrap_or_default().to_string());

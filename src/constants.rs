@@ -72,8 +72,10 @@ pub const REPAIR_INTERVAL_NS: u64 = 20_000_000;
 
 /// How long a backup hears nothing from its primary (no prepare, no heartbeat) before it
 /// starts a view change, and how long a view change may take before the next one starts.
-/// Replica `i` waits `i` × [`VIEW_CHANGE_STAGGER_NS`] longer, so that timeouts spread.
-pub const VIEW_CHANGE_TIMEOUT_NS: u64 = 250_000_000;
+/// A replica `d` places after the next view's primary (in replica order, wrapping) waits
+/// `d` × [`VIEW_CHANGE_STAGGER_NS`] longer, so that timeouts spread and the replica that would
+/// lead the next view starts its change first.
+pub const VIEW_CHANGE_TIMEOUT_NS: u64 = 200_000_000;
 
 // A backup gives up on its primary only after missing two heartbeats and more.
 const _: () = assert!(VIEW_CHANGE_TIMEOUT_NS >= 2 * COMMIT_HEARTBEAT_NS);

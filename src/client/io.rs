@@ -251,6 +251,9 @@ impl IoThread {
         let address = self.link.addresses[self.link.address_index];
         match TcpStream::connect_timeout(&address, self.link.options.connect_timeout) {
             Ok(stream) => {
+                // Connection failures count while consecutive: a replica that is down costs
+                // nothing more than its refusal while the others can be reached.
+                self.link.failure_count = 0;
                 // Requests are written whole; waiting to fill a segment only adds latency.
                 let _ = stream.set_nodelay(true);
                 if let Err(error) = stream.set_write_timeout(Some(self.link.options.retry_interval_max)) {
@@ -390,8 +393,9 @@ impl IoThread {
         }
     }
 
-    /// Moves to the next address. The first round over the addresses after a success is
-    /// immediate; each later round waits twice as long, up to the maximum retry interval.
+    /// Moves to the next address. The first round of consecutive connection failures over the
+    /// addresses is immediate; each later round waits twice as long, up to the maximum retry
+    /// interval.
     fn backoff(&mut self) {
         let link = &mut self.link;
         link.failure_count += 1;

@@ -261,6 +261,12 @@ impl SimStorage {
         self.crash_step = Some(step);
     }
 
+    /// Disarms the crash [`SimStorage::crash_at_step`] armed, if it has not happened.
+    pub fn crash_disarm(&mut self) {
+        assert!(!self.crashed, "the storage has already crashed; restart it first");
+        self.crash_step = None;
+    }
+
     /// Whether the armed crash has happened (every I/O fails until [`SimStorage::restart`]).
     pub fn crashed(&self) -> bool {
         self.crashed
@@ -929,6 +935,17 @@ mod tests {
         assert!(matches!(storage.write_and_sync(&batch), Err(StorageError::Crashed)));
         assert_eq!((storage.steps(), storage.pending_writes()), (2, 2));
         assert_image(storage.durable_image(), &[0; 4 * SECTOR_SIZE], "the sync did not happen");
+    }
+
+    #[test]
+    fn a_disarmed_crash_never_happens() {
+        let mut storage = SimStorage::new(4 * SECTOR, 1, SimFaults::default());
+        let data = tagged(0x20, 1);
+        storage.crash_at_step(1);
+        storage.crash_disarm();
+        let batch = [Write { offset: 0, data: &data }, Write { offset: SECTOR, data: &data }];
+        storage.write_and_sync(&batch).expect("no crash armed");
+        assert_eq!((storage.steps(), storage.crashed()), (3, false));
     }
 
     const AREA_SECTORS: Range<u64> = 16..32;

@@ -245,7 +245,7 @@ impl Cluster {
                 self.drain_op = Some(self.committed.op_max());
             }
             if self.time.tick() == self.options.ticks + 1 {
-                self.clocks_heal();
+                self.quiet_begin();
             }
             self.partitions_act();
             self.deliver()?;
@@ -316,11 +316,16 @@ impl Cluster {
         self.trace.record(TraceEvent::Partitioned, &[u128::from(now), u128::from(group)]);
     }
 
-    /// The quiet phase begins: faulty wall clocks are set right (as an operator fixes NTP), so
+    /// The quiet phase begins. Faulty wall clocks are set right (as an operator fixes NTP), so
     /// that a faulty clock and a replica stopped behind together — two faults of a cluster of
-    /// three — do not leave fewer agreeing clocks than a quorum for the liveness check.
-    fn clocks_heal(&mut self) {
+    /// three — do not leave fewer agreeing clocks than a quorum for the liveness check. Crashes
+    /// armed on disks and not yet reached are disarmed: one reached at the end of the run would
+    /// leave its replica down for the convergence check.
+    fn quiet_begin(&mut self) {
         for node in &mut self.nodes {
+            if !node.disk().crashed() {
+                node.disk().crash_disarm();
+            }
             let skew = node.clock_skew();
             if skew.offset_ns.unsigned_abs() > CLOCK_OFFSET_GOOD_NS_MAX {
                 node.set_clock_skew(ClockSkew { offset_ns: 0, ..skew });

@@ -35,6 +35,11 @@ impl SimDisk {
         });
     }
 
+    /// Disarms a crash armed and not yet happened.
+    pub fn crash_disarm(&self) {
+        self.with(|storage| storage.crash_disarm());
+    }
+
     /// Whether an armed crash has happened.
     pub fn crashed(&self) -> bool {
         self.with(|storage| storage.crashed())

@@ -176,9 +176,13 @@ fn body_headers(body: &[u8], op: Option<u64>) -> Option<Vec<Header>> {
 
 impl<S: Storage> Replica<S> {
     /// The timeout of this replica's view change and its silence-of-the-primary timer:
-    /// staggered by index, so that replicas do not all give up at once.
+    /// staggered so that replicas do not all give up at once, and in the order of the views
+    /// they would lead: the primary of the next view first (a view change it starts completes
+    /// at once, the others joining on its vote), then the one after it, and so on.
     pub(super) fn view_change_timeout(&self) -> u64 {
-        VIEW_CHANGE_TIMEOUT_NS + u64::from(self.replica) * VIEW_CHANGE_STAGGER_NS
+        let next_primary = primary_index(self.view + 1, self.replica_count);
+        let distance = (self.replica + self.replica_count - next_primary) % self.replica_count;
+        VIEW_CHANGE_TIMEOUT_NS + u64::from(distance) * VIEW_CHANGE_STAGGER_NS
     }
 
     /// Moves to `view` in view-change status, once the superblock holds the new view (nothing
