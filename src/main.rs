@@ -310,6 +310,14 @@ fn start(args: &StartArgs) -> Result<(), String> {
         recovered.op_head,
         if recovered.torn_head { " (a torn write at the head was cut)" } else { "" }
     );
+    if let Some(damage) = recovered.damaged {
+        eprintln!(
+            "warning: {}: the WAL is damaged: {damage}. This replica cannot vouch for the head of its log: it \
+             repairs its log from its peers before it takes part in view changes again (docs/operating.md, \
+             \"Disk failures\")",
+            args.path.display()
+        );
+    }
     // A cluster's timeouts run at a 10 ms tick; a cluster of one needs only its pulses.
     let tick_ns = if peers.is_empty() { PULSE_INTERVAL_NS } else { CLUSTER_TICK_NS };
     let options =

@@ -41,7 +41,8 @@ struct Options {
     /// `clock-ignored` has primaries stamp prepares with their own wall clock instead of the
     /// cluster's time (caught where a faulty clock runs fast: --replica-count 3 or more);
     /// `nack-quorum-minus-one` has a new primary truncate an op it lacks on one nack fewer than
-    /// a nack quorum (--replica-count 3 or more).
+    /// a nack quorum (--replica-count 3 or more); `damage-trusted` has a replica that found its
+    /// WAL damaged trust the head of its log anyway (seeds with `wal_damage` above 0).
     #[arg(long, value_parser = parse_bug)]
     inject_bug: Option<InjectedBug>,
 }
@@ -51,9 +52,10 @@ fn parse_bug(text: &str) -> Result<InjectedBug, String> {
         "commit-quorum-minus-one" => Ok(InjectedBug::CommitQuorumMinusOne),
         "clock-ignored" => Ok(InjectedBug::ClockIgnored),
         "nack-quorum-minus-one" => Ok(InjectedBug::NackQuorumMinusOne),
+        "damage-trusted" => Ok(InjectedBug::DamageTrusted),
         _ => Err(format!(
-            "unknown bug {text:?}: the known ones are commit-quorum-minus-one, clock-ignored and \
-             nack-quorum-minus-one"
+            "unknown bug {text:?}: the known ones are commit-quorum-minus-one, clock-ignored, \
+             nack-quorum-minus-one and damage-trusted"
         )),
     }
 }
@@ -116,7 +118,7 @@ fn run(seed: u64, replica_count: Option<u8>, bug: Option<InjectedBug>) -> (bool,
 fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
     let stats = &report.stats;
     let summary = format!(
-        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} replies={} \
+        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} wal_damages={} recovering_heads={}{} replies={} \
          resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} synced={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
@@ -128,6 +130,9 @@ fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (boo
         report.stats.recovery_crashes,
         stats.behind_stops,
         stats.partitions,
+        stats.wal_damages,
+        stats.recovering_heads,
+        if stats.faults_beyond { " beyond" } else { "" },
         report.replies,
         report.stats.replies_resent,
         report.evictions,

@@ -707,6 +707,10 @@ impl<S: Storage + AsRawFd> Server<S> {
                 "info: replica {replica}: backup (primary: replica {elect}) in view {view} (log view {log_view}), \
                  op {op}, commit {commit}"
             ),
+            Status::ViewChange if self.replica.recovering_head().is_some() => eprintln!(
+                "info: replica {replica}: recovering its log from its peers (takes no part in view changes until \
+                 it holds one's log) in view {view} (log view {log_view}), op {op}, commit {commit}"
+            ),
             Status::ViewChange => eprintln!(
                 "info: replica {replica}: changing views (primary-elect: replica {elect}) in view {view} (log view \
                  {log_view}), op {op}, commit {commit}"

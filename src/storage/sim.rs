@@ -358,6 +358,17 @@ impl SimStorage {
         }
     }
 
+    /// Copies sector `from` over sector `to` (sector-aligned offsets) at rest, as a write
+    /// misdirected there would have left it. No write may be pending (a restarted disk).
+    /// Ignores the faulty area: this is a targeted fault.
+    pub fn copy_sector(&mut self, from: u64, to: u64) {
+        assert!(self.pending.is_empty(), "a misdirection at rest: no write pending");
+        let from = self.image_range(from, SECTOR_SIZE_U64);
+        let to = self.image_range(to, SECTOR_SIZE_U64);
+        self.durable.copy_within(from.clone(), to.start);
+        self.visible.copy_within(from, to.start);
+    }
+
     /// A copy of the image that reads currently see (durable image plus pending writes).
     pub fn snapshot(&self) -> Vec<u8> {
         self.visible.clone()

@@ -18,8 +18,9 @@ use super::checkers::hash_chain::HashChain;
 use super::checkers::op_numbers::{OpNumbers, OpNumbersChecker};
 use super::checkers::replies::RepliesChecker;
 use super::checkers::views::ViewsChecker;
-use super::checkers::{clocks, convergence, liveness, progress, state, Failure};
+use super::checkers::{clocks, convergence, liveness, progress, state, wal, Failure};
 use super::client::{Send, SimClient};
+use super::disk::DiskDamage;
 use super::network::{Address, Network, Packet};
 use super::node::{Node, NodeError, Received};
 use super::options::{SimOptions, CLOCK_OFFSET_GOOD_NS_MAX, PARTITION_TICKS_MAX};
@@ -27,8 +28,8 @@ use super::oracle::Oracle;
 use super::requests::Requests;
 use super::time::{ClockSkew, SimTime};
 use super::trace::{Trace, TraceEvent};
-use super::wal::read_prepare;
-use crate::constants::HEADER_SIZE;
+use super::wal::{read_prepare, read_redundant_header};
+use crate::constants::{HEADER_SIZE, SECTOR_SIZE};
 use crate::net::codec::MessageBuffer;
 use crate::operation::Operation;
 use crate::prng::Prng;
@@ -112,6 +113,14 @@ pub struct RunStats {
     pub clock_synchronized_ticks: u64,
     /// Ops of chosen logs that new primaries truncated on a nack quorum.
     pub nack_truncations: u64,
+    /// Sectors of WALs damaged while their replica was down (the fault atlas's).
+    pub wal_damages: u64,
+    /// Recoveries that found the WAL damaged: the replica repaired its log from its peers.
+    pub recovering_heads: u64,
+    /// True if a replica stopped behind while another's WAL was damaged and not yet repaired:
+    /// two faults where a view-change quorum tolerates one (an exception that goes away with
+    /// state sync). The run's safety is checked throughout; its liveness is not.
+    pub faults_beyond: bool,
 }
 
 /// What the checkers remember of one replica.
@@ -150,6 +159,8 @@ pub struct Cluster {
     /// The newest op committed when clients stopped starting requests (the second half of
     /// the quiet phase): every replica must reach it by the end.
     drain_op: Option<u64>,
+    /// Replicas whose WAL was damaged and which have not held a view's log since (a bit each).
+    wal_damaged: u8,
     commits: u64,
     crashes: u64,
     stats: RunStats,
@@ -211,6 +222,7 @@ impl Cluster {
             committed: CommitsChecker::new(),
             partition_until: None,
             drain_op: None,
+            wal_damaged: 0,
             commits: 0,
             crashes: 0,
             stats: RunStats::default(),
@@ -259,6 +271,10 @@ impl Cluster {
         if self.nodes.len() > 1 && self.stats.view_changes == 0 {
             return Err(Failure::new("progress", "a cluster run completed no view change".into()));
         }
+        if self.stats.faults_beyond {
+            // Beyond the fault model: nothing obliges the cluster to serve to the end.
+            return self.wal_check();
+        }
         let in_flight: Vec<(u128, Option<u32>)> =
             self.clients.iter().map(|client| (client.id(), client.in_flight())).collect();
         liveness::check(&in_flight)?;
@@ -280,7 +296,28 @@ impl Cluster {
                 ),
             ));
         }
-        convergence::check(&commit_mins, self.drain_op.expect("the run drained"))
+        convergence::check(&commit_mins, self.drain_op.expect("the run drained"))?;
+        self.wal_check()
+    }
+
+    /// The WAL checker over every running replica: each op it committed after its checkpoint
+    /// is intact in its WAL, as the cluster committed it.
+    fn wal_check(&self) -> Result<(), Failure> {
+        let layout = self.options.format.layout();
+        for (index, node) in self.nodes.iter().enumerate() {
+            if !node.is_up() || node.replica().recovering_head().is_some() {
+                continue;
+            }
+            let state = node.replica().state();
+            for op in state.data_file().checkpoint_op() + 1..=state.commit_min() {
+                let (prepare, body) = read_prepare(node.disk(), &layout, op);
+                let redundant = read_redundant_header(node.disk(), &layout, op);
+                let committed =
+                    self.committed.checksum(op).expect("a committed op is in the commits checker");
+                wal::check_slot(index as u8, op, &prepare, &body, &redundant, committed)?;
+            }
+        }
+        Ok(())
     }
 
     /// Begins and heals partitions of the replicas (in the safety phase only): symmetric, two
@@ -470,6 +507,10 @@ impl Cluster {
             }
         }
         self.views_check(index)?;
+        if self.nodes[index].replica().recovering_head().is_none() {
+            // It holds a view's log (or its recovery found no damage that mattered).
+            self.wal_damaged &= !(1 << index);
+        }
         let node = &self.nodes[index];
         let synchronized = node.replica().clock().realtime_synchronized(&self.time.skewed(node.clock_skew()));
         self.stats.clock_synchronized_ticks += u64::from(synchronized.is_some());
@@ -552,6 +593,9 @@ impl Cluster {
     /// leaves it out (the rest of the cluster must still converge).
     fn stop_behind(&mut self, index: usize) {
         self.stats.behind_stops += 1;
+        if self.wal_damaged & !(1 << index) != 0 {
+            self.stats.faults_beyond = true;
+        }
         self.trace.record(TraceEvent::Crashed, &[u128::from(self.time.tick()), index as u128, u128::MAX]);
         self.network.drop_to(Address::Replica(index as u8));
         let checked = &mut self.checked[index];
@@ -571,6 +615,12 @@ impl Cluster {
         let op = if node.is_up() { node.replica().state().op() } else { 0 };
         node.crash(mode);
         self.crashes += 1;
+        // A replica stopped behind (no state sync yet) is a fault already: the damage of
+        // another would leave fewer than a view-change quorum able to lead or vouch for logs.
+        let damageable = self.options.wal_damage & (1 << index) != 0 && self.stats.behind_stops == 0;
+        if damageable && self.faulty() && self.prng.chance(1, 2) {
+            self.wal_damage(index, op);
+        }
         self.trace
             .record(TraceEvent::Crashed, &[u128::from(self.time.tick()), index as u128, u128::from(op)]);
         self.network.drop_to(Address::Replica(index as u8));
@@ -578,6 +628,46 @@ impl Cluster {
         checked.op_numbers.crashed();
         checked.nacked = 0;
         checked.restart_tick = Some(self.time.tick() + 1 + self.prng.below(DOWN_TICKS_MAX));
+    }
+
+    /// Damages one to three sectors of the WAL of replica `index`, which is down and had
+    /// prepared up to `op`: a redundant header sector or one of a prepare's first two sectors
+    /// — half the time of one of its newest four ops, whose acknowledgements matter most —
+    /// with a bit flipped, zeroed, or overwritten by another such sector (a misdirected write).
+    fn wal_damage(&mut self, index: usize, op: u64) {
+        let layout = self.options.format.layout();
+        let sector = SECTOR_SIZE as u64;
+        let pick = |prng: &mut Prng| {
+            let slot = if prng.chance(1, 2) {
+                op.saturating_sub(prng.below(4)) % layout.journal_slot_count
+            } else {
+                prng.below(layout.journal_slot_count)
+            };
+            if prng.chance(1, 2) {
+                let offset = layout.wal_headers_offset() + slot * HEADER_SIZE as u64;
+                offset - offset % sector
+            } else {
+                layout.wal_prepare_offset(slot) + prng.below(2) * sector
+            }
+        };
+        for _ in 0..1 + self.prng.below(3) {
+            let offset = pick(&mut self.prng);
+            let damage = match self.prng.below(3) {
+                0 => DiskDamage::Flip,
+                1 => DiskDamage::Zero,
+                _ => DiskDamage::CopyFrom(pick(&mut self.prng)),
+            };
+            if damage == DiskDamage::CopyFrom(offset) {
+                continue;
+            }
+            self.nodes[index].disk().damage(offset, damage);
+            self.stats.wal_damages += 1;
+            self.wal_damaged |= 1 << index;
+            self.trace.record(
+                TraceEvent::Damaged,
+                &[u128::from(self.time.tick()), index as u128, u128::from(offset)],
+            );
+        }
     }
 
     /// Starts replica `index`, crashing its recovery up to `RECOVERY_CRASHES_MAX` times, then
@@ -608,6 +698,10 @@ impl Cluster {
             }
         }
         assert!(!self.nodes[index].disk().crashed(), "an open that succeeded did not hit its crash");
+        if self.nodes[index].replica().recovering_head().is_some() {
+            assert!(self.options.wal_damage & (1 << index) != 0, "only a damaged WAL leaves a head in doubt");
+            self.stats.recovering_heads += 1;
+        }
         // A crash armed for recovery that recovery did not reach stays armed for the run.
         let checked = &mut self.checked[index];
         checked.restart_tick = None;

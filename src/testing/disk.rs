@@ -8,7 +8,19 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::constants::SECTOR_SIZE;
 use crate::storage::{CrashMode, SimStorage, Storage, StorageError, Write};
+
+/// A fault of a disk at rest ([`SimDisk::damage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskDamage {
+    /// One bit of the sector flipped.
+    Flip,
+    /// The sector zeroed.
+    Zero,
+    /// The sector overwritten with the one at this offset.
+    CopyFrom(u64),
+}
 
 /// A cloneable handle to one simulated disk; every clone is the same disk.
 #[derive(Clone, Debug)]
@@ -43,6 +55,18 @@ impl SimDisk {
     /// Whether an armed crash has happened.
     pub fn crashed(&self) -> bool {
         self.with(|storage| storage.crashed())
+    }
+
+    /// Damages the disk at rest, as a fault the replica finds only when it reads: one bit
+    /// flipped in the sector at `offset` (`Damage::Flip`), the sector zeroed (a write lost
+    /// on a fresh area), or the sector at `from` copied over it (a misdirected write).
+    pub fn damage(&self, offset: u64, damage: DiskDamage) {
+        let sector = SECTOR_SIZE as u64;
+        self.with(|storage| match damage {
+            DiskDamage::Flip => storage.corrupt(offset, sector),
+            DiskDamage::Zero => storage.zero(offset, sector),
+            DiskDamage::CopyFrom(from) => storage.copy_sector(from, offset),
+        });
     }
 
     /// Restarts the disk after a crash: pending writes are kept, lost or torn as `mode` says.

@@ -8,6 +8,7 @@ use crate::prng::Prng;
 use crate::state_machine::Config;
 use crate::storage::SimLatency;
 use crate::vsr::data_file::FormatOptions;
+use crate::vsr::quorums::Quorums;
 use crate::vsr::replica::InjectedBug;
 
 /// The cluster id of every simulated cluster.
@@ -119,6 +120,10 @@ pub struct SimOptions {
     /// A known bug planted in every replica (never drawn from the seed: `simulator
     /// --inject-bug` sets it, to show the checkers catch it).
     pub bug: Option<InjectedBug>,
+    /// The fault atlas of the WALs: one bit per replica whose WAL may be damaged while it is
+    /// down ([`wal_damage`]). At most as many replicas as a view-change quorum can do without,
+    /// so that the others always hold an intact copy of every committed op between them.
+    pub wal_damage: u8,
 }
 
 impl SimOptions {
@@ -195,6 +200,7 @@ impl SimOptions {
             partition_per_mille: 0,
             clock_skews: vec![ClockSkew::default(); usize::from(replica_count)],
             bug: None,
+            wal_damage: 0,
         };
         if replica_count > 1 {
             // Drawn after everything else, so that a cluster of one is configured as it was
@@ -210,6 +216,7 @@ impl SimOptions {
             options.ticks_quiet = TICKS_QUIET_CLUSTER;
             options.partition_per_mille = prng.range_inclusive(0, PARTITION_PER_MILLE_MAX);
             options.clock_skews = clock_skews(&mut prng, replica_count);
+            options.wal_damage = wal_damage(&mut prng, replica_count);
         }
         options
     }
@@ -227,7 +234,7 @@ impl SimOptions {
         let config = &self.format.config;
         format!(
             "replicas={} clients={} clients_max={} slots={} accounts={} transfers={} expiries={} history={} \
-             ticks={} crash={}‰ partition={}‰ invalid={}% loss={}% dup={}%{} clocks_faulty={} {}",
+             ticks={} crash={}‰ partition={}‰ invalid={}% loss={}% dup={}%{} clocks_faulty={} wal_damage={} {}",
             self.replica_count,
             self.client_count,
             self.format.clients_max,
@@ -244,12 +251,30 @@ impl SimOptions {
             self.network.duplicate_percent,
             if self.network.reorder { " reorder" } else { "" },
             self.clocks_faulty(),
+            self.wal_damage.count_ones(),
             match self.stage_latency_ticks_max {
                 Some(ticks) => format!("staged={ticks}t"),
                 None => format!("commit={}%", self.commit_percent),
             },
         )
     }
+}
+
+/// The replicas whose WALs may be damaged while they are down (a bit each): none, or in half
+/// the clusters of three or more, up to as many as a view-change quorum leaves out. A
+/// replica that finds its WAL damaged takes no part in view changes until it has repaired its
+/// log, so the others must still be able to form one (and they hold every committed op).
+fn wal_damage(prng: &mut Prng, replica_count: u8) -> u8 {
+    let damaged_max = replica_count - Quorums::of(replica_count).view_change;
+    if damaged_max == 0 || !prng.chance(1, 2) {
+        return 0;
+    }
+    let mut mask = 0;
+    for _ in 0..prng.range_inclusive(1, u64::from(damaged_max)) {
+        // The same replica may be drawn twice: then fewer are damaged.
+        mask |= 1 << prng.below(u64::from(replica_count));
+    }
+    mask
 }
 
 /// The wall clocks of a cluster of `replica_count`: every one good, or in half the clusters of

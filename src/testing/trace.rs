@@ -21,6 +21,8 @@ pub enum TraceEvent {
     ViewNormal = 6,
     /// The replicas were partitioned: tick, the group cut off.
     Partitioned = 7,
+    /// A down replica's WAL was damaged: tick, replica, file offset of the sector.
+    Damaged = 8,
 }
 
 /// The running hash of a run's events.

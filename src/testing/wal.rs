@@ -7,6 +7,17 @@ use crate::storage::layout::Layout;
 use crate::storage::AlignedBuffer;
 use crate::vsr::header::Header;
 
+/// The redundant header in op `op`'s slot of the headers ring (whatever it holds).
+pub fn read_redundant_header(disk: &SimDisk, layout: &Layout, op: u64) -> Header {
+    let slot = op % layout.journal_slot_count;
+    let offset = layout.wal_headers_offset() + slot * HEADER_SIZE as u64;
+    let sector = offset - offset % SECTOR_SIZE as u64;
+    let mut buffer = AlignedBuffer::new(SECTOR_SIZE);
+    disk.peek(sector, &mut buffer);
+    let within = (offset - sector) as usize;
+    bytemuck::pod_read_unaligned(&buffer[within..within + HEADER_SIZE])
+}
+
 /// The prepare in op `op`'s WAL slot (whatever it holds): its header and body. A header whose
 /// size is out of range yields the rest of the slot as its body, which then fails its checksum.
 pub fn read_prepare(disk: &SimDisk, layout: &Layout, op: u64) -> (Header, Vec<u8>) {

@@ -547,7 +547,12 @@ impl<S: Storage> DataFile<S> {
         self.superblock.checkpoint.op
     }
 
-    /// The WAL.
+    /// The WAL, to restore a damaged header ([`Journal::header_restore`]).
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    /// The write-ahead log.
     pub fn journal(&self) -> &Journal {
         &self.journal
     }

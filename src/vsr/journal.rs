@@ -55,6 +55,45 @@ pub struct Recovered {
     /// True if the chain went on past the head with a prepare of another view than the log
     /// view, after the view's head: a leftover of a log a view change truncated, cut away.
     pub stale_cut: bool,
+    /// Damage found in a cluster's replica, which cannot trust the head of its log (it may
+    /// have acknowledged ops after it): it recovers its log from its peers
+    /// (`ReplicaState::open`; a replica alone refuses to start instead).
+    pub damaged: Option<Damage>,
+}
+
+/// WAL damage that leaves a replica unable to vouch for the head of its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// The prepare of `op` was durable (a redundant header proves it) and is damaged.
+    Prepare {
+        /// The op.
+        op: u64,
+        /// Its slot.
+        slot: u64,
+        /// The file offset of the slot's prepare.
+        offset: u64,
+    },
+    /// The redundant header of `slot` is neither reserved nor a prepare's header for that slot:
+    /// whatever it proved durable is unknown.
+    Header {
+        /// The slot.
+        slot: u64,
+        /// The file offset of the header.
+        offset: u64,
+    },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Prepare { op, slot, offset } => {
+                write!(f, "the prepare of op {op} (WAL slot {slot}, file offset {offset}) is corrupted, but its redundant header proves it was durable")
+            }
+            Damage::Header { slot, offset } => {
+                write!(f, "the redundant header of WAL slot {slot} (file offset {offset}) is corrupted")
+            }
+        }
+    }
 }
 
 /// The view state recovery checks the log against (from the superblock): every op after
@@ -306,7 +345,9 @@ impl Journal {
         let mut reserved = 0;
         for slot in 0..self.layout.journal_slot_count {
             let header = self.header(slot);
-            if header.command() == Some(Command::Prepare) && header.op > op {
+            // Damaged headers go too: the log is known up to `op` now (recovery's evidence of
+            // lost ops is needed no longer once the replica holds a view's log).
+            if (header.command() == Some(Command::Prepare) && header.op > op) || !self.header_intact(slot) {
                 let empty = reserved_header(self.cluster, slot);
                 self.headers[slot as usize * HEADER_SIZE..][..HEADER_SIZE]
                     .copy_from_slice(bytemuck::bytes_of(&empty));
@@ -447,6 +488,7 @@ impl Journal {
                 head_timestamp: checkpoint_timestamp,
                 torn_head: false,
                 stale_cut: false,
+                damaged: None,
             },
             op_max: checkpoint_op + self.layout.journal_slot_count,
             view_head,
@@ -503,6 +545,28 @@ impl Journal {
         Ok(None)
     }
 
+    /// The first slot whose redundant header, as held in memory, is damaged: neither reserved
+    /// (op = the slot) nor a prepare's header of an op of that slot, intact and of this
+    /// cluster. Only storage faults leave one: every header written is one of those, and a
+    /// header lies within one sector, which a torn write leaves old or new.
+    pub fn header_damaged(&self) -> Option<Damage> {
+        (0..self.layout.journal_slot_count).find(|slot| !self.header_intact(*slot)).map(|slot| {
+            Damage::Header { slot, offset: self.layout.wal_headers_offset() + slot * HEADER_SIZE as u64 }
+        })
+    }
+
+    /// True if the redundant header of `slot` in memory is reserved, or an intact prepare
+    /// header of an op of the slot.
+    fn header_intact(&self, slot: u64) -> bool {
+        let header = self.header(slot);
+        let fits = match header.command() {
+            Some(Command::Reserved) => header.op == slot,
+            Some(Command::Prepare) => header.op % self.layout.journal_slot_count == slot,
+            _ => false,
+        };
+        fits && header.valid_checksum() && header.cluster == self.cluster
+    }
+
     /// The lowest op `≥ op` whose redundant header (exactly that op, not an older wrap's)
     /// proves a durable prepare.
     fn durable_at_or_after(&self, op: u64) -> Option<u64> {
@@ -519,6 +583,15 @@ impl Journal {
             && header.command() == Some(Command::Prepare)
             && header.cluster == self.cluster
             && header.op == op
+    }
+
+    /// Restores the redundant header of an op this replica executed whose header recovery found
+    /// damaged, from a peer's copy that the caller verified against the op's checksum: it is
+    /// written with the next stage or flush.
+    pub fn header_restore(&mut self, header: &Header) {
+        assert!(header.valid_checksum() && header.command() == Some(Command::Prepare));
+        assert_eq!(header.cluster, self.cluster);
+        self.set_header(header);
     }
 
     /// Records `header` as the redundant header of its slot, to be written with the next append

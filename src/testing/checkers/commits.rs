@@ -42,6 +42,11 @@ impl CommitsChecker {
         Ok(false)
     }
 
+    /// The checksum of the prepare committed at `op`, if any replica committed it.
+    pub fn checksum(&self, op: u64) -> Option<u128> {
+        self.checksums.get(usize::try_from(op.checked_sub(1)?).ok()?).copied()
+    }
+
     /// The newest op any replica committed.
     pub fn op_max(&self) -> u64 {
         self.checksums.len() as u64

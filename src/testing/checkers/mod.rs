@@ -12,6 +12,7 @@ pub mod progress;
 pub mod replies;
 pub mod state;
 pub mod views;
+pub mod wal;
 
 /// A checker that fired.
 #[derive(Clone, Debug, PartialEq, Eq)]

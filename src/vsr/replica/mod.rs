@@ -18,6 +18,7 @@ mod view_change;
 use super::admission::{admit, Admission};
 use super::clock::Clock;
 use super::header::{Command, EvictionReason, Header};
+use super::journal::Damage;
 use super::message_pool::MessagePool;
 use super::outbox::{Destination, Envelope, Outbox, Payload};
 use super::quorums::{primary_index, Quorums};
@@ -47,6 +48,9 @@ pub enum InjectedBug {
     ClockIgnored,
     /// A new primary truncates an op it lacks on one nack fewer than a nack quorum.
     NackQuorumMinusOne,
+    /// A replica whose WAL recovery found damaged trusts the head of its log anyway (as if the
+    /// damage were a torn write) and takes part in view changes at once.
+    DamageTrusted,
 }
 
 /// What a call to [`Replica::commit`] did, beyond the messages in the outbox.
@@ -113,6 +117,15 @@ pub struct Replica<S: Storage> {
     clock_sync: ClockSync,
     /// The injected bug [`InjectedBug::ClockIgnored`].
     clock_ignored: bool,
+    /// Recovery found its WAL damaged (`Recovered::damaged`): the replica cannot vouch for the
+    /// head of its log, which may have lost ops it acknowledged. Until it holds a view's log
+    /// (from that view's `start_view`, repaired from its peers) it sends no log in a view
+    /// change — no nack can come from it — and never leads one; it still votes, so that its
+    /// cluster's views move on (spec §4, `recovering_head`).
+    recovering_head: Option<Damage>,
+    /// While recovering its head: the nonce its `request_start_view`s carry, drawn from its
+    /// clocks at its first tick (0 before), which the `start_view` it adopts must echo.
+    recovering_nonce: u128,
 }
 
 impl<S: Storage> Replica<S> {
@@ -155,6 +168,8 @@ impl<S: Storage> Replica<S> {
             ),
             clock_sync: ClockSync::default(),
             clock_ignored: false,
+            recovering_head: state.recovered().damaged,
+            recovering_nonce: 0,
             state,
         };
         assert!(replica.replica < replica.replica_count);
@@ -163,6 +178,12 @@ impl<S: Storage> Replica<S> {
             // again in this view, so it leaves the view before anything else.
             replica.status = Status::ViewChange;
             replica.view_change.due = true;
+        }
+        if replica.recovering_head.is_some() {
+            assert!(replica.replica_count > 1, "a replica alone refuses to start on a damaged WAL");
+            // Not normal in any view until it adopts one's log: it asks for the start_view of
+            // the view its peers run (their heartbeats name it).
+            replica.status = Status::ViewChange;
         }
         // Ops recovered but not known committed: this replica holds them durable.
         for op in replica.state.commit_max() + 1..=replica.state.op() {
@@ -185,6 +206,14 @@ impl<S: Storage> Replica<S> {
             InjectedBug::NackQuorumMinusOne => {
                 assert!(self.quorums.nack > 1, "a nack quorum of one has no nack to spare");
                 self.quorums.nack -= 1;
+            }
+            InjectedBug::DamageTrusted => {
+                if self.recovering_head.take().is_some()
+                    && self.view == self.log_view
+                    && !self.view_change.due
+                {
+                    self.status = Status::Normal;
+                }
             }
         }
     }
@@ -232,6 +261,12 @@ impl<S: Storage> Replica<S> {
     /// Normal, or changing views.
     pub fn status(&self) -> Status {
         self.status
+    }
+
+    /// The WAL damage this replica is recovering its log from, until it holds a view's log
+    /// ([`Replica`]'s `recovering_head`).
+    pub fn recovering_head(&self) -> Option<Damage> {
+        self.recovering_head
     }
 
     /// How many view changes this replica completed (entered normal status in a new view)
@@ -358,6 +393,16 @@ impl<S: Storage> Replica<S> {
             self.clock.stepped(time);
         }
         self.clock_tick(time);
+        if self.recovering_head.is_some() && self.recovering_nonce == 0 {
+            // Unique to this run of the replica: its clocks, its index and its superblock.
+            let seed = [
+                u128::from(time.monotonic()),
+                u128::from(time.realtime()),
+                u128::from(self.replica),
+                self.state.data_file().superblock().checksum,
+            ];
+            self.recovering_nonce = xxhash_rust::xxh3::xxh3_128(bytemuck::cast_slice(&seed)) | 1;
+        }
         if self.is_primary() {
             if let Some(realtime) = self.realtime_synchronized(time) {
                 self.pulse_queue(realtime);

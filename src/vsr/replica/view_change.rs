@@ -232,8 +232,11 @@ impl<S: Storage> Replica<S> {
             self.send(Destination::Replica(peer), Payload::Header(vote));
         }
         let primary = self.primary();
-        if primary != self.replica && self.view_change.votes.count_ones() as u8 >= self.quorums.view_change {
-            let message = self.log_message(Command::DoViewChange);
+        // A replica recovering its head sends no log: its head may be short of ops it
+        // acknowledged, which the new primary would take for nacks.
+        let quorum = self.view_change.votes.count_ones() as u8 >= self.quorums.view_change;
+        if primary != self.replica && quorum && self.recovering_head.is_none() {
+            let message = self.log_message(Command::DoViewChange, 0);
             self.send(Destination::Replica(primary), Payload::Message(message));
         }
     }
@@ -246,8 +249,9 @@ impl<S: Storage> Replica<S> {
     }
 
     /// A pooled message of `command` carrying this replica's log: head in `op`, `commit_max`
-    /// in `commit`, log view in `request`, and its newest headers (newest first).
-    fn log_message(&mut self, command: Command) -> Message {
+    /// in `commit`, log view in `request`, `context` (a `start_view`'s answer to a request's
+    /// nonce), and its newest headers (newest first).
+    fn log_message(&mut self, command: Command, context: u128) -> Message {
         let cluster = self.state.data_file().superblock().cluster;
         let op = self.state.op();
         let mut headers = [Header::new(Command::Reserved, cluster); VIEW_HEADERS_MAX];
@@ -263,6 +267,7 @@ impl<S: Storage> Replica<S> {
             request: self.log_view,
             view: self.view,
             replica: self.replica,
+            context,
             ..Header::new(command, cluster)
         };
         let body: &[u8] = bytemuck::cast_slice(&headers[..count]);
@@ -353,6 +358,15 @@ impl<S: Storage> Replica<S> {
         let Some(headers) = body_headers(body, Some(header.op)) else {
             return Ok(PeerMessage::Ignored("a malformed log"));
         };
+        if self.recovering_head.is_some()
+            && (self.recovering_nonce == 0 || header.context != self.recovering_nonce)
+        {
+            // Only a log made after this replica's restart holds every op it may have
+            // acknowledged before (a start_view from before, delayed, may end short of them).
+            return Ok(PeerMessage::Ignored(
+                "a start_view that does not answer this recovering replica's request",
+            ));
+        }
         if header.view > self.view && !self.view_enter(header.view)? {
             return Ok(PeerMessage::Ignored("cannot leave its view yet"));
         }
@@ -360,6 +374,9 @@ impl<S: Storage> Replica<S> {
             return Ok(PeerMessage::Ignored("adopting the view's log already"));
         }
         self.view_change.chosen = true;
+        // The view runs: its log gets a whole timeout to be adopted from here (the view change
+        // may have taken most of the one begun when this replica entered the view).
+        self.view_change.progressed();
         self.target_set(header.replica, &headers, header.commit.min(header.op));
         self.op_primary = header.op;
         self.adopt()?;
@@ -372,7 +389,9 @@ impl<S: Storage> Replica<S> {
         if header.view != self.view || !self.is_primary() {
             return PeerMessage::Ignored("a request for a view this replica is not the primary of");
         }
-        let message = self.log_message(Command::StartView);
+        // The request's nonce goes back: a replica recovering its head takes only a start_view
+        // that answers its own request (made after its restart).
+        let message = self.log_message(Command::StartView, header.context);
         self.send(Destination::Replica(header.replica), Payload::Message(message));
         PeerMessage::Handled
     }
@@ -458,6 +477,11 @@ impl<S: Storage> Replica<S> {
             return Ok(());
         }
         if self.primary() == self.replica && !self.view_change.chosen {
+            if self.recovering_head.is_some() {
+                // It cannot lead with a log it cannot vouch for: the view change times out and
+                // the next view's primary leads.
+                return Ok(());
+            }
             let logs = self.view_change.dvcs.iter().filter(|dvc| dvc.present).count() + 1;
             if logs < usize::from(self.quorums.view_change) {
                 return Ok(());
@@ -579,6 +603,13 @@ impl<S: Storage> Replica<S> {
             }
         }
         let Some(matched) = self.adopt_match() else { return Ok(()) };
+        if let Some(header) = self.target.header(commit_min) {
+            // Recovery may have found the redundant header of the newest op executed damaged
+            // (the checkpoint's op): the adopted log's copy restores it, else a log that ends
+            // there could not be sent in a view change.
+            let header = *header;
+            self.state.header_restore(&header);
+        }
         if self.state.op() > matched {
             if self.state.stage_in_flight(Stream::Journal) {
                 return Ok(()); // Truncated at the next tick.
@@ -676,19 +707,39 @@ impl<S: Storage> Replica<S> {
     /// superblock, and enters normal status. The new primary starts counting acknowledgements
     /// of its uncommitted ops and sends its `start_view`; a backup acknowledges those ops.
     fn view_change_finish(&mut self) -> Result<(), ReplicaStateError> {
-        if !self.state.data_file().view_write_ready() {
+        let truncating = self.recovering_head.is_some() && self.state.stage_in_flight(Stream::Journal);
+        if !self.state.data_file().view_write_ready() || truncating {
             self.view_change.check = true;
             return Ok(());
         }
         let head = self.state.op();
+        // A replica recovering its head may adopt the log of the view it was normal in already:
+        // that view's head stays (the ops after it were all prepared in the view).
+        let superblock = self.state.data_file().superblock();
+        let (head_op, head_checksum) = if self.log_view == self.view {
+            assert!(
+                self.recovering_head.is_some(),
+                "only a recovering replica adopts its log view's log again"
+            );
+            (superblock.view_head_op, superblock.view_head_checksum)
+        } else {
+            (head, self.state.op_checksum())
+        };
         let state = ViewState {
             view: self.view,
             log_view: self.view,
-            head_op: head,
-            head_checksum: self.state.op_checksum(),
+            head_op,
+            head_checksum,
             commit_max: self.state.commit_max(),
         };
         self.state.data_file_mut().view_write(state)?;
+        if self.recovering_head.take().is_some() {
+            // It holds the view's log now, durable and in its superblock: what its WAL held
+            // beyond (damaged headers, ops of the log it lost) is evidence needed no longer.
+            // (Not before the superblock write: a crash in between would leave a WAL without
+            // evidence of the damage, whose head the replica would trust.)
+            self.state.truncate(head)?;
+        }
         // How far the logs of the view change reach (for the new primary's prepare limit):
         // each sender's head, as far as it knew it committed (its ops beyond may be other
         // prepares).
@@ -712,7 +763,7 @@ impl<S: Storage> Replica<S> {
                 self.acks.prepared(op, checksum);
                 self.acks.record(op, checksum, self.replica);
             }
-            let message = self.log_message(Command::StartView);
+            let message = self.log_message(Command::StartView, 0);
             for backup in peers(self.replica, self.replica_count) {
                 let reference = self.state.pool_mut().reference(&message);
                 self.send(Destination::Replica(backup), Payload::Message(reference));
@@ -748,6 +799,18 @@ impl<S: Storage> Replica<S> {
                 self.view_change.restart();
                 self.target.clear();
                 self.view_change.view_wanted = self.view;
+                self.view_change.timeout = now + self.view_change_timeout();
+                return Ok(());
+            }
+            if self.recovering_head.is_some() {
+                // It cannot complete a view change itself, so it does not push its peers to
+                // newer views: it asks again for the start_view of the view it is in (its vote
+                // for that view goes again at each resend, which draws peers of older views).
+                if self.view_change.adopting() {
+                    self.view_change.restart();
+                    self.target.clear();
+                }
+                self.view_change.view_wanted = self.view_change.view_wanted.max(self.view);
                 self.view_change.timeout = now + self.view_change_timeout();
                 return Ok(());
             }
@@ -787,7 +850,7 @@ impl<S: Storage> Replica<S> {
         if primary == self.replica {
             return;
         }
-        let mut request = self.header(Command::RequestStartView, 0, 0, 0);
+        let mut request = self.header(Command::RequestStartView, 0, 0, self.recovering_nonce);
         request.view = view;
         request.set_checksum();
         self.send(Destination::Replica(primary), Payload::Header(request));
