@@ -490,6 +490,72 @@ fn a_killed_backup_costs_no_view_change_and_catches_up_after_its_restart() {
     cluster.finish();
 }
 
+/// The WAL zones of a `--development` data file (docs/data-file.md): 64 redundant headers of
+/// 256 bytes from 32 KiB, then 64 prepare slots of 1 MiB.
+const WAL_HEADERS_OFFSET: u64 = 32 * 1024;
+const WAL_SLOTS: u64 = 64;
+const WAL_PREPARES_OFFSET: u64 = WAL_HEADERS_OFFSET + WAL_SLOTS * 256;
+const WAL_SLOT_SIZE: u64 = 1024 * 1024;
+
+/// Damages the WAL of the (stopped) replica's data file at `path`, as a failing disk would:
+/// a bit flipped in the first sector of every third prepare slot, the second sector of the
+/// redundant headers zeroed, and the first overwritten with a prepare's sector (a misdirected
+/// write).
+fn damage_wal(path: &PathBuf) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("the data file");
+    let mut byte = [0u8; 1];
+    for slot in (0..WAL_SLOTS).step_by(3) {
+        let offset = WAL_PREPARES_OFFSET + slot * WAL_SLOT_SIZE + 100;
+        file.read_exact_at(&mut byte, offset).expect("read");
+        byte[0] ^= 0x10;
+        file.write_all_at(&byte, offset).expect("write");
+    }
+    file.write_all_at(&[0u8; 4096], WAL_HEADERS_OFFSET + 4096).expect("zero a header sector");
+    let mut sector = [0u8; 4096];
+    file.read_exact_at(&mut sector, WAL_PREPARES_OFFSET + WAL_SLOT_SIZE).expect("read a prepare sector");
+    file.write_all_at(&sector, WAL_HEADERS_OFFSET).expect("misdirect it onto the headers");
+    file.sync_all().expect("sync");
+}
+
+/// A backup killed under load whose WAL is then damaged (prepares and redundant headers)
+/// restarts without trusting the head of its log: it recovers its log from its peers before
+/// it takes part in a view change, serves as a backup again, and carries the cluster when the
+/// other backup dies; then the same for the primary — with every acknowledged transfer there
+/// once and the replicas agreeing.
+#[test]
+fn a_replica_with_a_damaged_wal_repairs_it_from_its_peers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start("damaged-wal");
+    // Past a WAL's worth of ops, so that the damage hits ops of every age: before the
+    // checkpoint, after it, at the head.
+    cluster.burst(80);
+    let primary = cluster.primary().expect("a primary");
+    let damaged = (primary + 1) % REPLICA_COUNT;
+    let other = (primary + 2) % REPLICA_COUNT;
+    cluster.kill(damaged);
+    damage_wal(&cluster.paths[damaged]);
+    cluster.wait_for_transfers("transfers without the damaged backup", 2 * BATCH as usize);
+    cluster.restart(damaged);
+    let log = cluster.logs[damaged].lock().expect("log").join("\n");
+    assert!(log.contains("the WAL is damaged"), "the damage was found at recovery:\n{log}");
+    assert!(log.contains("recovering its log from its peers"), "{log}");
+    cluster.wait_for_transfers("transfers with the repaired backup", 2 * BATCH as usize);
+    // The other backup goes: the primary and the repaired replica are the quorum now.
+    cluster.kill(other);
+    cluster.wait_for_transfers("transfers on the repaired replica's acknowledgements", 2 * BATCH as usize);
+    cluster.restart(other);
+    // Then the primary is killed and its WAL damaged: the backups elect a new one, and the old
+    // primary, restarted, repairs its log before it takes part again.
+    let primary = cluster.primary().expect("a primary");
+    cluster.kill(primary);
+    damage_wal(&cluster.paths[primary]);
+    cluster.wait_for_transfers("transfers after the failover", 2 * BATCH as usize);
+    cluster.restart(primary);
+    cluster.wait_for_transfers("transfers with every replica back", 2 * BATCH as usize);
+    cluster.finish();
+}
+
 #[test]
 fn two_replicas_killed_stop_the_cluster_until_one_returns() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

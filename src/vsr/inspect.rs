@@ -248,11 +248,20 @@ fn check_wal(storage: &mut dyn Storage, report: &mut Report) -> Result<Replay, D
     replay.op_head = match recovered {
         Ok(recovered) => recovered.op_head,
         Err(JournalError::Storage(error)) => return Err(error.into()),
+        Err(JournalError::Corrupt { op, slot, offset }) if report.superblock.replica_count > 1 => {
+            report.warning(format!(
+                "WAL entry for op {op} (slot {slot}, file offset {offset}) is damaged or missing, but a \
+                 redundant header proves it was durable: start recovers this replica's log from its peers \
+                 (it takes no part in view changes until it holds its view's log)"
+            ));
+            op_refused = Some(op);
+            op - 1
+        }
         Err(JournalError::Corrupt { op, slot, offset }) => {
             report.error(format!(
                 "WAL entry for op {op} (slot {slot}, file offset {offset}) is damaged or missing, but a \
-                 redundant header proves it was durable: start refuses the file (a cluster would repair it \
-                 from a peer)"
+                 redundant header proves it was durable: start refuses the file (a replica alone has no \
+                 peer to repair it from)"
             ));
             op_refused = Some(op);
             op - 1
@@ -335,8 +344,14 @@ fn check_slot(
         }
         SlotRead::Damaged => {
             report.slots_damaged.push((slot, offset));
+            let cluster = report.superblock.replica_count > 1;
             if op_refused == Some(op_window) {
                 // Reported by recovery.
+            } else if journal.proves_durable(ring, op_window) && cluster {
+                report.warning(format!(
+                    "WAL entry for op {op_window} (slot {slot}, file offset {offset}) is corrupted, but its \
+                     redundant header proves it was durable: start recovers this replica's log from its peers"
+                ));
             } else if journal.proves_durable(ring, op_window) {
                 report.error(format!(
                     "WAL entry for op {op_window} (slot {slot}, file offset {offset}) is corrupted, but its \
@@ -347,10 +362,17 @@ fn check_slot(
                     "WAL slot {slot} (file offset {offset}) is torn at the head of the log (op {op_window}, \
                      nothing proves it durable): never acknowledged; recovery cuts the log before op {op_cut}"
                 ));
+            } else if cluster {
+                report.warning(format!(
+                    "WAL slot {slot} (file offset {offset}) is corrupted: it is not at the head of the log, so \
+                     no torn write explains it; no redundant header proves a durable op there, so this \
+                     replica needs nothing from it (the log overwrites it when it reaches the slot)"
+                ));
             } else {
                 report.error(format!(
                     "WAL slot {slot} (file offset {offset}) is corrupted: it is not at the head of the log, so \
-                     no torn write explains it (start does not need it: its op is older than the checkpoint)"
+                     no torn write explains it (no redundant header proves a durable op there: start does not \
+                     need it)"
                 ));
             }
         }
