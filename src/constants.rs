@@ -61,8 +61,9 @@ pub const OUTBOX_MESSAGES_MAX: usize = (PIPELINE_PREPARE_MAX + 2) * REPLICAS_MAX
 pub const OUTBOX_COPIES_MAX: usize = 2 * PIPELINE_PREPARE_MAX;
 
 /// How often the primary sends the backups its commit point (a `commit` message), so that a
-/// backup learns of commits that no later prepare carries.
-pub const COMMIT_HEARTBEAT_NS: u64 = 100_000_000;
+/// backup learns of commits that no later prepare carries, and that it lives: four of them fit
+/// in a backup's silence timeout, so that a few lost in a row do not depose a live primary.
+pub const COMMIT_HEARTBEAT_NS: u64 = 50_000_000;
 
 /// How long a prepare waits for a backup's `prepare_ok` before the primary sends it again.
 pub const PREPARE_RESEND_NS: u64 = 50_000_000;
@@ -71,14 +72,19 @@ pub const PREPARE_RESEND_NS: u64 = 50_000_000;
 pub const REPAIR_INTERVAL_NS: u64 = 20_000_000;
 
 /// How long a backup hears nothing from its primary (no prepare, no heartbeat) before it
-/// starts a view change, and how long a view change may take before the next one starts.
-/// A replica `d` places after the next view's primary (in replica order, wrapping) waits
-/// `d` × [`VIEW_CHANGE_STAGGER_NS`] longer, so that timeouts spread and the replica that would
-/// lead the next view starts its change first.
+/// starts a view change: the failover's detection. A replica `d` places after the next view's
+/// primary (in replica order, wrapping) waits `d` × [`VIEW_CHANGE_STAGGER_NS`] longer, so that
+/// timeouts spread and the replica that would lead the next view starts its change first.
 pub const VIEW_CHANGE_TIMEOUT_NS: u64 = 200_000_000;
 
-// A backup gives up on its primary only after missing two heartbeats and more.
-const _: () = assert!(VIEW_CHANGE_TIMEOUT_NS >= 2 * COMMIT_HEARTBEAT_NS);
+/// How long a view change may take before the replica starts the next one (staggered as
+/// [`VIEW_CHANGE_TIMEOUT_NS`]). Longer than the silence that starts one: a view change is a few
+/// round trips and a superblock write, and one abandoned too early drags every peer into the
+/// next (on a slow network, view after view).
+pub const VIEW_CHANGE_STATUS_TIMEOUT_NS: u64 = 2 * VIEW_CHANGE_TIMEOUT_NS;
+
+// A backup gives up on its primary only after missing four heartbeats in a row.
+const _: () = assert!(VIEW_CHANGE_TIMEOUT_NS >= 4 * COMMIT_HEARTBEAT_NS);
 
 /// See [`VIEW_CHANGE_TIMEOUT_NS`].
 pub const VIEW_CHANGE_STAGGER_NS: u64 = 30_000_000;

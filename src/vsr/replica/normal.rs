@@ -14,7 +14,7 @@ use super::view_change::Status;
 use super::{Payload, Replica};
 use crate::constants::{
     COMMIT_HEARTBEAT_NS, HEADER_SIZE, PIPELINE_PREPARE_MAX, PREPARE_RESEND_NS, PRIMARY_ABDICATE_NS,
-    REPAIR_INTERVAL_NS, VIEW_CHANGE_RESEND_NS,
+    REPAIR_INTERVAL_NS, VIEW_CHANGE_RESEND_NS, VIEW_CHANGE_TIMEOUT_NS,
 };
 use crate::storage::Storage;
 use crate::vsr::header::{Command, Header};
@@ -257,7 +257,7 @@ impl<S: Storage> Replica<S> {
     fn backup_timeouts(&mut self, now: u64) -> Result<(), ReplicaStateError> {
         if self.deadlines.primary_heard || self.deadlines.primary == 0 {
             self.deadlines.primary_heard = false;
-            self.deadlines.primary = now + self.view_change_timeout();
+            self.deadlines.primary = now + self.view_change_timeout(VIEW_CHANGE_TIMEOUT_NS);
         } else if now >= self.deadlines.primary {
             return self.view_change_start(self.view + 1);
         }

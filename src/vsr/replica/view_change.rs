@@ -21,7 +21,7 @@ use super::log_target::chain_valid;
 use super::{Payload, Replica};
 use crate::constants::{
     HEADER_SIZE, REPAIR_INTERVAL_NS, REPLICAS_MAX, VIEW_CHANGE_RESEND_NS, VIEW_CHANGE_STAGGER_NS,
-    VIEW_CHANGE_TIMEOUT_NS, VIEW_HEADERS_MAX,
+    VIEW_CHANGE_STATUS_TIMEOUT_NS, VIEW_HEADERS_MAX,
 };
 use crate::storage::Storage;
 use crate::vsr::data_file::ViewState;
@@ -175,14 +175,14 @@ fn body_headers(body: &[u8], op: Option<u64>) -> Option<Vec<Header>> {
 }
 
 impl<S: Storage> Replica<S> {
-    /// The timeout of this replica's view change and its silence-of-the-primary timer:
-    /// staggered so that replicas do not all give up at once, and in the order of the views
+    /// `timeout` (the silence of the primary, or a view change's own) staggered for this
+    /// replica, so that replicas do not all give up at once, and in the order of the views
     /// they would lead: the primary of the next view first (a view change it starts completes
     /// at once, the others joining on its vote), then the one after it, and so on.
-    pub(super) fn view_change_timeout(&self) -> u64 {
+    pub(super) fn view_change_timeout(&self, timeout: u64) -> u64 {
         let next_primary = primary_index(self.view + 1, self.replica_count);
         let distance = (self.replica + self.replica_count - next_primary) % self.replica_count;
-        VIEW_CHANGE_TIMEOUT_NS + u64::from(distance) * VIEW_CHANGE_STAGGER_NS
+        timeout + u64::from(distance) * VIEW_CHANGE_STAGGER_NS
     }
 
     /// Moves to `view` in view-change status, once the superblock holds the new view (nothing
@@ -785,7 +785,7 @@ impl<S: Storage> Replica<S> {
     pub(super) fn view_change_timeouts(&mut self, now: u64) -> Result<(), ReplicaStateError> {
         assert_eq!(self.status, Status::ViewChange);
         if self.view_change.timeout == 0 {
-            self.view_change.timeout = now + self.view_change_timeout();
+            self.view_change.timeout = now + self.view_change_timeout(VIEW_CHANGE_STATUS_TIMEOUT_NS);
         } else if now >= self.view_change.timeout {
             if self.view_change.adopting() {
                 if let Some(error) = self.adopt_behind() {
@@ -799,7 +799,7 @@ impl<S: Storage> Replica<S> {
                 self.view_change.restart();
                 self.target.clear();
                 self.view_change.view_wanted = self.view;
-                self.view_change.timeout = now + self.view_change_timeout();
+                self.view_change.timeout = now + self.view_change_timeout(VIEW_CHANGE_STATUS_TIMEOUT_NS);
                 return Ok(());
             }
             if self.recovering_head.is_some() {
@@ -811,7 +811,7 @@ impl<S: Storage> Replica<S> {
                     self.target.clear();
                 }
                 self.view_change.view_wanted = self.view_change.view_wanted.max(self.view);
-                self.view_change.timeout = now + self.view_change_timeout();
+                self.view_change.timeout = now + self.view_change_timeout(VIEW_CHANGE_STATUS_TIMEOUT_NS);
                 return Ok(());
             }
             return self.view_change_start(self.view + 1);
