@@ -18,31 +18,40 @@ const SEED_COUNT: u64 = 240;
 const SEED_FIRST: u64 = 1_000_000;
 
 /// Seeds that once failed, each with the bug it found (docs/simulator.md, "Bugs found").
-const SEEDS_REGRESSION: [u64; 17] = [
-    15,  // The model reported the expiries table full where the state machine reports history.
-    844, // The model counted history snapshots for posts/voids when no account keeps history.
-    423, // Same as 844.
-    230, // A torn superblock update rolled back to a checkpoint whose blocks were reused.
-    421, // Same as 230.
-    468, // Same as 230.
-    969, // Same as 230.
-    975, // Same as 230.
-    120, // Duplicated start_view_change votes were each answered by a broadcast: a message storm.
-    89,  // A new primary abdicated at its first tick (its abdication deadline was unset, 0).
-    227, // A replica in a view change executed its own stale op: it applied the adopted log's
-    381, // commit point before truncating its log to the part the adopted one shares.
-    540, // Same as 227.
-    642, // The simulated client took the eviction of its old session's noise for its own.
-    536, // 2 of 4 replicas left further behind than a WAL by a replication quorum of 2.
-    544, // Same as 536.
-    633, // Same as 536.
+const SEEDS_REGRESSION: [u64; 21] = [
+    15,    // The model reported the expiries table full where the state machine reports history.
+    844,   // The model counted history snapshots for posts/voids when no account keeps history.
+    423,   // Same as 844.
+    230,   // A torn superblock update rolled back to a checkpoint whose blocks were reused.
+    421,   // Same as 230.
+    468,   // Same as 230.
+    969,   // Same as 230.
+    975,   // Same as 230.
+    120,   // Duplicated start_view_change votes were each answered by a broadcast: a message storm.
+    89,    // A new primary abdicated at its first tick (its abdication deadline was unset, 0).
+    227,   // A replica in a view change executed its own stale op: it applied the adopted log's
+    381,   // commit point before truncating its log to the part the adopted one shares.
+    540,   // Same as 227.
+    642,   // The simulated client took the eviction of its old session's noise for its own.
+    536,   // 2 of 4 replicas left further behind than a WAL by a replication quorum of 2.
+    544,   // Same as 536.
+    633,   // Same as 536.
+    178,   // A crash armed before the quiet phase hit in its last ticks: a replica down at the end.
+    12395, // A recovered replica's checkpoint op had a damaged header: it led with an empty log.
+    13316, // A laggard adopting a start_view timed out right after it, view after view.
+    13754, // 6 replicas: 200 ms view changes on a slow network churned through the quiet phase.
 ];
 
 /// Seeds that once failed with a cluster size of their own (`--replica-count`).
-const SEEDS_REGRESSION_SIZED: [(u64, u8); 3] = [
+const SEEDS_REGRESSION_SIZED: [(u64, u8); 8] = [
     (2785, 3), // A backup stuck adopting its view's log from a source that no longer held it.
     (145, 3),  // A faulty clock and a replica stopped behind: no two clocks agreed to the end.
     (237, 3),  // Same as 145; then a peer's clock set right counted only once its window closed.
+    (1867, 3), // A replica recovering its head adopted a start_view from before its restart.
+    (1891, 3), // A replica recovering its head pushed its peers from view to view.
+    (224, 3),  // A damaged WAL and a replica stopped behind: two faults (no damage after a stop).
+    (7264, 3), // The damage came before the stop: the run is beyond the fault model.
+    (116, 6),  // A live primary deposed in the quiet phase: two heartbeats lost in a row.
 ];
 
 fn assert_passed(report: &RunReport) {

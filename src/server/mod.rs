@@ -818,9 +818,9 @@ fn route(connections: &[Connection], client: u128) -> Option<usize> {
 }
 
 /// True if `command` is one replicas send each other (not a client's request, nor what only
-/// clients receive).
+/// clients receive). A `reply` reaches a replica only from a peer, answering `request_reply`.
 fn is_peer_command(command: Option<Command>) -> bool {
-    !matches!(command, None | Some(Command::Reserved | Command::Request | Command::Reply | Command::Eviction))
+    !matches!(command, None | Some(Command::Reserved | Command::Request | Command::Eviction))
 }
 
 /// Sends `message` from the replica's outbox to its destination: a peer replica's connection,

@@ -13,12 +13,13 @@
 //! crashes, partitions or faulty clocks ends the run, after which every replica must have
 //! caught up with the cluster's commits and every client been answered.
 
+use super::checkers::checkpoints::CheckpointsChecker;
 use super::checkers::commits::CommitsChecker;
 use super::checkers::hash_chain::HashChain;
 use super::checkers::op_numbers::{OpNumbers, OpNumbersChecker};
 use super::checkers::replies::RepliesChecker;
 use super::checkers::views::ViewsChecker;
-use super::checkers::{clocks, convergence, liveness, progress, state, wal, Failure};
+use super::checkers::{clocks, convergence, liveness, progress, sessions, state, wal, Failure};
 use super::client::{Send, SimClient};
 use super::disk::DiskDamage;
 use super::network::{Address, Network, Packet};
@@ -117,6 +118,8 @@ pub struct RunStats {
     pub wal_damages: u64,
     /// Recoveries that found the WAL damaged: the replica repaired its log from its peers.
     pub recovering_heads: u64,
+    /// Sessions' latest replies lost at recoveries and restored from peers, over all replicas.
+    pub replies_restored: u64,
     /// True if a replica stopped behind while another's WAL was damaged and not yet repaired:
     /// two faults where a view-change quorum tolerates one (an exception that goes away with
     /// state sync). The run's safety is checked throughout; its liveness is not.
@@ -137,6 +140,8 @@ struct Checked {
     view_normal: u32,
     /// The replica's count of nack truncations at the last check (since its start).
     nacked: u64,
+    /// The replica's count of replies restored at the last check (since its start).
+    replies_restored: u64,
 }
 
 /// A run in progress.
@@ -154,6 +159,8 @@ pub struct Cluster {
     sealer: MessageBuffer,
     /// Which prepare each op committed as, across replicas.
     committed: CommitsChecker,
+    /// Which checkpoint each checkpoint op is, across replicas.
+    checkpoints: CheckpointsChecker,
     /// When the partition in force (if any) heals.
     partition_until: Option<u64>,
     /// The newest op committed when clients stopped starting requests (the second half of
@@ -194,6 +201,7 @@ impl Cluster {
                 views: ViewsChecker::default(),
                 view_normal: 0,
                 nacked: 0,
+                replies_restored: 0,
             });
         }
         let clients = (0..options.client_count)
@@ -220,6 +228,7 @@ impl Cluster {
             trace: Trace::new(),
             sealer: MessageBuffer::new(),
             committed: CommitsChecker::new(),
+            checkpoints: CheckpointsChecker::new(),
             partition_until: None,
             drain_op: None,
             wal_damaged: 0,
@@ -316,6 +325,7 @@ impl Cluster {
                     self.committed.checksum(op).expect("a committed op is in the commits checker");
                 wal::check_slot(index as u8, op, &prepare, &body, &redundant, committed)?;
             }
+            sessions::check(index as u8, state.clients())?;
         }
         Ok(())
     }
@@ -546,7 +556,8 @@ impl Cluster {
         self.time.advance_ns(self.nodes[index].disk().take_elapsed_ns());
         for packet in &outbox {
             let header: Header = bytemuck::pod_read_unaligned(&packet.message[..HEADER_SIZE]);
-            if header.command() == Some(Command::Reply) {
+            // (A reply to a replica is a peer's lost reply restored, not an acknowledgement.)
+            if header.command() == Some(Command::Reply) && matches!(packet.to, Address::Client(_)) {
                 self.checked[index].op_numbers.acknowledged(header.op);
             }
         }
@@ -573,9 +584,12 @@ impl Cluster {
         let nacked = replica.nack_truncations();
         let checked = &mut self.checked[index];
         checked.views.check(view, log_view)?;
-        // The replica's count starts again from 0 when it restarts (and so does `nacked`).
+        // The replica's count starts again from 0 when it restarts (and so do the others).
         self.stats.nack_truncations += nacked - checked.nacked;
         checked.nacked = nacked;
+        let restored = replica.replies_restored();
+        self.stats.replies_restored += restored - checked.replies_restored;
+        checked.replies_restored = restored;
         self.stats.view_max = self.stats.view_max.max(view);
         if normal && view > checked.view_normal {
             checked.view_normal = view;
@@ -627,17 +641,23 @@ impl Cluster {
         let checked = &mut self.checked[index];
         checked.op_numbers.crashed();
         checked.nacked = 0;
+        checked.replies_restored = 0;
         checked.restart_tick = Some(self.time.tick() + 1 + self.prng.below(DOWN_TICKS_MAX));
     }
 
-    /// Damages one to three sectors of the WAL of replica `index`, which is down and had
-    /// prepared up to `op`: a redundant header sector or one of a prepare's first two sectors
-    /// — half the time of one of its newest four ops, whose acknowledgements matter most —
-    /// with a bit flipped, zeroed, or overwritten by another such sector (a misdirected write).
+    /// Damages one to three sectors of the WAL (or the client replies) of replica `index`,
+    /// which is down and had prepared up to `op`: a redundant header sector or one of a
+    /// prepare's first two sectors — half the time of one of its newest four ops, whose
+    /// acknowledgements matter most — or, one time in four, a client-reply slot's first
+    /// sector, with a bit flipped, zeroed, or overwritten by another such sector (a misdirected
+    /// write).
     fn wal_damage(&mut self, index: usize, op: u64) {
         let layout = self.options.format.layout();
         let sector = SECTOR_SIZE as u64;
         let pick = |prng: &mut Prng| {
+            if prng.chance(1, 4) {
+                return layout.client_reply_offset(prng.below(layout.clients_max));
+            }
             let slot = if prng.chance(1, 2) {
                 op.saturating_sub(prng.below(4)) % layout.journal_slot_count
             } else {
@@ -736,6 +756,8 @@ impl Cluster {
         let replica = node.replica();
         checked.views.check(replica.view(), replica.log_view())?;
         let state = replica.state();
+        let checkpoint = state.data_file().superblock().checkpoint;
+        self.checkpoints.check(index as u8, checkpoint.op, checkpoint.id())?;
         let layout = state.data_file().superblock().layout();
         let commit_min = state.commit_min();
         let numbers = OpNumbers { op: state.op(), commit_min, commit_max: state.commit_max() };

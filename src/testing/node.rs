@@ -209,9 +209,7 @@ impl Node {
         }
         let received = match header.command() {
             Some(Command::Request) => Received::Admitted(replica.on_request(&header, body)),
-            Some(Command::Reserved | Command::Reply | Command::Eviction) | None => {
-                return Ok(Received::Invalid)
-            }
+            Some(Command::Reserved | Command::Eviction) | None => return Ok(Received::Invalid),
             Some(_) => match replica.on_peer_message(&header, body, &time.skewed(self.skew)) {
                 Ok(peer) => Received::Peer(peer, 0),
                 Err(error) => return Err(self.replica_error(error)),

@@ -58,7 +58,8 @@ pub fn admit(clients: &ClientTable, header: &Header, body: &[u8], batch_size_lim
     if operation == Operation::Register {
         if let Some((slot, session)) = session {
             if header.request == 0 && session.request == 0 {
-                return Admission::Reply(slot); // A retried register.
+                // A retried register; its reply, unless recovery lost it (repaired from a peer).
+                return if clients.reply_lost(slot) { Admission::Drop } else { Admission::Reply(slot) };
             }
         }
         if !body.is_empty() {
@@ -75,6 +76,10 @@ pub fn admit(clients: &ClientTable, header: &Header, body: &[u8], batch_size_lim
         });
     }
     if header.request == session.request {
+        if clients.reply_lost(slot) {
+            // Recovery lost the stored reply: the retry waits until a peer's copy restores it.
+            return Admission::Drop;
+        }
         // A retry: the stored reply, byte for byte, if it answers this very request.
         let reply: Header = bytemuck::pod_read_unaligned(&clients.reply(slot)[..HEADER_SIZE]);
         return if reply.context == header.checksum { Admission::Reply(slot) } else { Admission::Drop };

@@ -144,7 +144,11 @@ pub struct Grid {
     pages: [Vec<BlockReference>; CHECKPOINT_ARRAYS],
     /// The durable checkpoint's manifest blocks.
     manifest: Vec<BlockReference>,
-    /// Where the next free-block search starts (keeps allocation O(1) amortised).
+    /// Where the next free-block search starts (keeps allocation O(1) amortised within a
+    /// checkpoint); back to the first block at each checkpoint's start, so that where a
+    /// checkpoint's blocks go depends only on the durable checkpoint and the state — the same
+    /// on every replica at the same op, whatever its history of crashes (peers repair a block
+    /// by address and checksum).
     search_start: u64,
     /// The checkpoint being written, if any.
     pending: Option<Pending>,
@@ -399,6 +403,7 @@ impl Grid {
     ) -> Result<(), CheckpointError> {
         assert!(self.pending.is_none(), "one checkpoint at a time");
         assert!(op >= superblock.checkpoint.op);
+        self.search_start = 0;
         let block_size = self.layout.block_size as usize;
         let mut pending = Pending {
             op,

@@ -56,6 +56,11 @@ const _: () = assert!(CLIENT_SESSION_SIZE == 64);
 pub struct ClientTable {
     sessions: Vec<ClientSession>,
     replies: Vec<AlignedBuffer>,
+    /// Per slot: the session's latest reply is not held (recovery found its slot on disk
+    /// damaged, or holding a later reply of ops not yet executed again): a cluster's replica
+    /// keeps the session — its peers keep theirs — and repairs the reply from a peer. Not
+    /// persisted: recovery finds it again.
+    reply_lost: Vec<bool>,
 }
 
 /// What committing a request did to the table.
@@ -74,6 +79,7 @@ impl ClientTable {
         ClientTable {
             sessions: vec![ClientSession::default(); clients_max],
             replies: (0..clients_max).map(|_| AlignedBuffer::new(reply_size_max)).collect(),
+            reply_lost: vec![false; clients_max],
         }
     }
 
@@ -116,9 +122,48 @@ impl ClientTable {
         &self.sessions
     }
 
-    /// Forgets the session in `slot` (its stored reply was found damaged).
+    /// Forgets the session in `slot` (its stored reply was found damaged, in a replica alone).
     pub fn evict_slot(&mut self, slot: usize) {
         self.sessions[slot] = ClientSession::default();
+        self.reply_lost[slot] = false;
+    }
+
+    /// Keeps the session in `slot` without its latest reply (found damaged or overwritten at
+    /// recovery), until [`ClientTable::reply_restore`] or a newer commit of the session.
+    pub fn reply_lose(&mut self, slot: usize) {
+        assert_ne!(self.sessions[slot].client, 0);
+        self.reply_lost[slot] = true;
+    }
+
+    /// True if the latest reply of the session in `slot` is not held.
+    pub fn reply_lost(&self, slot: usize) -> bool {
+        self.reply_lost[slot]
+    }
+
+    /// The first slot whose session's latest reply is not held, if any.
+    pub fn reply_lost_first(&self) -> Option<usize> {
+        self.reply_lost.iter().position(|lost| *lost)
+    }
+
+    /// Restores the lost latest reply of `client`'s session from a peer's copy (`header` and
+    /// `body`), if it is that very reply: intact, of the checksum the session keeps. Returns
+    /// the slot restored.
+    pub fn reply_restore(&mut self, client: u128, header: &Header, body: &[u8]) -> Option<usize> {
+        let (slot, session) = self.get(client)?;
+        let session = *session;
+        let size = HEADER_SIZE + body.len();
+        let intact = header.valid_checksum()
+            && header.checksum == session.reply_checksum
+            && header.size as usize == size
+            && header.valid_checksum_body(body);
+        if !self.reply_lost[slot] || size != session.reply_size as usize || !intact {
+            return None;
+        }
+        let buffer = &mut self.replies[slot];
+        buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(header));
+        buffer[HEADER_SIZE..size].copy_from_slice(body);
+        self.reply_lost[slot] = false;
+        Some(slot)
     }
 
     /// Records a committed request of `client` at `op` and its reply (header + body). A
@@ -166,6 +211,7 @@ impl ClientTable {
         session.reply_size = reply.len() as u32;
         session.reply_checksum = reply_checksum;
         self.replies[slot][..reply.len()].copy_from_slice(reply);
+        self.reply_lost[slot] = false;
         Some(SessionUpdate { slot, evicted })
     }
 }

@@ -54,6 +54,10 @@ pub enum Command {
     /// The answer to a `ping`: its `op` echoed, and the answering replica's wall clock (ns
     /// since the Unix epoch) in `timestamp` (header only).
     Pong = 15,
+    /// A replica's request for the latest reply of `client`'s session, which recovery lost:
+    /// the reply's checksum in `context` (header only). A peer that holds that very reply
+    /// answers with it (a `Reply` message, addressed to the replica).
+    RequestReply = 16,
 }
 
 impl Command {
@@ -76,6 +80,7 @@ impl Command {
             13 => Command::Headers,
             14 => Command::Ping,
             15 => Command::Pong,
+            16 => Command::RequestReply,
             _ => return None,
         })
     }

@@ -332,7 +332,7 @@ impl<S: Storage> ReplicaState<S> {
         ledger.write_replies(&mut unwritten)?;
         replayed.sort_unstable();
         replayed.dedup();
-        ledger.load_replies(&replayed)?;
+        ledger.load_replies(&replayed, cluster_of_one)?;
         // Headers recovery repaired go to disk now: from here on every committed op is durable
         // with its redundant header (a checkpoint's stages rely on it).
         ledger.data_file.flush()?;
@@ -378,9 +378,11 @@ impl<S: Storage> ReplicaState<S> {
 
     /// Reads the reply of each session the replay did not touch from the client-replies zone
     /// (the WAL may have been cut before a newer reply's op; then the slot holds that newer
-    /// reply); a reply that does not match its session ends the session (the client must
-    /// register again) rather than ever sending a wrong reply.
-    fn load_replies(&mut self, replayed: &[usize]) -> Result<(), DataFileError> {
+    /// reply). A reply that does not match its session is never sent: in a replica alone it
+    /// ends the session (the client must register again); in a cluster the session stays, as
+    /// it does on every peer (the sessions are replicated state), and the reply is repaired
+    /// from a peer (`ClientTable::reply_lose`).
+    fn load_replies(&mut self, replayed: &[usize], cluster_of_one: bool) -> Result<(), DataFileError> {
         let clients = &mut self.core.clients;
         for slot in 0..clients.sessions().len() {
             let session: ClientSession = clients.sessions()[slot];
@@ -390,8 +392,13 @@ impl<S: Storage> ReplicaState<S> {
             let size = (session.reply_size as usize).next_multiple_of(SECTOR_SIZE);
             let buffer = clients.reply_buffer_mut(slot);
             self.data_file.read_reply(slot as u64, &mut buffer[..size])?;
-            if !session.reply_intact(&buffer[..size]) {
+            if session.reply_intact(&buffer[..size]) {
+                continue;
+            }
+            if cluster_of_one {
                 clients.evict_slot(slot);
+            } else {
+                clients.reply_lose(slot);
             }
         }
         Ok(())
@@ -758,6 +765,19 @@ impl<S: Storage> ReplicaState<S> {
         let header = journal.header(op % journal.slot_count());
         (header.command() == Some(Command::Prepare) && header.op == op && header.valid_checksum())
             .then_some(header)
+    }
+
+    /// Restores the lost latest reply of `client`'s session from a peer's copy (`header` and
+    /// `body`), if it is that very reply and its buffer is not being written; queues it for its
+    /// slot on disk. True if restored.
+    pub fn reply_restore(&mut self, client: u128, header: &Header, body: &[u8]) -> bool {
+        let Some((slot, _)) = self.core.clients.get(client) else { return false };
+        if self.replies.in_flight(slot) {
+            return false;
+        }
+        let Some(slot) = self.core.clients.reply_restore(client, header, body) else { return false };
+        self.replies.queue_restored(slot);
+        true
     }
 
     /// Restores the header of op `commit_min` where recovery found its redundant header damaged

@@ -55,6 +55,16 @@ impl ReplyWrites {
         }
     }
 
+    /// Queues `slot`, whose reply was restored from a peer (an older op's, unchanged: no commit
+    /// waits for it). Its buffer must not be in flight.
+    pub fn queue_restored(&mut self, slot: usize) {
+        assert!(!self.in_flight_flags[slot], "a reply buffer changed while its write was in flight");
+        if !self.queued_flags[slot] {
+            self.queued_flags[slot] = true;
+            self.queued.push(slot);
+        }
+    }
+
     /// True if `slot`'s buffer is being written (a commit that changes it must wait).
     pub fn in_flight(&self, slot: usize) -> bool {
         self.in_flight_flags[slot]

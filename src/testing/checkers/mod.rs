@@ -2,6 +2,7 @@
 //! returns a [`Failure`] naming itself and what it saw, and never panics on what the replica did
 //! (a panic is kept for the harness's own invariants).
 
+pub mod checkpoints;
 pub mod clocks;
 pub mod commits;
 pub mod convergence;
@@ -10,6 +11,7 @@ pub mod liveness;
 pub mod op_numbers;
 pub mod progress;
 pub mod replies;
+pub mod sessions;
 pub mod state;
 pub mod views;
 pub mod wal;

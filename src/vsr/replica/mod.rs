@@ -126,6 +126,8 @@ pub struct Replica<S: Storage> {
     /// While recovering its head: the nonce its `request_start_view`s carry, drawn from its
     /// clocks at its first tick (0 before), which the `start_view` it adopts must echo.
     recovering_nonce: u128,
+    /// Sessions' latest replies its recovery lost and peers restored (a statistic).
+    replies_restored: u64,
 }
 
 impl<S: Storage> Replica<S> {
@@ -170,6 +172,7 @@ impl<S: Storage> Replica<S> {
             clock_ignored: false,
             recovering_head: state.recovered().damaged,
             recovering_nonce: 0,
+            replies_restored: 0,
             state,
         };
         assert!(replica.replica < replica.replica_count);
@@ -279,6 +282,11 @@ impl<S: Storage> Replica<S> {
     /// since it started.
     pub fn nack_truncations(&self) -> u64 {
         self.view_change.nacked
+    }
+
+    /// How many sessions' latest replies, lost at recovery, peers restored since start.
+    pub fn replies_restored(&self) -> u64 {
+        self.replies_restored
     }
 
     /// True if this replica is the primary of its view and the view is normal: it takes

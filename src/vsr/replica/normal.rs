@@ -99,6 +99,10 @@ pub struct Deadlines {
     abdicate_commit: u64,
     /// When a replica asks again for the `start_view` of a newer view it saw.
     start_view: u64,
+    /// When a replica asks a peer again for a session's reply its recovery lost, and how many
+    /// times it asked (which peer is next).
+    reply_repair: u64,
+    reply_repair_round: u64,
 }
 
 impl<S: Storage> Replica<S> {
@@ -212,6 +216,10 @@ impl<S: Storage> Replica<S> {
             self.deadlines.start_view = now + VIEW_CHANGE_RESEND_NS;
             self.start_view_request();
         }
+        if now >= self.deadlines.reply_repair {
+            self.deadlines.reply_repair = now + REPAIR_INTERVAL_NS;
+            self.reply_repair_request();
+        }
         match self.status {
             Status::ViewChange => self.view_change_timeouts(now),
             Status::Normal if self.is_primary() => self.primary_timeouts(now),
@@ -301,13 +309,20 @@ impl<S: Storage> Replica<S> {
         let command = header.command();
         let with_body = matches!(
             command,
-            Some(Command::Prepare | Command::DoViewChange | Command::StartView | Command::Headers)
+            Some(
+                Command::Prepare
+                    | Command::DoViewChange
+                    | Command::StartView
+                    | Command::Headers
+                    | Command::Reply
+            )
         );
         if !with_body && !body.is_empty() {
             return Ok(PeerMessage::Ignored("a body on a header-only message"));
         }
-        // A prepare names the replica that prepared it, which a repair may bring back.
-        if command != Some(Command::Prepare) && header.replica == self.replica {
+        // A prepare names the replica that prepared it, which a repair may bring back; a reply
+        // names no replica (it is the same on every one).
+        if !matches!(command, Some(Command::Prepare | Command::Reply)) && header.replica == self.replica {
             return Ok(PeerMessage::Ignored("from this replica's own index"));
         }
         match command {
@@ -331,8 +346,56 @@ impl<S: Storage> Replica<S> {
             Some(Command::RequestStartView) => self.on_request_start_view(header),
             Some(Command::RequestHeaders) => self.on_request_headers(header),
             Some(Command::Headers) => self.on_headers(body)?,
+            Some(Command::RequestReply) => self.on_request_reply(header),
+            Some(Command::Reply) => self.on_reply_restore(header, body),
             _ => PeerMessage::Ignored("not a replica-to-replica command"),
         })
+    }
+
+    /// Asks one peer (another at each round) for the first session's latest reply that this
+    /// replica's recovery lost, by its checksum. A peer that has moved the session on holds a
+    /// newer reply instead: then this replica gets the newer one when it executes that op.
+    fn reply_repair_request(&mut self) {
+        let clients = self.state.clients();
+        let Some(slot) = clients.reply_lost_first() else { return };
+        let session = clients.sessions()[slot];
+        self.deadlines.reply_repair_round += 1;
+        let round = self.deadlines.reply_repair_round as usize % (usize::from(self.replica_count) - 1);
+        let peer =
+            peers(self.replica, self.replica_count).nth(round).expect("a peer of a cluster of two or more");
+        let mut request = self.header(Command::RequestReply, session.op, 0, session.reply_checksum);
+        request.client = session.client;
+        request.set_checksum();
+        self.send(Destination::Replica(peer), Payload::Header(request));
+    }
+
+    /// Any replica answers a peer's request for a session's latest reply, if it holds that
+    /// very reply (the same on every replica: its header names no replica or view of its own).
+    fn on_request_reply(&mut self, header: &Header) -> PeerMessage {
+        let clients = self.state.clients();
+        let Some((slot, session)) = clients.get(header.client) else {
+            return PeerMessage::Ignored("a reply of a session this replica does not hold");
+        };
+        if session.reply_checksum != header.context || clients.reply_lost(slot) {
+            return PeerMessage::Ignored("a reply this replica does not hold");
+        }
+        let (clients, pool) = self.state.clients_and_pool_mut();
+        let Some(message) = pool.acquire() else { return PeerMessage::Ignored("no free message") };
+        let reply = clients.reply(slot);
+        pool.bytes_mut(&message)[..reply.len()].copy_from_slice(reply);
+        self.send(Destination::Replica(header.replica), Payload::Message(message));
+        PeerMessage::Handled
+    }
+
+    /// A replica takes a peer's copy of a session's latest reply that its recovery lost.
+    fn on_reply_restore(&mut self, header: &Header, body: &[u8]) -> PeerMessage {
+        // Checked whole against the session's reply checksum (`ClientTable::reply_restore`).
+        if self.state.reply_restore(header.client, header, body) {
+            self.replies_restored += 1;
+            PeerMessage::Handled
+        } else {
+            PeerMessage::Ignored("a reply this replica did not lose, or another one")
+        }
     }
 
     /// A message of a newer view than this replica's: it asks that view's primary for its
