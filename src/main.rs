@@ -310,6 +310,15 @@ fn start(args: &StartArgs) -> Result<(), String> {
         recovered.op_head,
         if recovered.torn_head { " (a torn write at the head was cut)" } else { "" }
     );
+    let replies_lost =
+        (0..ledger.clients().sessions().len()).filter(|slot| ledger.clients().reply_lost(*slot)).count();
+    if replies_lost > 0 {
+        eprintln!(
+            "warning: {}: the latest replies of {replies_lost} client session(s) are damaged or overwritten: this \
+             replica restores them from its peers (until then it does not answer those requests' retries)",
+            args.path.display()
+        );
+    }
     if let Some(damage) = recovered.damaged {
         eprintln!(
             "warning: {}: the WAL is damaged: {damage}. This replica cannot vouch for the head of its log: it \

@@ -403,7 +403,9 @@ impl Cluster {
     }
 }
 
-/// The checkpoint op and state checksum `ledger inspect` reports for the data file at `path`.
+/// The checkpoint op, and the state checksum and checkpoint id, that `ledger inspect` reports
+/// for the data file at `path`. Checkpoints are byte-identical across replicas at the same op
+/// (the same blocks at the same addresses), so both must agree.
 fn checkpoint_of(path: &PathBuf) -> (u64, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(["inspect", "--development"])
@@ -414,11 +416,12 @@ fn checkpoint_of(path: &PathBuf) -> (u64, String) {
     assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
     let line = report.lines().find(|line| line.starts_with("checkpoint: op ")).expect("a checkpoint line");
     let op = line["checkpoint: op ".len()..].split(',').next().and_then(|op| op.parse().ok()).expect("op");
+    let id = line.rsplit("id ").next().expect("a checkpoint id");
     let state = report
         .lines()
         .find_map(|line| line.trim().strip_prefix("state checksum: "))
         .expect("a state checksum");
-    (op, state.split(' ').next().expect("checksum").to_string())
+    (op, format!("state {}, checkpoint {id}", state.split(' ').next().expect("checksum")))
 }
 
 #[test]
@@ -497,10 +500,13 @@ const WAL_SLOTS: u64 = 64;
 const WAL_PREPARES_OFFSET: u64 = WAL_HEADERS_OFFSET + WAL_SLOTS * 256;
 const WAL_SLOT_SIZE: u64 = 1024 * 1024;
 
-/// Damages the WAL of the (stopped) replica's data file at `path`, as a failing disk would:
-/// a bit flipped in the first sector of every third prepare slot, the second sector of the
-/// redundant headers zeroed, and the first overwritten with a prepare's sector (a misdirected
-/// write).
+/// The client-replies zone of a `--development` data file: 64 slots of 1 MiB after the WAL.
+const CLIENT_REPLIES_OFFSET: u64 = WAL_PREPARES_OFFSET + WAL_SLOTS * WAL_SLOT_SIZE;
+
+/// Damages the WAL and client replies of the (stopped) replica's data file at `path`, as a
+/// failing disk would: a bit flipped in the first sector of every third prepare slot, the
+/// second sector of the redundant headers zeroed, the first overwritten with a prepare's sector
+/// (a misdirected write), and the first sector of the first four client-reply slots zeroed.
 fn damage_wal(path: &PathBuf) {
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("the data file");
@@ -515,6 +521,9 @@ fn damage_wal(path: &PathBuf) {
     let mut sector = [0u8; 4096];
     file.read_exact_at(&mut sector, WAL_PREPARES_OFFSET + WAL_SLOT_SIZE).expect("read a prepare sector");
     file.write_all_at(&sector, WAL_HEADERS_OFFSET).expect("misdirect it onto the headers");
+    for slot in 0..4 {
+        file.write_all_at(&[0u8; 4096], CLIENT_REPLIES_OFFSET + slot * 1024 * 1024).expect("zero a reply");
+    }
     file.sync_all().expect("sync");
 }
 
@@ -540,6 +549,7 @@ fn a_replica_with_a_damaged_wal_repairs_it_from_its_peers() {
     let log = cluster.logs[damaged].lock().expect("log").join("\n");
     assert!(log.contains("the WAL is damaged"), "the damage was found at recovery:\n{log}");
     assert!(log.contains("recovering its log from its peers"), "{log}");
+    assert!(log.contains("latest replies of"), "the damaged replies were found:\n{log}");
     cluster.wait_for_transfers("transfers with the repaired backup", 2 * BATCH as usize);
     // The other backup goes: the primary and the repaired replica are the quorum now.
     cluster.kill(other);

@@ -67,10 +67,9 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The checkpoint's identity: xxh3-128 of all its fields (op, prepare checksum, timestamp,
     /// array lengths, and the manifest's block references, which name every page by checksum
-    /// and address). Replicas at the same checkpoint op with the same states may still differ
-    /// here: where a replica's grid places blocks depends on its history (a replica restarted
-    /// by a crash was seen to place them otherwise, `tests/cluster.rs`'s soak). To compare
-    /// states, `ledger inspect`'s state checksum hashes the records alone.
+    /// and address). The same on every replica at the same checkpoint op: the grid places a
+    /// checkpoint's blocks by the durable checkpoint and the state alone (`Grid::begin`), and
+    /// the client sessions are replicated state (the simulator's `checkpoints agree`).
     pub fn id(&self) -> u128 {
         xxh3_128(bytemuck::bytes_of(self))
     }
