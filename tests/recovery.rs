@@ -480,6 +480,44 @@ fn a_corrupted_committed_prepare_is_reported_with_its_op_and_offset() {
     }
 }
 
+/// A latent sector error (the read fails, EIO) is damage like corruption, not a failure of the
+/// process: an unreadable committed prepare is refused by a replica alone, naming it (a
+/// cluster's replica recovers its head from its peers instead, `tests/simulator.rs`), and an
+/// unreadable sector of redundant headers too, since a replica alone cannot tell a torn append
+/// from a lost acknowledged op without them.
+#[test]
+fn an_unreadable_committed_prepare_or_header_sector_is_damage_not_an_io_failure() {
+    let mut ledger = ReplicaState::open(formatted_with(options_with_slots(32)), Some(CLUSTER)).expect("open");
+    run(&mut ledger, &workload(3)[..6], &mut Vec::new());
+    ledger.flush().expect("flush");
+    let layout = ledger.data_file().superblock().layout();
+    let op = ledger.data_file().checkpoint_op() + 1;
+    assert!(ledger.commit_min() > op, "there are committed ops after the checkpoint");
+    let slot = op % layout.journal_slot_count;
+    let prepare = layout.wal_prepare_offset(slot);
+    let mut storage = ledger.into_storage();
+    let unreadable = |area: std::ops::Range<u64>| SimFaults {
+        read_fault_ppm: SimFaults::PPM_MAX,
+        faulty_area: Some(area),
+        ..SimFaults::default()
+    };
+    storage.set_faults(unreadable(prepare..prepare + SECTOR_SIZE as u64));
+    match ReplicaState::open(storage.clone(), Some(CLUSTER)) {
+        Err(DataFileError::Journal(JournalError::Corrupt { op: bad, offset, .. })) => {
+            assert_eq!((bad, offset), (op, prepare));
+        }
+        other => panic!("expected a corruption report, got {:?}", other.map(|ledger| ledger.commit_min())),
+    }
+    let headers = layout.wal_headers_offset();
+    storage.set_faults(unreadable(headers..headers + SECTOR_SIZE as u64));
+    match ReplicaState::open(storage, Some(CLUSTER)) {
+        Err(DataFileError::Journal(JournalError::HeadersUnreadable { offset })) => {
+            assert_eq!(offset, headers)
+        }
+        other => panic!("expected unreadable headers, got {:?}", other.map(|ledger| ledger.commit_min())),
+    }
+}
+
 #[test]
 fn a_torn_redundant_header_sector_is_repaired_from_intact_prepares() {
     let (ledger, ops) = full_run();

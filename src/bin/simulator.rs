@@ -118,7 +118,7 @@ fn run(seed: u64, replica_count: Option<u8>, bug: Option<InjectedBug>) -> (bool,
 fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
     let stats = &report.stats;
     let summary = format!(
-        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} wal_damages={} recovering_heads={}{} replies_restored={} replies={} \
+        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} wal_damages={} read_faults={} recovering_heads={}{} replies_restored={} replies={} \
          resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} synced={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
@@ -131,6 +131,7 @@ fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (boo
         stats.behind_stops,
         stats.partitions,
         stats.wal_damages,
+        stats.read_faults,
         stats.recovering_heads,
         if stats.faults_beyond { " beyond" } else { "" },
         stats.replies_restored,

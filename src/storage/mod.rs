@@ -82,6 +82,19 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// True if a read failed on the medium (`EIO`: a latent sector error, or the simulator's
+    /// read fault): the sectors read are unreadable, which recovery treats as damage, to be
+    /// repaired from a peer in a cluster, rather than as a failure of the process.
+    pub fn is_media_read_error(&self) -> bool {
+        match self {
+            StorageError::Io { operation: "read", source, .. } => source.raw_os_error() == Some(libc::EIO),
+            StorageError::ReadFault { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// A fixed-size, sector-addressed, durable byte array.
 pub trait Storage {
     /// The size of the storage in bytes.

@@ -120,6 +120,8 @@ pub struct RunStats {
     pub recovering_heads: u64,
     /// Sessions' latest replies lost at recoveries and restored from peers, over all replicas.
     pub replies_restored: u64,
+    /// Reads of atlas replicas' WALs and client replies that failed or returned a flipped bit.
+    pub read_faults: u64,
     /// True if a replica stopped behind while another's WAL was damaged and not yet repaired:
     /// two faults where a view-change quorum tolerates one (an exception that goes away with
     /// state sync). The run's safety is checked throughout; its liveness is not.
@@ -191,6 +193,9 @@ impl Cluster {
             node.set_bug(options.bug);
             node.set_clock_skew(options.clock_skews[usize::from(index)]);
             node.disk().take_elapsed_ns(); // Formatting is not part of the run's time.
+            if options.wal_damage & (1 << index) != 0 {
+                node.disk().with(|storage| storage.set_faults(read_faults(&options)));
+            }
             nodes.push(node);
             checked.push(Checked {
                 oracle: Oracle::new(&options.format.config, batch_size_limit),
@@ -241,6 +246,10 @@ impl Cluster {
     /// Runs the whole simulation and reports it.
     pub fn run(mut self) -> RunReport {
         let result = self.run_checked();
+        for node in &self.nodes {
+            let counts = node.disk().with(|storage| storage.fault_counts());
+            self.stats.read_faults += counts.read_faults + counts.read_corruptions;
+        }
         RunReport {
             seed: self.options.seed,
             configuration: self.options.describe(),
@@ -275,7 +284,11 @@ impl Cluster {
                 self.node_act(index)?;
             }
         }
-        self.replies.finish()?;
+        if !self.stats.faults_beyond {
+            // (Beyond the fault model a cluster may stall with replies sent for ops its
+            // checkers never saw committed.)
+            self.replies.finish()?;
+        }
         progress::check(self.commits)?;
         if self.nodes.len() > 1 && self.stats.view_changes == 0 {
             return Err(Failure::new("progress", "a cluster run completed no view change".into()));
@@ -372,6 +385,7 @@ impl Cluster {
         for node in &mut self.nodes {
             if !node.disk().crashed() {
                 node.disk().crash_disarm();
+                node.disk().with(|storage| storage.set_faults(SimFaults::default()));
             }
             let skew = node.clock_skew();
             if skew.offset_ns.unsigned_abs() > CLOCK_OFFSET_GOOD_NS_MAX {
@@ -610,6 +624,12 @@ impl Cluster {
         if self.wal_damaged & !(1 << index) != 0 {
             self.stats.faults_beyond = true;
         }
+        // A fault already: no more read faults either (one at recovery damages a head).
+        for node in &self.nodes {
+            if !node.disk().crashed() {
+                node.disk().with(|storage| storage.set_faults(SimFaults::default()));
+            }
+        }
         self.trace.record(TraceEvent::Crashed, &[u128::from(self.time.tick()), index as u128, u128::MAX]);
         self.network.drop_to(Address::Replica(index as u8));
         let checked = &mut self.checked[index];
@@ -628,6 +648,12 @@ impl Cluster {
         let node = &mut self.nodes[index];
         let op = if node.is_up() { node.replica().state().op() } else { 0 };
         node.crash(mode);
+        // The restart of the disk healed its faults; an atlas replica's come back (unless a
+        // replica stopped behind: a fault already).
+        if self.options.wal_damage & (1 << index) != 0 && self.faulty() && self.stats.behind_stops == 0 {
+            let faults = read_faults(&self.options);
+            self.nodes[index].disk().with(|storage| storage.set_faults(faults));
+        }
         self.crashes += 1;
         // A replica stopped behind (no state sync yet) is a fault already: the damage of
         // another would leave fewer than a view-change quorum able to lead or vouch for logs.
@@ -721,6 +747,9 @@ impl Cluster {
         if self.nodes[index].replica().recovering_head().is_some() {
             assert!(self.options.wal_damage & (1 << index) != 0, "only a damaged WAL leaves a head in doubt");
             self.stats.recovering_heads += 1;
+            // Damage at rest, or a read that failed or returned a flipped bit: it recovers its
+            // head either way.
+            self.wal_damaged |= 1 << index;
         }
         // A crash armed for recovery that recovery did not reach stays armed for the run.
         let checked = &mut self.checked[index];
@@ -802,6 +831,18 @@ impl Cluster {
         }
         state::check(state.state_machine(), checked.oracle.model(), commit_min)?;
         checked.op_numbers.check(numbers)
+    }
+}
+
+/// The transient read faults of an atlas replica's disk (failed reads, and reads that return
+/// a flipped bit) within its WAL and client replies, 1 % of reads each.
+fn read_faults(options: &SimOptions) -> SimFaults {
+    let layout = options.format.layout();
+    SimFaults {
+        read_fault_ppm: 10_000,
+        read_corruption_ppm: 10_000,
+        faulty_area: Some(layout.wal_headers_offset()..layout.grid_offset()),
+        ..SimFaults::default()
     }
 }
 

@@ -248,6 +248,10 @@ fn check_wal(storage: &mut dyn Storage, report: &mut Report) -> Result<Replay, D
     replay.op_head = match recovered {
         Ok(recovered) => recovered.op_head,
         Err(JournalError::Storage(error)) => return Err(error.into()),
+        // Only `ReplicaState::open` refuses unreadable headers; the ring's read below reports them.
+        Err(JournalError::HeadersUnreadable { .. }) => {
+            unreachable!("recovery takes unreadable headers as damaged")
+        }
         Err(JournalError::Corrupt { op, slot, offset }) if report.superblock.replica_count > 1 => {
             report.warning(format!(
                 "WAL entry for op {op} (slot {slot}, file offset {offset}) is damaged or missing, but a \

@@ -36,6 +36,16 @@ pub enum JournalError {
         /// The file offset of the slot.
         offset: u64,
     },
+    /// A sector of redundant headers cannot be read: a replica alone cannot tell a torn
+    /// append from a lost acknowledged op without them.
+    #[error(
+        "the WAL's redundant headers at file offset {offset} cannot be read (I/O error): refusing to start \
+         without them (a cluster repairs its log from a peer)"
+    )]
+    HeadersUnreadable {
+        /// The file offset of the sector.
+        offset: u64,
+    },
 }
 
 /// What recovery found in the log.
@@ -139,6 +149,9 @@ pub struct Journal {
     headers_pending: Option<(u64, u64)>,
     /// The newest op whose prepare a stage has written (or is writing).
     op_staged: Option<u64>,
+    /// The first sector of redundant headers recovery could not read, if any (its headers are
+    /// taken as damaged).
+    headers_unreadable: Option<u64>,
 }
 
 /// A write stage of the log in flight ([`Journal::stage_begin`]).
@@ -198,6 +211,7 @@ impl Journal {
             stage: None,
             headers_pending: None,
             op_staged: None,
+            headers_unreadable: None,
         }
     }
 
@@ -420,7 +434,14 @@ impl Journal {
     ) -> Result<SlotRead, StorageError> {
         let slot = op % self.layout.journal_slot_count;
         let offset = self.layout.wal_prepare_offset(slot);
-        storage.read(offset, &mut buffer[..SECTOR_SIZE])?;
+        // A slot the medium cannot read is damaged, like one that reads corrupted.
+        let readable = |result: Result<(), StorageError>| match result {
+            Err(error) if error.is_media_read_error() => Ok(false),
+            other => other.map(|()| true),
+        };
+        if !readable(storage.read(offset, &mut buffer[..SECTOR_SIZE]))? {
+            return Ok(SlotRead::Damaged);
+        }
         let header: Header = bytemuck::pod_read_unaligned(&buffer[..HEADER_SIZE]);
         if !header.valid_checksum() || header.cluster != self.cluster {
             return Ok(SlotRead::Damaged);
@@ -436,8 +457,10 @@ impl Journal {
             return Ok(SlotRead::Damaged);
         }
         let size_sectors = size.next_multiple_of(SECTOR_SIZE);
-        if size_sectors > SECTOR_SIZE {
-            storage.read(offset + SECTOR_SIZE as u64, &mut buffer[SECTOR_SIZE..size_sectors])?;
+        if size_sectors > SECTOR_SIZE
+            && !readable(storage.read(offset + SECTOR_SIZE as u64, &mut buffer[SECTOR_SIZE..size_sectors]))?
+        {
+            return Ok(SlotRead::Damaged);
         }
         if !header.valid_checksum_body(&buffer[HEADER_SIZE..size]) {
             return Ok(SlotRead::Damaged);
@@ -477,7 +500,7 @@ impl Journal {
         view_head: ViewHead,
     ) -> Result<Replay, JournalError> {
         assert!(self.stage.is_none() && self.headers_pending.is_none());
-        storage.read(self.layout.wal_headers_offset(), &mut self.headers)?;
+        self.headers_read(storage)?;
         self.headers_ready.iter_mut().for_each(|ready| *ready = false);
         self.op_staged = None;
         Ok(Replay {
@@ -543,6 +566,33 @@ impl Journal {
         }
         recovered.torn_head = read != SlotRead::Empty;
         Ok(None)
+    }
+
+    /// Reads the redundant headers ring into memory; a sector the medium cannot read is taken as
+    /// zeroes, which are no valid header: damaged (`Journal::header_damaged`).
+    fn headers_read(&mut self, storage: &mut dyn Storage) -> Result<(), StorageError> {
+        let offset = self.layout.wal_headers_offset();
+        self.headers_unreadable = None;
+        match storage.read(offset, &mut self.headers) {
+            Err(error) if error.is_media_read_error() => {}
+            other => return other,
+        }
+        for (index, sector) in self.headers.chunks_exact_mut(SECTOR_SIZE).enumerate() {
+            let sector_offset = offset + (index * SECTOR_SIZE) as u64;
+            match storage.read(sector_offset, sector) {
+                Err(error) if error.is_media_read_error() => {
+                    sector.fill(0);
+                    self.headers_unreadable = self.headers_unreadable.or(Some(sector_offset));
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The first sector of redundant headers the last recovery could not read, if any.
+    pub fn headers_unreadable(&self) -> Option<u64> {
+        self.headers_unreadable
     }
 
     /// The first slot whose redundant header, as held in memory, is damaged: neither reserved

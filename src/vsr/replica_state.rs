@@ -316,6 +316,9 @@ impl<S: Storage> ReplicaState<S> {
             }
         }
         ledger.recovered = replay.recovered();
+        if let (true, Some(offset)) = (cluster_of_one, ledger.data_file.journal().headers_unreadable()) {
+            return Err(DataFileError::Journal(JournalError::HeadersUnreadable { offset }));
+        }
         if !cluster_of_one {
             ledger.recovered.damaged = damaged.or_else(|| ledger.data_file.journal().header_damaged());
         }
@@ -391,8 +394,13 @@ impl<S: Storage> ReplicaState<S> {
             }
             let size = (session.reply_size as usize).next_multiple_of(SECTOR_SIZE);
             let buffer = clients.reply_buffer_mut(slot);
-            self.data_file.read_reply(slot as u64, &mut buffer[..size])?;
-            if session.reply_intact(&buffer[..size]) {
+            let readable = match self.data_file.read_reply(slot as u64, &mut buffer[..size]) {
+                Ok(()) => true,
+                // A reply the medium cannot read is damaged, like one that reads corrupted.
+                Err(error) if error.is_media_read_error() => false,
+                Err(error) => return Err(error.into()),
+            };
+            if readable && session.reply_intact(&buffer[..size]) {
                 continue;
             }
             if cluster_of_one {
