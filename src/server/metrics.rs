@@ -103,6 +103,10 @@ pub struct Sample {
     pub peer_messages_dropped: u64,
     /// The replica knows the cluster's time.
     pub clock_synchronized: bool,
+    /// The replica found its WAL damaged and is recovering its log from its peers.
+    pub recovering_head: bool,
+    /// Sessions' latest replies its recovery lost and peers restored, since start.
+    pub replies_restored: u64,
     /// From a request's arrival to its reply's being queued on the client's connection.
     pub request_latency: Histogram,
     /// The journal's stages: from their writes' submission to the last one's completion.
@@ -306,6 +310,18 @@ impl Metrics {
             "1 if this replica knows the cluster's time.",
             u64::from(sample.clock_synchronized),
         );
+        gauge(
+            body,
+            "recovering_head",
+            "1 while this replica, its WAL found damaged, recovers its log from its peers (it takes no part in view changes).",
+            u64::from(sample.recovering_head),
+        );
+        counter(
+            body,
+            "replies_restored_total",
+            "Client sessions' latest replies found damaged at recovery and restored from peers since start.",
+            sample.replies_restored,
+        );
         sample.request_latency.render(
             body,
             "request_latency",
@@ -384,6 +400,8 @@ mod tests {
             "ledger_journal_sync_latency_seconds_bucket{le=\"0.002\"} 1",
             "ledger_journal_sync_latency_seconds_count 1",
             "ledger_journal_write_latency_seconds_count 0",
+            "ledger_recovering_head 0",
+            "ledger_replies_restored_total 0",
         ] {
             assert!(body.lines().any(|found| found == line), "{line} in {body}");
         }

@@ -671,6 +671,8 @@ impl<S: Storage + AsRawFd> Server<S> {
                 .count() as u64,
             peer_messages_dropped: self.peers.iter().map(|peer| peer.dropped).sum(),
             clock_synchronized: replica.clock().synchronized(),
+            recovering_head: replica.recovering_head().is_some(),
+            replies_restored: replica.replies_restored(),
             request_latency: self.request_latency,
             journal_write_latency: self.stages[Stream::Journal.index()].write_latency,
             journal_sync_latency: self.stages[Stream::Journal.index()].sync_latency,
