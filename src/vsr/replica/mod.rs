@@ -578,7 +578,7 @@ impl<S: Storage> Replica<S> {
 }
 
 /// A pooled message holding a copy of `bytes` (a sealed message).
-fn message_of(pool: &mut MessagePool, bytes: &[u8]) -> super::message_pool::Message {
+pub(super) fn message_of(pool: &mut MessagePool, bytes: &[u8]) -> super::message_pool::Message {
     let message = pool.acquire().expect("a message for every message of the outbox");
     pool.bytes_mut(&message)[..bytes.len()].copy_from_slice(bytes);
     assert_eq!(pool.header(&message).size as usize, bytes.len());

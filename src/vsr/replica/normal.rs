@@ -380,9 +380,7 @@ impl<S: Storage> Replica<S> {
             return PeerMessage::Ignored("a reply this replica does not hold");
         }
         let (clients, pool) = self.state.clients_and_pool_mut();
-        let Some(message) = pool.acquire() else { return PeerMessage::Ignored("no free message") };
-        let reply = clients.reply(slot);
-        pool.bytes_mut(&message)[..reply.len()].copy_from_slice(reply);
+        let message = super::message_of(pool, clients.reply(slot));
         self.send(Destination::Replica(header.replica), Payload::Message(message));
         PeerMessage::Handled
     }
