@@ -144,13 +144,15 @@ fn a_nack_quorum_one_short_is_caught_within_a_few_seeds() {
 }
 
 /// Storage faults: 200 seeds of 3-replica clusters in which one replica's WAL (headers and
-/// prepares) is damaged at rest while it is down — bits flipped, sectors zeroed, sectors
-/// overwritten by others — pass every checker: the damaged replica recovers its log from its
-/// peers before it takes part in a view change, no acknowledged op is lost, and at the end
-/// every replica's WAL holds the committed prepares intact (the `wal intact` checker).
+/// prepares) and client replies are damaged at rest while it is down — bits flipped, sectors
+/// zeroed, sectors overwritten by others — its reads fail or flip bits, and a block of its
+/// checkpoint rots as the quiet phase begins, pass every checker: the damaged replica
+/// recovers its log and replies from its peers before it takes part in a view change, no
+/// acknowledged op is lost, its scrubber finds the block and a peer's copy repairs it, and at
+/// the end every replica's WAL, replies and checkpoint blocks are intact.
 #[test]
 fn seeds_with_damaged_wals_pass_every_checker() {
-    let (mut damages, mut recovering_heads) = (0, 0);
+    let (mut damages, mut recovering_heads, mut blocks_repaired) = (0, 0, 0);
     for seed in SEED_FIRST + 10_000..SEED_FIRST + 10_200 {
         let mut options = SimOptions::of_seed_with(seed, 3);
         options.wal_damage = 1 << (seed % 3);
@@ -158,10 +160,12 @@ fn seeds_with_damaged_wals_pass_every_checker() {
         assert_passed(&report);
         damages += report.stats.wal_damages;
         recovering_heads += report.stats.recovering_heads;
+        blocks_repaired += report.stats.blocks_repaired;
     }
     // The faults happened, and recoveries found them.
     assert!(damages > 1_000, "{damages} sectors damaged");
     assert!(recovering_heads > 200, "{recovering_heads} recoveries with a damaged WAL");
+    assert!(blocks_repaired > 20, "{blocks_repaired} grid blocks repaired by scrubbers");
 }
 
 /// The damaged replica's abstention is load-bearing: one that trusts the head of a damaged log

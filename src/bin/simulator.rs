@@ -118,7 +118,7 @@ fn run(seed: u64, replica_count: Option<u8>, bug: Option<InjectedBug>) -> (bool,
 fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
     let stats = &report.stats;
     let summary = format!(
-        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} wal_damages={} read_faults={} recovering_heads={}{} replies_restored={} replies={} \
+        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} wal_damages={} read_faults={} recovering_heads={}{} replies_restored={} blocks={}/{} replies={} \
          resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} synced={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
@@ -135,6 +135,8 @@ fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (boo
         stats.recovering_heads,
         if stats.faults_beyond { " beyond" } else { "" },
         stats.replies_restored,
+        stats.blocks_damaged,
+        stats.blocks_repaired,
         report.replies,
         report.stats.replies_resent,
         report.evictions,

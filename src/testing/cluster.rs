@@ -19,7 +19,7 @@ use super::checkers::hash_chain::HashChain;
 use super::checkers::op_numbers::{OpNumbers, OpNumbersChecker};
 use super::checkers::replies::RepliesChecker;
 use super::checkers::views::ViewsChecker;
-use super::checkers::{clocks, convergence, liveness, progress, sessions, state, wal, Failure};
+use super::checkers::{clocks, convergence, grid, liveness, progress, sessions, state, wal, Failure};
 use super::client::{Send, SimClient};
 use super::disk::DiskDamage;
 use super::network::{Address, Network, Packet};
@@ -122,6 +122,11 @@ pub struct RunStats {
     pub replies_restored: u64,
     /// Reads of atlas replicas' WALs and client replies that failed or returned a flipped bit.
     pub read_faults: u64,
+    /// Grid blocks of atlas replicas' durable checkpoints damaged at the quiet phase's start
+    /// (latent sector errors), and blocks their scrubbers found damaged and repaired from peers.
+    pub blocks_damaged: u64,
+    /// See `blocks_damaged`.
+    pub blocks_repaired: u64,
     /// True if a replica stopped behind while another's WAL was damaged and not yet repaired:
     /// two faults where a view-change quorum tolerates one (an exception that goes away with
     /// state sync). The run's safety is checked throughout; its liveness is not.
@@ -144,6 +149,8 @@ struct Checked {
     nacked: u64,
     /// The replica's count of replies restored at the last check (since its start).
     replies_restored: u64,
+    /// The replica's count of blocks repaired at the last check (since its start).
+    blocks_repaired: u64,
 }
 
 /// A run in progress.
@@ -207,6 +214,7 @@ impl Cluster {
                 view_normal: 0,
                 nacked: 0,
                 replies_restored: 0,
+                blocks_repaired: 0,
             });
         }
         let clients = (0..options.client_count)
@@ -339,6 +347,14 @@ impl Cluster {
                 wal::check_slot(index as u8, op, &prepare, &body, &redundant, committed)?;
             }
             sessions::check(index as u8, state.clients())?;
+            let grid = state.data_file().grid();
+            let layout = state.data_file().superblock().layout();
+            let mut block = crate::storage::AlignedBuffer::new(layout.block_size as usize);
+            for block_index in 0..grid.durable_block_count() {
+                let reference = grid.durable_block(block_index).expect("within the count");
+                node.disk().peek(layout.block_offset(reference.address), &mut block);
+                grid::check_block(index as u8, &reference, &block)?;
+            }
         }
         Ok(())
     }
@@ -382,6 +398,7 @@ impl Cluster {
     /// armed on disks and not yet reached are disarmed: one reached at the end of the run would
     /// leave its replica down for the convergence check.
     fn quiet_begin(&mut self) {
+        self.grid_damage();
         for node in &mut self.nodes {
             if !node.disk().crashed() {
                 node.disk().crash_disarm();
@@ -601,6 +618,9 @@ impl Cluster {
         // The replica's count starts again from 0 when it restarts (and so do the others).
         self.stats.nack_truncations += nacked - checked.nacked;
         checked.nacked = nacked;
+        let (_, repaired) = replica.blocks_scrubbed();
+        self.stats.blocks_repaired += repaired - checked.blocks_repaired;
+        checked.blocks_repaired = repaired;
         let restored = replica.replies_restored();
         self.stats.replies_restored += restored - checked.replies_restored;
         checked.replies_restored = restored;
@@ -668,7 +688,32 @@ impl Cluster {
         checked.op_numbers.crashed();
         checked.nacked = 0;
         checked.replies_restored = 0;
+        checked.blocks_repaired = 0;
         checked.restart_tick = Some(self.time.tick() + 1 + self.prng.below(DOWN_TICKS_MAX));
+    }
+
+    /// Latent sector errors in the grid: one block of the durable checkpoint of each atlas
+    /// replica that runs, with a bit flipped, as the quiet phase begins (no crash follows, so
+    /// no restart needs the block before the scrubber finds it and a peer's copy repairs it).
+    fn grid_damage(&mut self) {
+        if self.stats.behind_stops > 0 {
+            return; // A fault already.
+        }
+        for index in 0..self.nodes.len() {
+            let node = &self.nodes[index];
+            if self.options.wal_damage & (1 << index) == 0 || !node.is_up() {
+                continue;
+            }
+            let grid = node.replica().state().data_file().grid();
+            let count = grid.durable_block_count() as u64;
+            if count == 0 {
+                continue;
+            }
+            let reference = grid.durable_block(self.prng.below(count) as usize).expect("within the count");
+            let offset = self.options.format.layout().block_offset(reference.address);
+            node.disk().damage(offset, DiskDamage::Flip);
+            self.stats.blocks_damaged += 1;
+        }
     }
 
     /// Damages one to three sectors of the WAL (or the client replies) of replica `index`,

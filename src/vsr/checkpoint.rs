@@ -710,6 +710,30 @@ impl Grid {
         Ok(())
     }
 
+    /// How many blocks the durable checkpoint references: its manifest's, then its pages'.
+    pub fn durable_block_count(&self) -> usize {
+        self.manifest.len() + self.pages.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// The durable checkpoint's block `index` of [`Grid::durable_block_count`] (manifest first,
+    /// then each array's pages), for the scrubber.
+    pub fn durable_block(&self, index: usize) -> Option<BlockReference> {
+        let mut index = index;
+        for references in std::iter::once(&self.manifest).chain(self.pages.iter()) {
+            if index < references.len() {
+                return Some(references[index]);
+            }
+            index -= references.len();
+        }
+        None
+    }
+
+    /// True if the durable checkpoint references `reference` (address and checksum): a block
+    /// no checkpoint in progress may write over.
+    pub fn durable_holds(&self, reference: &BlockReference) -> bool {
+        std::iter::once(&self.manifest).chain(self.pages.iter()).flatten().any(|held| held == reference)
+    }
+
     /// The number of blocks in use (referenced by the durable checkpoint).
     pub fn blocks_acquired(&self) -> u64 {
         self.acquired.iter().filter(|acquired| **acquired).count() as u64

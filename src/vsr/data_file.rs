@@ -7,12 +7,15 @@ use super::header::Header;
 use super::journal::{
     Journal, JournalError, Recovered, Replay, SlotRead, ViewHead, JOURNAL_STAGE_WRITES_MAX,
 };
-use super::superblock::{Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION};
+use super::superblock::{
+    BlockReference, Checkpoint, SuperBlock, SuperBlockError, MAGIC, MANIFEST_BLOCKS_MAX, VERSION,
+};
 use super::write_stage::Stage;
 use crate::constants::{HEADER_SIZE, REPLICAS_MAX};
 use crate::state_machine::{Config, RestoreError, StateMachine, PERSISTED_RECORD_SIZES};
 use crate::storage::layout::Layout;
 use crate::storage::{Storage, StorageError, Write};
+use xxhash_rust::xxh3::xxh3_128;
 
 /// What a new data file is for and how large its parts are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,6 +370,41 @@ impl<S: Storage> DataFile<S> {
     pub fn read_reply(&mut self, slot: u64, buffer: &mut [u8]) -> Result<(), StorageError> {
         let offset = self.superblock.layout().client_reply_offset(slot);
         self.storage.read(offset, buffer)
+    }
+
+    /// The grid (the scrubber's list of the durable checkpoint's blocks).
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// Reads the grid block `reference` names into `block` (a block, sector-aligned): true if
+    /// it is intact (its checksum); false if damaged or unreadable (`EIO`).
+    pub fn block_read(&mut self, reference: &BlockReference, block: &mut [u8]) -> Result<bool, StorageError> {
+        let layout = self.superblock.layout();
+        assert_eq!(block.len() as u64, layout.block_size);
+        if reference.address == 0 || reference.address > layout.grid_block_count {
+            return Ok(false);
+        }
+        match self.storage.read(layout.block_offset(reference.address), block) {
+            Ok(()) => Ok(xxh3_128(block) == reference.checksum),
+            Err(error) if error.is_media_read_error() => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes `block` (a block, sector-aligned: a peer's copy) back over the damaged block
+    /// `reference` names, here and now, if it is that block (its checksum) and the durable
+    /// checkpoint still references it (else a checkpoint may have reused the address). True
+    /// if written and synced.
+    pub fn block_repair(&mut self, reference: &BlockReference, block: &[u8]) -> Result<bool, StorageError> {
+        let layout = self.superblock.layout();
+        assert_eq!(block.len() as u64, layout.block_size);
+        if xxh3_128(block) != reference.checksum || !self.grid.durable_holds(reference) {
+            return Ok(false);
+        }
+        let offset = layout.block_offset(reference.address);
+        self.storage.write_and_sync(&[Write { offset, data: block }])?;
+        Ok(true)
     }
 
     /// Reads the WAL slot of `op` into `buffer` ([`Journal::read_prepare`]).

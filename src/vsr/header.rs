@@ -58,6 +58,12 @@ pub enum Command {
     /// the reply's checksum in `context` (header only). A peer that holds that very reply
     /// answers with it (a `Reply` message, addressed to the replica).
     RequestReply = 16,
+    /// A replica's request for a grid block its scrubber found damaged: its address in `op`,
+    /// its checksum in `context` (header only).
+    RequestBlock = 17,
+    /// A grid block a peer asked for: its address in `op`, its checksum in `context`, the
+    /// block as the body.
+    Block = 18,
 }
 
 impl Command {
@@ -81,6 +87,8 @@ impl Command {
             14 => Command::Ping,
             15 => Command::Pong,
             16 => Command::RequestReply,
+            17 => Command::RequestBlock,
+            18 => Command::Block,
             _ => return None,
         })
     }

@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod clocks;
 pub mod commits;
 pub mod convergence;
+pub mod grid;
 pub mod hash_chain;
 pub mod liveness;
 pub mod op_numbers;

@@ -13,6 +13,7 @@
 mod clock_sync;
 mod log_target;
 mod normal;
+mod scrub;
 mod view_change;
 
 use super::admission::{admit, Admission};
@@ -34,6 +35,7 @@ use clock_sync::ClockSync;
 use log_target::LogTarget;
 pub use normal::PeerMessage;
 use normal::{Acks, Deadlines};
+use scrub::Scrub;
 pub use view_change::Status;
 use view_change::ViewChange;
 
@@ -128,6 +130,8 @@ pub struct Replica<S: Storage> {
     recovering_nonce: u128,
     /// Sessions' latest replies its recovery lost and peers restored (a statistic).
     replies_restored: u64,
+    /// The grid scrubber (a cluster's replica).
+    scrub: Scrub,
 }
 
 impl<S: Storage> Replica<S> {
@@ -173,6 +177,7 @@ impl<S: Storage> Replica<S> {
             recovering_head: state.recovered().damaged,
             recovering_nonce: 0,
             replies_restored: 0,
+            scrub: Scrub::new(superblock.block_size as usize),
             state,
         };
         assert!(replica.replica < replica.replica_count);
@@ -282,6 +287,12 @@ impl<S: Storage> Replica<S> {
     /// since it started.
     pub fn nack_truncations(&self) -> u64 {
         self.view_change.nacked
+    }
+
+    /// How many grid blocks the scrubber found damaged, and how many peers' copies repaired,
+    /// since start.
+    pub fn blocks_scrubbed(&self) -> (u64, u64) {
+        (self.scrub.found, self.scrub.repaired)
     }
 
     /// How many sessions' latest replies, lost at recovery, peers restored since start.

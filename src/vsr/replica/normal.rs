@@ -14,7 +14,7 @@ use super::view_change::Status;
 use super::{Payload, Replica};
 use crate::constants::{
     COMMIT_HEARTBEAT_NS, HEADER_SIZE, PIPELINE_PREPARE_MAX, PREPARE_RESEND_NS, PRIMARY_ABDICATE_NS,
-    REPAIR_INTERVAL_NS, VIEW_CHANGE_RESEND_NS, VIEW_CHANGE_TIMEOUT_NS,
+    REPAIR_INTERVAL_NS, SCRUB_INTERVAL_NS, VIEW_CHANGE_RESEND_NS, VIEW_CHANGE_TIMEOUT_NS,
 };
 use crate::storage::Storage;
 use crate::vsr::header::{Command, Header};
@@ -99,6 +99,8 @@ pub struct Deadlines {
     abdicate_commit: u64,
     /// When a replica asks again for the `start_view` of a newer view it saw.
     start_view: u64,
+    /// When the scrubber takes its next step.
+    scrub: u64,
     /// When a replica asks a peer again for a session's reply its recovery lost, and how many
     /// times it asked (which peer is next).
     reply_repair: u64,
@@ -220,6 +222,10 @@ impl<S: Storage> Replica<S> {
             self.deadlines.reply_repair = now + REPAIR_INTERVAL_NS;
             self.reply_repair_request();
         }
+        if now >= self.deadlines.scrub {
+            self.deadlines.scrub = now + SCRUB_INTERVAL_NS;
+            self.scrub_step()?;
+        }
         match self.status {
             Status::ViewChange => self.view_change_timeouts(now),
             Status::Normal if self.is_primary() => self.primary_timeouts(now),
@@ -315,6 +321,7 @@ impl<S: Storage> Replica<S> {
                     | Command::StartView
                     | Command::Headers
                     | Command::Reply
+                    | Command::Block
             )
         );
         if !with_body && !body.is_empty() {
@@ -348,6 +355,8 @@ impl<S: Storage> Replica<S> {
             Some(Command::Headers) => self.on_headers(body)?,
             Some(Command::RequestReply) => self.on_request_reply(header),
             Some(Command::Reply) => self.on_reply_restore(header, body),
+            Some(Command::RequestBlock) => self.on_request_block(header)?,
+            Some(Command::Block) => self.on_block(header, body)?,
             _ => PeerMessage::Ignored("not a replica-to-replica command"),
         })
     }
