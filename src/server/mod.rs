@@ -187,6 +187,8 @@ pub struct Server<S: Storage + AsRawFd> {
     commit_due: bool,
     /// The status, view and primary last logged.
     status_logged: Option<(Status, u32, bool)>,
+    /// The scrubber's counts last logged (found, repaired).
+    scrub_logged: (u64, u64),
     /// The metrics listener, if asked for.
     metrics: Option<Metrics>,
     /// Ops executed since start (a metric).
@@ -278,6 +280,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             fatal: None,
             commit_due: false,
             status_logged: None,
+            scrub_logged: (0, 0),
             metrics,
             ops_committed: 0,
             request_latency: metrics::Histogram::default(),
@@ -685,10 +688,21 @@ impl<S: Storage + AsRawFd> Server<S> {
         replica.outbox_drain(|to, message| send(connections, peers, request_latency, to, message));
     }
 
-    /// Logs a line when the replica's status, view or role changes (a cluster only).
+    /// Logs a line when the replica's status, view or role changes, and when its scrubber found
+    /// or repaired a damaged grid block (a cluster only).
     fn status_log(&mut self) {
         if self.peers.is_empty() {
             return;
+        }
+        let scrubbed = self.replica.blocks_scrubbed();
+        if scrubbed != self.scrub_logged {
+            self.scrub_logged = scrubbed;
+            let (found, repaired) = scrubbed;
+            eprintln!(
+                "info: replica {}: the scrubber found {found} damaged grid block(s) since start; {repaired} \
+                 repaired from peers",
+                self.replica.index()
+            );
         }
         let current = (self.replica.status(), self.replica.view(), self.replica.is_primary());
         if self.status_logged == Some(current) {
