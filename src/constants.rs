@@ -76,6 +76,25 @@ pub const REPAIR_INTERVAL_NS: u64 = 20_000_000;
 /// peer again for a damaged one: a grid of 10,000 blocks is read through in about 17 minutes.
 pub const SCRUB_INTERVAL_NS: u64 = 100_000_000;
 
+/// How often a syncing replica asks its peers for their durable checkpoints (state sync):
+/// until one offers a checkpoint new enough, and again while its blocks stop coming.
+pub const SYNC_CHECKPOINT_INTERVAL_NS: u64 = 200_000_000;
+
+/// How long a syncing replica's block fetch may make no progress before it takes a newer
+/// checkpoint a peer offers (its peers may have freed the blocks it asks for).
+pub const SYNC_STALL_NS: u64 = 1_000_000_000;
+
+/// How often a syncing replica asks again for a block it still lacks (another peer each time).
+pub const SYNC_BLOCK_RETRY_NS: u64 = 50_000_000;
+
+/// Blocks a syncing replica reads back and verifies per tick (its copy may already be intact:
+/// checkpoints are byte-identical, and unchanged pages keep their addresses).
+pub const SYNC_VERIFY_BLOCKS_PER_TICK: usize = 64;
+
+/// Blocks a syncing replica asks for per tick: at most this many block messages come back
+/// per tick from all its peers.
+pub const SYNC_BLOCK_REQUESTS_PER_TICK: usize = 16;
+
 /// How long a backup hears nothing from its primary (no prepare, no heartbeat) before it
 /// starts a view change: the failover's detection. A replica `d` places after the next view's
 /// primary (in replica order, wrapping) waits `d` × [`VIEW_CHANGE_STAGGER_NS`] longer, so that

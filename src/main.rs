@@ -9,7 +9,7 @@ use ledger::constants::{
     BLOCK_SIZE, CLIENTS_MAX, CLUSTER_TICK_NS, JOURNAL_SLOT_COUNT, JOURNAL_SLOT_COUNT_DEVELOPMENT,
     MESSAGE_SIZE_MAX, PULSE_INTERVAL_NS,
 };
-use ledger::server::{stop_on_signals, Server, ServerOptions};
+use ledger::server::{stop_on_signals, Server, ServerOptions, Stopped};
 use ledger::state_machine::Config;
 use ledger::storage::{FileStorage, IoMode, OpenError, Storage};
 use ledger::vsr::data_file::{DataFile, FormatOptions};
@@ -296,14 +296,70 @@ fn start(args: &StartArgs) -> Result<(), String> {
         }
     }
     let started = std::time::Instant::now();
+    let mut ledger = open_logged(storage, &args.path, started)?;
+    // A cluster's timeouts run at a 10 ms tick; a cluster of one needs only its pulses.
+    let tick_ns = if peers.is_empty() { PULSE_INTERVAL_NS } else { CLUSTER_TICK_NS };
+    let options =
+        ServerOptions { address, peers, pulse_interval: std::time::Duration::from_nanos(tick_ns), ..options };
+    loop {
+        let superblock = *ledger.data_file().superblock();
+        let config = superblock.config();
+        let mut server = Server::new(ledger, options.clone()).map_err(|error| error.to_string())?;
+        if let Some(address) = server.metrics_address() {
+            eprintln!("info: metrics (Prometheus text format) on http://{address}/metrics");
+        }
+        eprintln!(
+            "info: cluster {} replica {}: listening on {}; capacity {} accounts, {} transfers; memory: {} bytes of tables, {} bytes of message buffers",
+            superblock.cluster,
+            superblock.replica,
+            server.local_address().map_or(address, |address| address),
+            config.accounts_max,
+            config.transfers_max,
+            config.memory_size(),
+            server.memory_size(),
+        );
+        match server.run(stop).map_err(|error| format!("stopping: {error}"))? {
+            Stopped::Signal => break,
+            Stopped::Synced => {
+                // The state is the installed checkpoint's only once the data file opens again:
+                // connections close (clients and peers reconnect), the tables are rebuilt.
+                let storage = server.into_state().into_storage();
+                eprintln!(
+                    "info: {}: state sync done: every block of the installed checkpoint is here; opening the \
+                     data file again",
+                    args.path.display()
+                );
+                ledger = open_logged(storage, &args.path, std::time::Instant::now())?;
+            }
+        }
+    }
+    eprintln!("info: stopped cleanly");
+    Ok(())
+}
+
+/// Opens the data file on `storage` (recovery) and reports what recovery found.
+fn open_logged(
+    storage: FileStorage,
+    path: &Path,
+    started: std::time::Instant,
+) -> Result<ReplicaState<FileStorage>, String> {
     let mut ledger =
-        ReplicaState::open(storage, None).map_err(|error| format!("{}: {error}", args.path.display()))?;
+        ReplicaState::open(storage, None).map_err(|error| format!("{}: {error}", path.display()))?;
     ledger.prefault();
     let superblock = *ledger.data_file().superblock();
+    if let Some(damage) = ledger.data_file().checkpoint_damage() {
+        eprintln!(
+            "warning: {}: the checkpoint at op {} cannot be loaded: {damage}. This replica fetches its blocks \
+             (or a newer checkpoint's) from its peers before it serves (docs/operating.md, \"Disk failures\")",
+            path.display(),
+            superblock.checkpoint.op
+        );
+        return Ok(ledger);
+    }
     let recovered = *ledger.recovered();
     eprintln!(
         "info: recovered {} in {:?}: checkpoint op {}, replayed ops {}..={}{}",
-        args.path.display(),
+        path.display(),
         started.elapsed(),
         superblock.checkpoint.op,
         recovered.op_min,
@@ -316,7 +372,7 @@ fn start(args: &StartArgs) -> Result<(), String> {
         eprintln!(
             "warning: {}: the latest replies of {replies_lost} client session(s) are damaged or overwritten: this \
              replica restores them from its peers (until then it does not answer those requests' retries)",
-            args.path.display()
+            path.display()
         );
     }
     if let Some(damage) = recovered.damaged {
@@ -324,31 +380,10 @@ fn start(args: &StartArgs) -> Result<(), String> {
             "warning: {}: the WAL is damaged: {damage}. This replica cannot vouch for the head of its log: it \
              repairs its log from its peers before it takes part in view changes again (docs/operating.md, \
              \"Disk failures\")",
-            args.path.display()
+            path.display()
         );
     }
-    // A cluster's timeouts run at a 10 ms tick; a cluster of one needs only its pulses.
-    let tick_ns = if peers.is_empty() { PULSE_INTERVAL_NS } else { CLUSTER_TICK_NS };
-    let options =
-        ServerOptions { address, peers, pulse_interval: std::time::Duration::from_nanos(tick_ns), ..options };
-    let config = superblock.config();
-    let mut server = Server::new(ledger, options).map_err(|error| error.to_string())?;
-    if let Some(address) = server.metrics_address() {
-        eprintln!("info: metrics (Prometheus text format) on http://{address}/metrics");
-    }
-    eprintln!(
-        "info: cluster {} replica {}: listening on {}; capacity {} accounts, {} transfers; memory: {} bytes of tables, {} bytes of message buffers",
-        superblock.cluster,
-        superblock.replica,
-        server.local_address().map_or(address, |address| address),
-        config.accounts_max,
-        config.transfers_max,
-        config.memory_size(),
-        server.memory_size(),
-    );
-    server.run(stop).map_err(|error| format!("stopping: {error}"))?;
-    eprintln!("info: stopped cleanly");
-    Ok(())
+    Ok(ledger)
 }
 
 fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {

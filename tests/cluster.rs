@@ -566,6 +566,93 @@ fn a_replica_with_a_damaged_wal_repairs_it_from_its_peers() {
     cluster.finish();
 }
 
+/// The grid of a `--development` data file: blocks of 64 KiB after the client replies, from
+/// the next block boundary to the end of the file.
+const GRID_BLOCK_SIZE: u64 = 64 * 1024;
+const GRID_OFFSET: u64 =
+    (CLIENT_REPLIES_OFFSET + WAL_SLOTS * WAL_SLOT_SIZE).next_multiple_of(GRID_BLOCK_SIZE);
+
+/// Damages every grid block of the (stopped) replica's data file at `path`: a bit flipped in
+/// each, so that every block of its checkpoint is corrupted.
+fn damage_grid(path: &PathBuf) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("the data file");
+    let size = file.metadata().expect("metadata").len();
+    let mut byte = [0u8; 1];
+    for offset in (GRID_OFFSET + 1000..size).step_by(GRID_BLOCK_SIZE as usize) {
+        file.read_exact_at(&mut byte, offset).expect("read");
+        byte[0] ^= 0x01;
+        file.write_all_at(&byte, offset).expect("write");
+    }
+    file.sync_all().expect("sync");
+}
+
+impl Cluster {
+    /// Waits until replica `index` logged `what`, then until its newest status line says it is
+    /// normal again (after a state sync the replica logs its status anew).
+    fn wait_for_log_then_normal(&self, index: usize, what: &str) {
+        let logged =
+            |what: &str| self.logs[index].lock().expect("log").iter().any(|line| line.contains(what));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !logged(what) {
+            if Instant::now() > deadline {
+                let log = self.logs[index].lock().expect("log").join("\n");
+                panic!("replica {index} did not log {what:?} within 60 s; its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let process = self.processes[index].as_ref().expect("running");
+        let normal_after = || {
+            let status_since = {
+                let log = self.logs[index].lock().expect("log");
+                let since = log.iter().rposition(|line| line.contains(what)).expect("logged");
+                log[since..].iter().any(|line| line.contains(" in view "))
+            };
+            status_since && (process.is_backup() || process.is_primary())
+        };
+        wait_until("the synced replica normal again", Duration::from_secs(60), normal_after);
+    }
+}
+
+/// State sync. A backup killed while its peers run on past a WAL's worth of ops (their WALs no
+/// longer hold what it lacks) restarts, installs a peer's checkpoint and catches up from there,
+/// then carries the cluster when the other backup dies. Then a replica whose whole grid is
+/// damaged while it is down (every block of its checkpoint) fetches the blocks from its peers
+/// before it serves. At the end every acknowledged transfer is there once and the replicas'
+/// checkpoints agree.
+#[test]
+fn a_replica_behind_the_wal_or_with_a_damaged_checkpoint_syncs_from_its_peers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start("sync");
+    let primary = cluster.primary().expect("a primary");
+    let lagging = (primary + 1) % REPLICA_COUNT;
+    let other = (primary + 2) % REPLICA_COUNT;
+    cluster.kill(lagging);
+    // Well past a WAL (64 slots) and a checkpoint: the ops it lacks are overwritten everywhere.
+    cluster.burst(150);
+    cluster.restart(lagging);
+    cluster.wait_for_log_then_normal(lagging, "state sync done");
+    let log = cluster.logs[lagging].lock().expect("log").join("\n");
+    assert!(log.contains("syncing its state from its peers"), "{log}");
+    cluster.wait_for_transfers("transfers with the synced backup", 2 * BATCH as usize);
+    // The other backup goes: the primary and the synced replica are the quorum now.
+    cluster.kill(other);
+    cluster.wait_for_transfers("transfers on the synced replica's acknowledgements", 2 * BATCH as usize);
+    cluster.restart(other);
+    // A replica's checkpoint damaged while it is down.
+    let primary = cluster.primary().expect("a primary");
+    let damaged = (primary + 1) % REPLICA_COUNT;
+    cluster.kill(damaged);
+    damage_grid(&cluster.paths[damaged]);
+    cluster.wait_for_transfers("transfers without the damaged backup", 2 * BATCH as usize);
+    cluster.restart(damaged);
+    cluster.wait_for_log_then_normal(damaged, "state sync done");
+    let log = cluster.logs[damaged].lock().expect("log").join("\n");
+    assert!(log.contains("cannot be loaded"), "the damage was found at start:\n{log}");
+    cluster.wait_for_transfers("transfers with every replica back", 2 * BATCH as usize);
+    cluster.finish();
+}
+
 #[test]
 fn two_replicas_killed_stop_the_cluster_until_one_returns() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

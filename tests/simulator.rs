@@ -153,6 +153,7 @@ fn a_nack_quorum_one_short_is_caught_within_a_few_seeds() {
 #[test]
 fn seeds_with_damaged_wals_pass_every_checker() {
     let (mut damages, mut recovering_heads, mut blocks_repaired) = (0, 0, 0);
+    let (mut checkpoints_damaged, mut syncs) = (0, 0);
     for seed in SEED_FIRST + 10_000..SEED_FIRST + 10_200 {
         let mut options = SimOptions::of_seed_with(seed, 3);
         options.wal_damage = 1 << (seed % 3);
@@ -161,11 +162,31 @@ fn seeds_with_damaged_wals_pass_every_checker() {
         damages += report.stats.wal_damages;
         recovering_heads += report.stats.recovering_heads;
         blocks_repaired += report.stats.blocks_repaired;
+        checkpoints_damaged += report.stats.checkpoints_damaged;
+        syncs += report.stats.syncs;
     }
     // The faults happened, and recoveries found them.
     assert!(damages > 1_000, "{damages} sectors damaged");
     assert!(recovering_heads > 200, "{recovering_heads} recoveries with a damaged WAL");
     assert!(blocks_repaired > 20, "{blocks_repaired} grid blocks repaired by scrubbers");
+    // Restarts found their checkpoints damaged, and replicas synced (those, and laggards).
+    assert!(checkpoints_damaged > 20, "{checkpoints_damaged} checkpoints damaged while down");
+    assert!(syncs > 20, "{syncs} state syncs");
+}
+
+/// A synced replica is checked against the model: one that records the checkpoint it installs
+/// as the state after the next op is caught (by the state checker, or by its own assertions).
+#[test]
+fn a_sync_off_by_one_op_is_caught() {
+    let mut caught = 0;
+    for seed in SEED_FIRST + 10_000..SEED_FIRST + 10_100 {
+        let mut options = SimOptions::of_seed_with(seed, 3);
+        options.wal_damage = 1 << (seed % 3);
+        options.bug = Some(InjectedBug::SyncOffByOne);
+        let outcome = catch_unwind(AssertUnwindSafe(|| Cluster::new(options).run()));
+        caught += u64::from(outcome.map_or(true, |report| report.result.is_err()));
+    }
+    assert!(caught >= 3, "only {caught} of 100 seeds caught the bug");
 }
 
 /// The damaged replica's abstention is load-bearing: one that trusts the head of a damaged log

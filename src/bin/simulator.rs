@@ -42,7 +42,9 @@ struct Options {
     /// cluster's time (caught where a faulty clock runs fast: --replica-count 3 or more);
     /// `nack-quorum-minus-one` has a new primary truncate an op it lacks on one nack fewer than
     /// a nack quorum (--replica-count 3 or more); `damage-trusted` has a replica that found its
-    /// WAL damaged trust the head of its log anyway (seeds with `wal_damage` above 0).
+    /// WAL damaged trust the head of its log anyway (seeds with `wal_damage` above 0);
+    /// `sync-off-by-one` has a syncing replica record the checkpoint it installs as the state
+    /// after the next op (seeds with syncs).
     #[arg(long, value_parser = parse_bug)]
     inject_bug: Option<InjectedBug>,
 }
@@ -53,9 +55,10 @@ fn parse_bug(text: &str) -> Result<InjectedBug, String> {
         "clock-ignored" => Ok(InjectedBug::ClockIgnored),
         "nack-quorum-minus-one" => Ok(InjectedBug::NackQuorumMinusOne),
         "damage-trusted" => Ok(InjectedBug::DamageTrusted),
+        "sync-off-by-one" => Ok(InjectedBug::SyncOffByOne),
         _ => Err(format!(
             "unknown bug {text:?}: the known ones are commit-quorum-minus-one, clock-ignored, \
-             nack-quorum-minus-one and damage-trusted"
+             nack-quorum-minus-one, damage-trusted and sync-off-by-one"
         )),
     }
 }
@@ -118,7 +121,7 @@ fn run(seed: u64, replica_count: Option<u8>, bug: Option<InjectedBug>) -> (bool,
 fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
     let stats = &report.stats;
     let summary = format!(
-        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) behind={} partitions={} wal_damages={} read_faults={} recovering_heads={}{} replies_restored={} blocks={}/{} replies={} \
+        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) syncs={} partitions={} wal_damages={} checkpoints_damaged={} read_faults={} recovering_heads={} replies_restored={} blocks={}/{} replies={} \
          resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} synced={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
@@ -128,12 +131,12 @@ fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (boo
         stats.nack_truncations,
         report.crashes,
         report.stats.recovery_crashes,
-        stats.behind_stops,
+        stats.syncs,
         stats.partitions,
         stats.wal_damages,
+        stats.checkpoints_damaged,
         stats.read_faults,
         stats.recovering_heads,
-        if stats.faults_beyond { " beyond" } else { "" },
         stats.replies_restored,
         stats.blocks_damaged,
         stats.blocks_repaired,

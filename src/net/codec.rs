@@ -510,7 +510,7 @@ mod tests {
             (resealed(|h| h.cluster = 2), FrameError::Cluster { expected: CLUSTER, cluster: 2 }),
             (resealed(|h| h.release = 2), FrameError::Release { release: 2 }),
             (resealed(|h| h.command = 0), FrameError::Command { command: 0 }),
-            (resealed(|h| h.command = 19), FrameError::Command { command: 19 }),
+            (resealed(|h| h.command = 21), FrameError::Command { command: 21 }),
             (resealed(|h| h.reserved[5] = 0x80), FrameError::Reserved { offset: 145, value: 0x80 }),
             (resealed(|h| h.size = 255), FrameError::Size { size: 255 }),
             (resealed(|h| h.size = 1024 * 1024 + 1), FrameError::Size { size: 1024 * 1024 + 1 }),

@@ -105,6 +105,8 @@ pub struct Sample {
     pub clock_synchronized: bool,
     /// The replica found its WAL damaged and is recovering its log from its peers.
     pub recovering_head: bool,
+    /// The replica is syncing its state from a peer's checkpoint.
+    pub syncing: bool,
     /// Sessions' latest replies its recovery lost and peers restored, since start.
     pub replies_restored: u64,
     /// From a request's arrival to its reply's being queued on the client's connection.
@@ -316,6 +318,12 @@ impl Metrics {
             "1 while this replica, its WAL found damaged, recovers its log from its peers (it takes no part in view changes).",
             u64::from(sample.recovering_head),
         );
+        gauge(
+            body,
+            "syncing",
+            "1 while this replica installs a peer's checkpoint (state sync: it fell further behind than its peers' WALs reach, or its checkpoint is damaged); it takes no part in the cluster meanwhile.",
+            u64::from(sample.syncing),
+        );
         counter(
             body,
             "replies_restored_total",
@@ -401,6 +409,7 @@ mod tests {
             "ledger_journal_sync_latency_seconds_count 1",
             "ledger_journal_write_latency_seconds_count 0",
             "ledger_recovering_head 0",
+            "ledger_syncing 0",
             "ledger_replies_restored_total 0",
         ] {
             assert!(body.lines().any(|found| found == line), "{line} in {body}");

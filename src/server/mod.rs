@@ -44,6 +44,16 @@ use crate::vsr::replica::{Replica, Status};
 use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
 use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
+/// Why [`Server::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The stop flag was set (a signal): everything in flight finished.
+    Signal,
+    /// The replica installed a peer's checkpoint (state sync): its data file must be opened
+    /// again ([`Server::into_state`], then `ReplicaState::open`) and served anew.
+    Synced,
+}
+
 /// How the server runs.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -186,7 +196,7 @@ pub struct Server<S: Storage + AsRawFd> {
     /// A peer's message may have let ops commit.
     commit_due: bool,
     /// The status, view and primary last logged.
-    status_logged: Option<(Status, u32, bool)>,
+    status_logged: Option<(Status, u32, bool, bool)>,
     /// The scrubber's counts last logged (found, repaired).
     scrub_logged: (u64, u64),
     /// The metrics listener, if asked for.
@@ -302,8 +312,10 @@ impl<S: Storage + AsRawFd> Server<S> {
         self.memory_size
     }
 
-    /// Serves until `stop` is set; then finishes what is in flight and returns.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), ServerError> {
+    /// Serves until `stop` is set, then finishes what is in flight and returns
+    /// [`Stopped::Signal`]; or until the replica finished a state sync ([`Stopped::Synced`]):
+    /// its data file must then be opened again, and served by a new server.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<Stopped, ServerError> {
         self.queue_accept()?;
         self.queue_timeout()?;
         if let Some(metrics) = self.metrics.as_mut() {
@@ -334,6 +346,11 @@ impl<S: Storage + AsRawFd> Server<S> {
                     return Err(error.into());
                 }
             }
+            if self.replica.synced() {
+                // A sync ends with no stage in flight: nothing is left on the replica's buffers.
+                assert!(!self.stages.iter().any(StageIo::in_flight));
+                return Ok(Stopped::Synced);
+            }
             if std::mem::take(&mut self.commit_due) {
                 self.commit()?;
             }
@@ -356,7 +373,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             }
         }
         self.replica.state_mut().flush()?;
-        Ok(())
+        Ok(Stopped::Signal)
     }
 
     /// Prepares what the replica has queued, as far as its pipeline has room.
@@ -675,6 +692,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             peer_messages_dropped: self.peers.iter().map(|peer| peer.dropped).sum(),
             clock_synchronized: replica.clock().synchronized(),
             recovering_head: replica.recovering_head().is_some(),
+            syncing: replica.syncing(),
             replies_restored: replica.replies_restored(),
             request_latency: self.request_latency,
             journal_write_latency: self.stages[Stream::Journal.index()].write_latency,
@@ -704,18 +722,24 @@ impl<S: Storage + AsRawFd> Server<S> {
                 self.replica.index()
             );
         }
-        let current = (self.replica.status(), self.replica.view(), self.replica.is_primary());
+        let current =
+            (self.replica.status(), self.replica.view(), self.replica.is_primary(), self.replica.syncing());
         if self.status_logged == Some(current) {
             return;
         }
         self.status_logged = Some(current);
-        let (status, view, primary) = current;
+        let (status, view, primary, syncing) = current;
         let elect = view % (self.peers.len() as u32 + 1);
         let replica = self.replica.index();
         let (log_view, op, commit) =
             (self.replica.log_view(), self.replica.state().op(), self.replica.state().commit_min());
         // Formatted straight to stderr: no allocation, even on the loop's thread.
         match status {
+            _ if syncing => eprintln!(
+                "info: replica {replica}: syncing its state from its peers (it fell further behind than their WALs \
+                 reach, or its checkpoint is damaged): it installs a peer's checkpoint and takes no part until \
+                 then; op {op}, commit {commit}"
+            ),
             Status::Normal if primary => {
                 eprintln!("info: replica {replica}: primary in view {view} (log view {log_view}), op {op}, commit {commit}")
             }

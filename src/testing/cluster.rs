@@ -101,8 +101,11 @@ pub struct RunStats {
     pub peer_handled: u64,
     /// Messages between replicas the receiver ignored (stale, duplicates, ahead of a gap).
     pub peer_ignored: u64,
-    /// Replicas that stopped because they fell further behind than a WAL reaches.
-    pub behind_stops: u64,
+    /// State syncs completed: a replica that fell further behind than a WAL reaches, or found
+    /// its checkpoint damaged at start, installed a peer's checkpoint.
+    pub syncs: u64,
+    /// Grid blocks of a down atlas replica's durable checkpoint damaged (its restart syncs).
+    pub checkpoints_damaged: u64,
     /// Partitions of the replicas begun.
     pub partitions: u64,
     /// View changes completed (a replica entering normal status in a new view), over all
@@ -127,10 +130,6 @@ pub struct RunStats {
     pub blocks_damaged: u64,
     /// See `blocks_damaged`.
     pub blocks_repaired: u64,
-    /// True if a replica stopped behind while another's WAL was damaged and not yet repaired:
-    /// two faults where a view-change quorum tolerates one (an exception that goes away with
-    /// state sync). The run's safety is checked throughout; its liveness is not.
-    pub faults_beyond: bool,
 }
 
 /// What the checkers remember of one replica.
@@ -140,8 +139,6 @@ struct Checked {
     op_numbers: OpNumbersChecker,
     /// When a crashed replica restarts.
     restart_tick: Option<u64>,
-    /// The replica stopped for good: it fell too far behind.
-    stopped: bool,
     views: ViewsChecker,
     /// The newest view the replica entered normal status in.
     view_normal: u32,
@@ -175,8 +172,9 @@ pub struct Cluster {
     /// The newest op committed when clients stopped starting requests (the second half of
     /// the quiet phase): every replica must reach it by the end.
     drain_op: Option<u64>,
-    /// Replicas whose WAL was damaged and which have not held a view's log since (a bit each).
-    wal_damaged: u8,
+    /// Every committed prepare (op `n` at `n − 1`), as the first replica to commit it logged
+    /// it: what a replica that synced past ops its WAL never held is checked with.
+    history: Vec<(Header, Vec<u8>)>,
     commits: u64,
     crashes: u64,
     stats: RunStats,
@@ -209,7 +207,6 @@ impl Cluster {
                 chain: HashChain::new(0, root_checksum(options.format.cluster)),
                 op_numbers: OpNumbersChecker::new(options.replica_count > 1),
                 restart_tick: None,
-                stopped: false,
                 views: ViewsChecker::default(),
                 view_normal: 0,
                 nacked: 0,
@@ -244,7 +241,7 @@ impl Cluster {
             checkpoints: CheckpointsChecker::new(),
             partition_until: None,
             drain_op: None,
-            wal_damaged: 0,
+            history: Vec::new(),
             commits: 0,
             crashes: 0,
             stats: RunStats::default(),
@@ -292,40 +289,16 @@ impl Cluster {
                 self.node_act(index)?;
             }
         }
-        if !self.stats.faults_beyond {
-            // (Beyond the fault model a cluster may stall with replies sent for ops its
-            // checkers never saw committed.)
-            self.replies.finish()?;
-        }
+        self.replies.finish()?;
         progress::check(self.commits)?;
         if self.nodes.len() > 1 && self.stats.view_changes == 0 {
             return Err(Failure::new("progress", "a cluster run completed no view change".into()));
         }
-        if self.stats.faults_beyond {
-            // Beyond the fault model: nothing obliges the cluster to serve to the end.
-            return self.wal_check();
-        }
         let in_flight: Vec<(u128, Option<u32>)> =
             self.clients.iter().map(|client| (client.id(), client.in_flight())).collect();
         liveness::check(&in_flight)?;
-        let commit_mins: Vec<Option<u64>> = self
-            .nodes
-            .iter()
-            .zip(&self.checked)
-            .filter(|(_, checked)| !checked.stopped)
-            .map(|(node, _)| node.is_up().then(|| node.replica().state().commit_min()))
-            .collect();
-        if commit_mins.len()
-            < usize::from(crate::vsr::quorums::Quorums::of(self.options.replica_count).view_change)
-        {
-            return Err(Failure::new(
-                "convergence",
-                format!(
-                    "{} replicas stopped behind: fewer than a view-change quorum run",
-                    self.stats.behind_stops
-                ),
-            ));
-        }
+        let commit_mins: Vec<Option<u64>> =
+            self.nodes.iter().map(|node| node.is_up().then(|| node.replica().state().commit_min())).collect();
         convergence::check(&commit_mins, self.drain_op.expect("the run drained"))?;
         self.wal_check()
     }
@@ -456,7 +429,6 @@ impl Cluster {
                         }
                         Ok(Received::Down | Received::Admitted(_)) => {}
                         Err(NodeError::Crashed) => self.crash(index),
-                        Err(NodeError::Behind(_)) => self.stop_behind(index),
                         Err(NodeError::Fatal(message)) => {
                             return Err(Failure::new(
                                 "replica",
@@ -539,19 +511,14 @@ impl Cluster {
                 self.crash(index);
                 return Ok(());
             }
-            Err(NodeError::Behind(_)) => {
-                self.stop_behind(index);
-                return Ok(());
-            }
             Err(NodeError::Fatal(message)) => {
                 return Err(Failure::new("replica", format!("replica {index} failed: {message}")));
             }
         }
-        self.views_check(index)?;
-        if self.nodes[index].replica().recovering_head().is_none() {
-            // It holds a view's log (or its recovery found no damage that mattered).
-            self.wal_damaged &= !(1 << index);
+        if let Some(op) = self.nodes[index].take_synced() {
+            self.synced(index, op)?;
         }
+        self.views_check(index)?;
         let node = &self.nodes[index];
         let synchronized = node.replica().clock().realtime_synchronized(&self.time.skewed(node.clock_skew()));
         self.stats.clock_synchronized_ticks += u64::from(synchronized.is_some());
@@ -600,7 +567,7 @@ impl Cluster {
                 self.crash(index);
                 Ok(())
             }
-            Err(NodeError::Fatal(message) | NodeError::Behind(message)) => Err(Failure::new(
+            Err(NodeError::Fatal(message)) => Err(Failure::new(
                 "replica",
                 format!("replica {index}: commit failed without a crash: {message}"),
             )),
@@ -636,26 +603,21 @@ impl Cluster {
         Ok(())
     }
 
-    /// Replica `index` stopped because it fell further behind than a WAL reaches, as it must
-    /// without state sync: it stays down for the rest of the run, and the convergence checker
-    /// leaves it out (the rest of the cluster must still converge).
-    fn stop_behind(&mut self, index: usize) {
-        self.stats.behind_stops += 1;
-        if self.wal_damaged & !(1 << index) != 0 {
-            self.stats.faults_beyond = true;
-        }
-        // A fault already: no more read faults either (one at recovery damages a head).
-        for node in &self.nodes {
-            if !node.disk().crashed() {
-                node.disk().with(|storage| storage.set_faults(SimFaults::default()));
-            }
-        }
-        self.trace.record(TraceEvent::Crashed, &[u128::from(self.time.tick()), index as u128, u128::MAX]);
-        self.network.drop_to(Address::Replica(index as u8));
+    /// Replica `index` finished a state sync and runs again from the checkpoint at `op`: the
+    /// checkers catch up with the checkpoint (its ops from the cluster's history: its WAL does
+    /// not hold them), and its state must equal the model's there ("a replica that synced
+    /// equals the model").
+    fn synced(&mut self, index: usize, op: u64) -> Result<(), Failure> {
+        self.stats.syncs += 1;
+        self.trace.record(TraceEvent::Synced, &[u128::from(self.time.tick()), index as u128, u128::from(op)]);
+        let state = self.nodes[index].replica().state();
+        let numbers =
+            OpNumbers { op: state.op(), commit_min: state.commit_min(), commit_max: state.commit_max() };
         let checked = &mut self.checked[index];
+        // Its running numbers start again, as at a restart.
         checked.op_numbers.crashed();
-        checked.restart_tick = None;
-        checked.stopped = true;
+        checked.op_numbers.check_recovered(numbers)?;
+        self.catch_up(index)
     }
 
     /// Takes replica `index` down: its disk keeps, loses or tears the unsynced writes.
@@ -667,19 +629,30 @@ impl Cluster {
         };
         let node = &mut self.nodes[index];
         let op = if node.is_up() { node.replica().state().op() } else { 0 };
+        // A block of its durable checkpoint, which the damage may hit.
+        let grid = node.is_up().then(|| node.replica().state().data_file().grid());
+        let count = grid.map_or(0, |grid| grid.durable_block_count() as u64);
+        let block =
+            grid.filter(|_| count > 0).map(|grid| grid.durable_block(self.prng.below(count) as usize));
+        let block = block.map(|block| block.expect("within the count"));
         node.crash(mode);
-        // The restart of the disk healed its faults; an atlas replica's come back (unless a
-        // replica stopped behind: a fault already).
-        if self.options.wal_damage & (1 << index) != 0 && self.faulty() && self.stats.behind_stops == 0 {
+        // The restart of the disk healed its faults; an atlas replica's come back.
+        let damageable = self.options.wal_damage & (1 << index) != 0 && self.faulty();
+        if damageable {
             let faults = read_faults(&self.options);
             self.nodes[index].disk().with(|storage| storage.set_faults(faults));
         }
         self.crashes += 1;
-        // A replica stopped behind (no state sync yet) is a fault already: the damage of
-        // another would leave fewer than a view-change quorum able to lead or vouch for logs.
-        let damageable = self.options.wal_damage & (1 << index) != 0 && self.stats.behind_stops == 0;
-        if damageable && self.faulty() && self.prng.chance(1, 2) {
+        if damageable && self.prng.chance(1, 2) {
             self.wal_damage(index, op);
+        }
+        if let (true, Some(block)) = (damageable, block) {
+            if self.prng.chance(1, 8) {
+                // Its restart finds the checkpoint damaged and syncs it from its peers.
+                let offset = self.options.format.layout().block_offset(block.address);
+                self.nodes[index].disk().damage(offset, DiskDamage::Flip);
+                self.stats.checkpoints_damaged += 1;
+            }
         }
         self.trace
             .record(TraceEvent::Crashed, &[u128::from(self.time.tick()), index as u128, u128::from(op)]);
@@ -696,9 +669,6 @@ impl Cluster {
     /// replica that runs, with a bit flipped, as the quiet phase begins (no crash follows, so
     /// no restart needs the block before the scrubber finds it and a peer's copy repairs it).
     fn grid_damage(&mut self) {
-        if self.stats.behind_stops > 0 {
-            return; // A fault already.
-        }
         for index in 0..self.nodes.len() {
             let node = &self.nodes[index];
             if self.options.wal_damage & (1 << index) == 0 || !node.is_up() {
@@ -753,7 +723,6 @@ impl Cluster {
             }
             self.nodes[index].disk().damage(offset, damage);
             self.stats.wal_damages += 1;
-            self.wal_damaged |= 1 << index;
             self.trace.record(
                 TraceEvent::Damaged,
                 &[u128::from(self.time.tick()), index as u128, u128::from(offset)],
@@ -783,7 +752,7 @@ impl Cluster {
                     self.stats.recovery_crashes += 1;
                     self.crash(index);
                 }
-                Err(NodeError::Fatal(message) | NodeError::Behind(message)) => {
+                Err(NodeError::Fatal(message)) => {
                     return Err(Failure::new("recovery", format!("replica {index} cannot start: {message}")));
                 }
             }
@@ -792,9 +761,6 @@ impl Cluster {
         if self.nodes[index].replica().recovering_head().is_some() {
             assert!(self.options.wal_damage & (1 << index) != 0, "only a damaged WAL leaves a head in doubt");
             self.stats.recovering_heads += 1;
-            // Damage at rest, or a read that failed or returned a flipped bit: it recovers its
-            // head either way.
-            self.wal_damaged |= 1 << index;
         }
         // A crash armed for recovery that recovery did not reach stays armed for the run.
         let checked = &mut self.checked[index];
@@ -829,6 +795,9 @@ impl Cluster {
         let checked = &mut self.checked[index];
         let replica = node.replica();
         checked.views.check(replica.view(), replica.log_view())?;
+        if replica.syncing() {
+            return Ok(()); // Its state is not loaded: it is checked once the sync ends.
+        }
         let state = replica.state();
         let checkpoint = state.data_file().superblock().checkpoint;
         self.checkpoints.check(index as u8, checkpoint.op, checkpoint.id())?;
@@ -841,10 +810,24 @@ impl Cluster {
             return checked.op_numbers.check(numbers);
         }
         let op_first = checked.chain.op() + 1;
-        // Every op since the last check is still in the WAL (a commit takes at most the queue).
-        assert!(commit_min + 1 - op_first <= layout.journal_slot_count, "the checkers fell behind the WAL");
+        // Every op since the last check is still in the WAL (a commit takes at most the queue),
+        // but those a state sync installed with its checkpoint: the checkpoint's identity
+        // (`checkpoints agree`) vouches for them, and the cluster's history holds them.
+        let synced_ops = checkpoint.op.saturating_sub(checked.chain.op());
+        assert!(
+            commit_min + 1 - op_first <= layout.journal_slot_count + synced_ops,
+            "the checkers fell behind the WAL"
+        );
         for op in op_first..=commit_min {
-            let (header, body) = read_prepare(node.disk(), &layout, op);
+            let (header, body) = match self.history.get(op as usize - 1) {
+                Some((header, body)) if op <= checkpoint.op => (*header, body.clone()),
+                _ => read_prepare(node.disk(), &layout, op),
+            };
+            if op <= checkpoint.op && header.op != op {
+                // Synced from a checkpoint whose ops no replica's check has logged yet (the
+                // replica that made it crashed before its check): checked at the next call.
+                return Ok(());
+            }
             checked.chain.check(&header, &body)?;
             let operation = Operation::from_u8(header.operation).ok_or_else(|| {
                 Failure::new("hash chain", format!("op {op}: unknown operation {}", header.operation))
@@ -864,6 +847,7 @@ impl Cluster {
             }
             let expected = checked.oracle.apply(operation, header.timestamp, &body);
             if self.committed.committed(index as u8, op, header.checksum)? {
+                self.history.push((header, body.clone()));
                 clocks::check_timestamp(op, header.timestamp, self.time.realtime())?;
                 self.replies.committed(&header, &body, expected)?;
                 self.stats.pulses += u64::from(operation == Operation::Pulse);

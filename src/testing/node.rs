@@ -28,7 +28,7 @@ use crate::vsr::data_file::{DataFile, FormatOptions};
 use crate::vsr::header::{Command, Header};
 use crate::vsr::outbox::Destination;
 use crate::vsr::replica::{InjectedBug, PeerMessage, Replica};
-use crate::vsr::replica_state::{ReplicaState, ReplicaStateError};
+use crate::vsr::replica_state::ReplicaState;
 use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 
 /// Why a replica stopped.
@@ -36,10 +36,6 @@ use crate::vsr::write_stage::{Stream, STAGE_WRITES_MAX, STREAMS};
 pub enum NodeError {
     /// The simulated disk crashed the process (an armed crash): restart it.
     Crashed,
-    /// The replica stopped, as it must, because it fell further behind its cluster than a WAL
-    /// reaches (no peer still holds the ops it lacks; state sync would be needed): it stays
-    /// down.
-    Behind(String),
     /// Anything else: a bug (the simulated disk injects no other fault today).
     Fatal(String),
 }
@@ -74,6 +70,9 @@ pub struct Node {
     skew: ClockSkew,
     /// The harness stepped the wall clock since the replica's last tick (it may report it).
     clock_stepped: bool,
+    /// The replica finished a state sync and was opened again on the checkpoint of this op,
+    /// not yet taken by the harness ([`Node::take_synced`]).
+    synced: Option<u64>,
 }
 
 /// What one [`Node::step`] did.
@@ -120,6 +119,7 @@ impl Node {
             bug: None,
             skew: ClockSkew::default(),
             clock_stepped: false,
+            synced: None,
         }
     }
 
@@ -212,7 +212,7 @@ impl Node {
             Some(Command::Reserved | Command::Eviction) | None => return Ok(Received::Invalid),
             Some(_) => match replica.on_peer_message(&header, body, &time.skewed(self.skew)) {
                 Ok(peer) => Received::Peer(peer, 0),
-                Err(error) => return Err(self.replica_error(error)),
+                Err(error) => return Err(self.error(error.to_string())),
             },
         };
         let replica = self.replica.as_mut().expect("the replica is up");
@@ -236,10 +236,23 @@ impl Node {
         match ticked {
             Ok(jump) => {
                 assert!(jump.is_none() || stepped, "the replica saw a step of its wall clock that never was");
-                Ok(())
             }
-            Err(error) => Err(self.replica_error(error)),
+            Err(error) => return Err(self.error(error.to_string())),
         }
+        if self.replica().synced() {
+            // As the server does: the data file opens again, on the checkpoint it installed.
+            assert!(self.in_flight.is_empty(), "a sync ends with no stage in flight");
+            self.replica = None;
+            self.open()?;
+            self.synced = Some(self.replica().state().data_file().checkpoint_op());
+        }
+        Ok(())
+    }
+
+    /// The checkpoint op of a state sync the replica finished since the last call, if any: it
+    /// then runs again from that checkpoint.
+    pub fn take_synced(&mut self) -> Option<u64> {
+        self.synced.take()
     }
 
     /// Whether requests wait to be committed.
@@ -369,17 +382,6 @@ impl Node {
         let committed = replica.commit();
         replica.outbox_drain(|to, message| outbox.push(packet(from, to, message)));
         committed.map(drop).map_err(|error| error.to_string())
-    }
-
-    /// Classifies an error the replica returned: a crash of the disk, the stop of a replica too
-    /// far behind, or a bug.
-    fn replica_error(&mut self, error: ReplicaStateError) -> NodeError {
-        if matches!(error, ReplicaStateError::BehindLog { .. }) && !self.disk.crashed() {
-            self.in_flight.clear();
-            self.replica = None;
-            return NodeError::Behind(error.to_string());
-        }
-        self.error(error.to_string())
     }
 
     /// Classifies an error of the replica: a crash of the disk, or a bug.

@@ -23,6 +23,8 @@ pub enum TraceEvent {
     Partitioned = 7,
     /// A down replica's WAL was damaged: tick, replica, file offset of the sector.
     Damaged = 8,
+    /// A replica finished a state sync: tick, replica, the checkpoint op it runs from.
+    Synced = 9,
 }
 
 /// The running hash of a run's events.

@@ -14,7 +14,7 @@
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::client_table::CLIENT_SESSION_SIZE;
-use super::superblock::{BlockReference, SuperBlock, MANIFEST_BLOCKS_MAX};
+use super::superblock::{BlockReference, Checkpoint, SuperBlock, MANIFEST_BLOCKS_MAX};
 use super::write_stage::Stage;
 use crate::state_machine::{PERSISTED_ARRAYS, PERSISTED_RECORD_SIZES};
 use crate::storage::layout::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
@@ -77,6 +77,18 @@ pub enum CheckpointError {
         /// The grid's block count.
         blocks: u64,
     },
+}
+
+impl CheckpointError {
+    /// True if the error is damage of the checkpoint's blocks on this disk (corrupted,
+    /// misplaced, or unreadable), which a peer's copies can repair.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            CheckpointError::Corrupt { .. } | CheckpointError::BadReference { .. } => true,
+            CheckpointError::Storage(error) => error.is_media_read_error(),
+            CheckpointError::GridFull { .. } | CheckpointError::ManifestFull { .. } => false,
+        }
+    }
 }
 
 /// What each checkpointed array holds, for messages.
@@ -304,10 +316,7 @@ impl Grid {
             // A damaged manifest names no pages that could be trusted.
             return Ok((grid, arrays));
         }
-        let references: Vec<BlockReference> = manifest_bytes
-            .chunks_exact(core::mem::size_of::<BlockReference>())
-            .map(bytemuck::pod_read_unaligned)
-            .collect();
+        let references = manifest_references(&manifest_bytes);
         let mut next = 0;
         for array in 0..CHECKPOINT_ARRAYS {
             let size = checkpoint.array_lengths[array] as usize * RECORD_SIZES[array];
@@ -523,6 +532,15 @@ impl Grid {
     /// (its manifest is laid out): until that superblock is written, no other may be.
     pub fn superblock_built(&self) -> bool {
         self.pending.as_ref().is_some_and(|pending| pending.superblock.is_some())
+    }
+
+    /// Drops the checkpoint in progress, if any (a syncing replica installs a peer's instead):
+    /// true if it had built its superblock, some copies of which may be on disk.
+    pub fn abandon(&mut self) -> bool {
+        assert!(!self.stage_in_flight(), "no stage in flight on the buffers it drops");
+        let built = self.superblock_built();
+        self.pending = None;
+        built
     }
 
     /// True if a stage of the checkpoint is in flight.
@@ -752,6 +770,33 @@ impl Grid {
         }
         Err(CheckpointError::GridFull { blocks: count })
     }
+}
+
+/// The block references a manifest's bytes hold, in order.
+fn manifest_references(manifest: &[u8]) -> Vec<BlockReference> {
+    manifest.chunks_exact(core::mem::size_of::<BlockReference>()).map(bytemuck::pod_read_unaligned).collect()
+}
+
+/// Every page `checkpoint` references (each array's, in order), from its manifest's bytes
+/// (`manifest_size` of them, read from its manifest blocks): `None` if the manifest names fewer
+/// pages than the array lengths need (written by a faulty build; refused).
+pub fn checkpoint_pages(
+    checkpoint: &Checkpoint,
+    manifest: &[u8],
+    block_size: u64,
+) -> Option<Vec<BlockReference>> {
+    let pages: usize = (0..CHECKPOINT_ARRAYS)
+        .map(|array| {
+            let size = checkpoint.array_lengths[array] as usize * RECORD_SIZES[array];
+            size.div_ceil(block_size as usize)
+        })
+        .sum();
+    let mut references = manifest_references(manifest.get(..checkpoint.manifest_size as usize)?);
+    if references.len() < pages {
+        return None;
+    }
+    references.truncate(pages);
+    Some(references)
 }
 
 /// The checksum of a page as stored: its content zero-padded to a whole block.

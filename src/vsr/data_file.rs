@@ -237,6 +237,9 @@ pub struct DataFile<S: Storage> {
     superblock: SuperBlock,
     journal: Journal,
     grid: Grid,
+    /// In a cluster, why the checkpoint could not be loaded (a damaged or unreadable block):
+    /// the replica fetches its blocks from its peers before it can open (state sync).
+    checkpoint_damage: Option<String>,
 }
 
 impl<S: Storage> DataFile<S> {
@@ -274,13 +277,15 @@ impl<S: Storage> DataFile<S> {
             Checkpoint { prepare_checksum: root_checksum(options.cluster), ..bytemuck::Zeroable::zeroed() };
         superblock.view_head_checksum = root_checksum(options.cluster);
         superblock.write_next(&mut storage)?;
-        Ok(DataFile { storage, superblock, journal, grid: Grid::new(layout) })
+        Ok(DataFile { storage, superblock, journal, grid: Grid::new(layout), checkpoint_damage: None })
     }
 
     /// Opens a data file: picks the superblock and loads its checkpoint, returning the
     /// checkpointed arrays (state machine arrays, then client sessions), each trimmed to its
     /// length and 16-byte aligned. `cluster`, if given, must match the file's. The WAL after the
-    /// checkpoint is replayed next, with [`DataFile::recover`].
+    /// checkpoint is replayed next, with [`DataFile::recover`]. In a cluster, a checkpoint with
+    /// a damaged or unreadable block opens with no arrays and [`DataFile::checkpoint_damage`]
+    /// saying why: its replica fetches the blocks from its peers (a replica alone refuses).
     pub fn open(
         mut storage: S,
         cluster: Option<u128>,
@@ -304,9 +309,78 @@ impl<S: Storage> DataFile<S> {
         if !copies.iter().all(|copy| copy.is_some_and(|copy| copy.checksum == superblock.checksum)) {
             superblock.write_copies(&mut storage)?;
         }
-        let (grid, arrays) = Grid::open(&mut storage, &superblock)?;
+        let (grid, arrays, checkpoint_damage) = match Grid::open(&mut storage, &superblock) {
+            Ok((grid, arrays)) => (grid, arrays, None),
+            Err(error) if superblock.replica_count > 1 && error.is_damage() => {
+                (Grid::new(layout), Default::default(), Some(error.to_string()))
+            }
+            Err(error) => return Err(error.into()),
+        };
         let journal = Journal::new(layout, superblock.cluster);
-        Ok((DataFile { storage, superblock, journal, grid }, arrays))
+        Ok((DataFile { storage, superblock, journal, grid, checkpoint_damage }, arrays))
+    }
+
+    /// Why the checkpoint could not be loaded, if it could not ([`DataFile::open`]).
+    pub fn checkpoint_damage(&self) -> Option<&str> {
+        self.checkpoint_damage.as_deref()
+    }
+
+    /// Makes `checkpoint` (a peer's, newer than this replica's) the one the superblock names,
+    /// here and now: state sync. Any checkpoint in progress is dropped; the view state stays.
+    /// Its blocks may not be here yet: until they are ([`DataFile::block_install`]), opening
+    /// the data file finds them damaged and the replica goes on fetching them. No stage of any
+    /// stream may be in flight; the data file must be opened again before it is used otherwise.
+    pub fn sync_install(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        assert!(!self.grid.stage_in_flight() && !self.journal.stage_in_flight());
+        assert!(checkpoint.op > self.superblock.checkpoint.op);
+        let mut superblock = self.superblock;
+        if self.grid.abandon() {
+            // Some copies of the dropped checkpoint's superblock (the next sequence) may be on
+            // disk: this one goes past it, so that no two superblocks share a sequence.
+            superblock.sequence += 1;
+        }
+        superblock.checkpoint = *checkpoint;
+        superblock.commit_max = superblock.commit_max.max(checkpoint.op);
+        superblock.write_next(&mut self.storage)?;
+        self.superblock = superblock;
+        self.checkpoint_damage = Some(format!("state sync to the checkpoint at op {}", checkpoint.op));
+        Ok(())
+    }
+
+    /// Writes `block` (a peer's copy) at the address `reference` names, here and now, if it is
+    /// that block (its checksum): a block of the checkpoint being synced. True if written and
+    /// synced.
+    pub fn block_install(&mut self, reference: &BlockReference, block: &[u8]) -> Result<bool, StorageError> {
+        let layout = self.superblock.layout();
+        assert_eq!(block.len() as u64, layout.block_size);
+        assert!(self.checkpoint_damage.is_some(), "only while the checkpoint is not loaded");
+        if xxh3_128(block) != reference.checksum
+            || reference.address == 0
+            || reference.address > layout.grid_block_count
+        {
+            return Ok(false);
+        }
+        let offset = layout.block_offset(reference.address);
+        self.storage.write_and_sync(&[Write { offset, data: block }])?;
+        Ok(true)
+    }
+
+    /// The pages the superblock's checkpoint references, read from its manifest blocks
+    /// (`block` is a block's buffer): `None` if a manifest block is not intact here, or the
+    /// manifest names too few pages.
+    pub fn checkpoint_pages(
+        &mut self,
+        block: &mut [u8],
+    ) -> Result<Option<Vec<BlockReference>>, StorageError> {
+        let checkpoint = self.superblock.checkpoint;
+        let mut manifest = Vec::with_capacity(checkpoint.manifest_size as usize);
+        for reference in &checkpoint.manifest[..checkpoint.manifest_block_count as usize] {
+            if !self.block_read(reference, block)? {
+                return Ok(None);
+            }
+            manifest.extend_from_slice(block);
+        }
+        Ok(super::checkpoint::checkpoint_pages(&checkpoint, &manifest, self.superblock.block_size))
     }
 
     /// Starts replaying the WAL after the checkpoint; continue with [`DataFile::replay_next`].

@@ -64,6 +64,12 @@ pub enum Command {
     /// A grid block a peer asked for: its address in `op`, its checksum in `context`, the
     /// block as the body.
     Block = 18,
+    /// A syncing replica's request for a peer's durable checkpoint, if its op is at least `op`
+    /// (header only).
+    RequestSyncCheckpoint = 19,
+    /// A replica's durable checkpoint (the superblock's `Checkpoint` as the body): its op in
+    /// `op`, its id in `context`.
+    SyncCheckpoint = 20,
 }
 
 impl Command {
@@ -89,6 +95,8 @@ impl Command {
             16 => Command::RequestReply,
             17 => Command::RequestBlock,
             18 => Command::Block,
+            19 => Command::RequestSyncCheckpoint,
+            20 => Command::SyncCheckpoint,
             _ => return None,
         })
     }

@@ -38,21 +38,6 @@ pub enum ReplicaStateError {
     /// Writing a checkpoint failed.
     #[error("checkpoint failed: {0}")]
     Checkpoint(#[from] CheckpointError),
-    /// A backup's log ends further behind its primary's than a WAL reaches: the prepares it
-    /// lacks are gone from its peers' WALs, so repair cannot catch it up.
-    #[error(
-        "this replica's log ends at op {op}, but its primary is at op {op_primary}, more than the \
-         WAL's {slot_count} slots ahead: the ops it lacks are no longer in any peer's WAL, so it \
-         cannot catch up by repair (state sync is not supported yet); stopping"
-    )]
-    BehindLog {
-        /// This replica's newest op.
-        op: u64,
-        /// Its primary's newest op.
-        op_primary: u64,
-        /// WAL slots.
-        slot_count: u64,
-    },
     /// The cluster clock is beyond the range of timestamps: nothing was prepared or written.
     /// Not fatal: the requests can be retried once the clock is right.
     #[error(
@@ -209,7 +194,10 @@ impl<S: Storage> ReplicaState<S> {
         let (data_file, arrays) = DataFile::open(storage, cluster)?;
         let superblock = *data_file.superblock();
         let layout = superblock.layout();
-        let lengths = superblock.checkpoint.array_lengths;
+        // A cluster's replica whose checkpoint has damaged blocks starts empty, to fetch them
+        // from its peers (state sync): then it opens again.
+        let syncing = data_file.checkpoint_damage().is_some();
+        let lengths = if syncing { [0; 6] } else { superblock.checkpoint.array_lengths };
         let record_sizes = super::checkpoint::RECORD_SIZES;
         let bytes = |index: usize| {
             let bytes: &[u8] = bytemuck::cast_slice(arrays[index].as_slice());
@@ -258,6 +246,9 @@ impl<S: Storage> ReplicaState<S> {
             pipeline: (0..pipeline).map(|_| None).collect(),
             recovered: Recovered::default(),
         };
+        if syncing {
+            return Ok(ledger);
+        }
         // Replay the WAL through the same commit path as live requests, checkpointing at the
         // same fixed ops (each checkpoint replayed past is written before going on, so the
         // durable checkpoint is the newest one at or below the head, as if no crash happened).

@@ -14,6 +14,7 @@ mod clock_sync;
 mod log_target;
 mod normal;
 mod scrub;
+mod sync;
 mod view_change;
 
 use super::admission::{admit, Admission};
@@ -36,6 +37,7 @@ use log_target::LogTarget;
 pub use normal::PeerMessage;
 use normal::{Acks, Deadlines};
 use scrub::Scrub;
+use sync::Sync;
 pub use view_change::Status;
 use view_change::ViewChange;
 
@@ -53,6 +55,9 @@ pub enum InjectedBug {
     /// A replica whose WAL recovery found damaged trusts the head of its log anyway (as if the
     /// damage were a torn write) and takes part in view changes at once.
     DamageTrusted,
+    /// A syncing replica installs a peer's checkpoint as the state after the op following its
+    /// own (an off-by-one in the checkpoint op it records).
+    SyncOffByOne,
 }
 
 /// What a call to [`Replica::commit`] did, beyond the messages in the outbox.
@@ -132,6 +137,11 @@ pub struct Replica<S: Storage> {
     replies_restored: u64,
     /// The grid scrubber (a cluster's replica).
     scrub: Scrub,
+    /// The state sync in progress, if the replica is syncing (it then takes no part in the
+    /// cluster until the loop opens its data file again).
+    sync: Option<Sync>,
+    /// The injected bug [`InjectedBug::SyncOffByOne`].
+    sync_off_by_one: bool,
 }
 
 impl<S: Storage> Replica<S> {
@@ -178,6 +188,8 @@ impl<S: Storage> Replica<S> {
             recovering_nonce: 0,
             replies_restored: 0,
             scrub: Scrub::new(superblock.block_size as usize),
+            sync: None,
+            sync_off_by_one: false,
             state,
         };
         assert!(replica.replica < replica.replica_count);
@@ -199,6 +211,11 @@ impl<S: Storage> Replica<S> {
             let checksum = replica.state.pool().header(message).checksum;
             replica.acks.prepared(op, checksum);
             replica.acks.record(op, checksum, replica.replica);
+        }
+        if replica.state.data_file().checkpoint_damage().is_some() {
+            // Its checkpoint's blocks are damaged: it fetches them (or a newer checkpoint's)
+            // from its peers before anything else.
+            replica.sync_begin(superblock.checkpoint.op, 0);
         }
         replica
     }
@@ -223,6 +240,7 @@ impl<S: Storage> Replica<S> {
                     self.status = Status::Normal;
                 }
             }
+            InjectedBug::SyncOffByOne => self.sync_off_by_one = true,
         }
     }
 
@@ -318,7 +336,7 @@ impl<S: Storage> Replica<S> {
 
     /// True if requests wait to be prepared or ops to be committed.
     pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty() || self.state.commit_min() < self.state.op()
+        self.sync.is_none() && (!self.queue.is_empty() || self.state.commit_min() < self.state.op())
     }
 
     /// Takes a request whose framing and checksums are valid: decides what to do with it
@@ -412,6 +430,10 @@ impl<S: Storage> Replica<S> {
             self.clock.stepped(time);
         }
         self.clock_tick(time);
+        if self.sync.is_some() {
+            self.sync_tick(time.monotonic())?;
+            return Ok(jump);
+        }
         if self.recovering_head.is_some() && self.recovering_nonce == 0 {
             // Unique to this run of the replica: its clocks, its index and its superblock.
             let seed = [
@@ -500,6 +522,9 @@ impl<S: Storage> Replica<S> {
         stream: Stream,
         writes: &mut [Write<'a>],
     ) -> Result<Option<Stage>, ReplicaStateError> {
+        if self.sync.is_some() {
+            return Ok(None); // The data file is being replaced.
+        }
         self.state.stage_begin(stream, writes)
     }
 
@@ -525,6 +550,9 @@ impl<S: Storage> Replica<S> {
     pub fn commit(&mut self) -> Result<CommitReport, ReplicaStateError> {
         assert!(self.outbox.is_empty(), "the loop empties the outbox after every call");
         let mut report = CommitReport::default();
+        if self.sync.is_some() {
+            return Ok(report); // Its state is about to be replaced.
+        }
         let primary = self.is_primary();
         let outbox = &mut self.outbox;
         let cluster = self.state.data_file().superblock().cluster;

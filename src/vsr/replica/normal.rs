@@ -278,12 +278,9 @@ impl<S: Storage> Replica<S> {
         let slot_count = self.state.data_file().journal().slot_count();
         if self.state.op() + 1 + slot_count <= self.op_primary {
             // The primary has reused the WAL slot of the next op this replica lacks, and so has
-            // every replica as far along: no peer can repair it.
-            return Err(ReplicaStateError::BehindLog {
-                op: self.state.op(),
-                op_primary: self.op_primary,
-                slot_count,
-            });
+            // every replica as far along: no peer can repair it. A newer checkpoint can.
+            self.sync_begin(self.state.commit_min() + 1, now);
+            return Ok(());
         }
         if now >= self.deadlines.repair {
             self.deadlines.repair = now + REPAIR_INTERVAL_NS;
@@ -322,6 +319,7 @@ impl<S: Storage> Replica<S> {
                     | Command::Headers
                     | Command::Reply
                     | Command::Block
+                    | Command::SyncCheckpoint
             )
         );
         if !with_body && !body.is_empty() {
@@ -337,6 +335,14 @@ impl<S: Storage> Replica<S> {
             Some(Command::Ping) => return Ok(self.on_ping(header, time)),
             Some(Command::Pong) => return Ok(self.on_pong(header, time)),
             _ => {}
+        }
+        if self.sync.is_some() {
+            let now = time.monotonic();
+            return match command {
+                Some(Command::SyncCheckpoint) => Ok(self.on_sync_checkpoint(header, body, now)),
+                Some(Command::Block) => self.sync_on_block(header, body, now),
+                _ => Ok(PeerMessage::Ignored("syncing its state: it takes no part until it is done")),
+            };
         }
         if self.view_change.due {
             return Ok(PeerMessage::Ignored("restarted as its view's primary: leaving the view first"));
@@ -357,6 +363,8 @@ impl<S: Storage> Replica<S> {
             Some(Command::Reply) => self.on_reply_restore(header, body),
             Some(Command::RequestBlock) => self.on_request_block(header)?,
             Some(Command::Block) => self.on_block(header, body)?,
+            Some(Command::RequestSyncCheckpoint) => self.on_request_sync_checkpoint(header),
+            Some(Command::SyncCheckpoint) => PeerMessage::Ignored("not syncing"),
             _ => PeerMessage::Ignored("not a replica-to-replica command"),
         })
     }

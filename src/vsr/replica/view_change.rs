@@ -684,18 +684,14 @@ impl<S: Storage> Replica<S> {
         self.send(Destination::Replica(to), Payload::Header(request));
     }
 
-    /// The error of a replica whose adoption of its view's log stalled while the ops it lacks
-    /// are further back than a WAL before the log's head: no peer as far along holds them, and
-    /// none that lags answered.
-    fn adopt_behind(&self) -> Option<ReplicaStateError> {
+    /// True if this replica's adoption of its view's log stalled while the ops it lacks are
+    /// further back than a WAL before the log's head: no peer as far along holds them, and
+    /// none that lags answered. It needs a newer checkpoint (state sync).
+    fn adopt_behind(&self) -> bool {
         let head = self.target.head_op();
         let slot_count = self.state.data_file().journal().slot_count();
         let op = self.adopt_match().unwrap_or(self.state.op()).min(self.state.op());
-        (op + 1 + slot_count <= head).then_some(ReplicaStateError::BehindLog {
-            op,
-            op_primary: head,
-            slot_count,
-        })
+        op + 1 + slot_count <= head
     }
 
     /// True if `header` (a prepare of `op == op + 1`) is the adopted log's next op.
@@ -787,10 +783,9 @@ impl<S: Storage> Replica<S> {
         if self.view_change.timeout == 0 {
             self.view_change.timeout = now + self.view_change_timeout(VIEW_CHANGE_STATUS_TIMEOUT_NS);
         } else if now >= self.view_change.timeout {
-            if self.view_change.adopting() {
-                if let Some(error) = self.adopt_behind() {
-                    return Err(error);
-                }
+            if self.view_change.adopting() && self.adopt_behind() {
+                self.sync_begin(self.state.commit_min() + 1, now);
+                return Ok(());
             }
             if self.view_change.adopting() && std::mem::take(&mut self.view_change.primary_heard) {
                 // The view runs, but this replica's adoption of its log stalled (a source that
