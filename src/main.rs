@@ -32,6 +32,13 @@ enum Command {
     /// Serves a data file: recovers it, then listens for clients (and, in a cluster, connects to
     /// the other replicas at their --addresses) until SIGTERM or SIGINT.
     Start(StartArgs),
+    /// Replaces a replica of a cluster whose data file was lost or is beyond repair: creates a new
+    /// data file (as `format` does, with the same options as the cluster's other replicas) whose
+    /// log is marked unknown, then serves it as `start` does (with its defaults). The replica
+    /// takes no part in a view change until it holds the current view's log from its peers, and
+    /// installs the cluster's state from a peer's checkpoint (state sync) before it serves, so
+    /// it never votes as if it had its old log. Refuses to overwrite an existing file.
+    Recover(RecoverArgs),
     /// Verifies every checksum of a data file (superblock copies, checkpoint blocks, WAL slots and
     /// redundant headers, client replies) without changing it, and prints what it found. Exits 1,
     /// naming each damage, if `start` would refuse the file or anything is corrupt.
@@ -89,6 +96,16 @@ struct FormatArgs {
 }
 
 #[derive(Args)]
+struct RecoverArgs {
+    #[command(flatten)]
+    format: FormatArgs,
+    /// The addresses of every replica of the cluster, in replica order (host:port,...): the
+    /// new replica fetches the cluster's state from the others, and listens on its own.
+    #[arg(long, value_delimiter = ',', required = true)]
+    addresses: Vec<String>,
+}
+
+#[derive(Args)]
 struct StartArgs {
     /// The addresses of every replica of the cluster, in replica order (host:port,...); this
     /// replica listens on its own.
@@ -120,7 +137,8 @@ const CONFIG_DEFAULT: Config =
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Format(args) => format(&args),
+        Command::Format(args) => format(&args, false),
+        Command::Recover(args) => recover(args),
         Command::Start(args) => start(&args),
         Command::Inspect { path, development } => inspect(&path, development),
         Command::Benchmark(options) => benchmark(&options),
@@ -139,7 +157,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn format(args: &FormatArgs) -> Result<(), String> {
+/// `ledger recover`: a new data file whose log is unknown, then served.
+fn recover(args: RecoverArgs) -> Result<(), String> {
+    if args.format.replica_count < 2 {
+        return Err(
+            "--replica-count must be 2 or more: recover rebuilds a replica from the rest of its cluster (a replica \
+             alone has nothing to recover from: restore its data file from a backup)"
+                .to_string(),
+        );
+    }
+    if args.addresses.len() != usize::from(args.format.replica_count) {
+        return Err(format!(
+            "--addresses lists {} address(es), but --replica-count is {}: give every replica's address, in replica \
+             order",
+            args.addresses.len(),
+            args.format.replica_count
+        ));
+    }
+    format(&args.format, true)?;
+    eprintln!(
+        "info: {}: its log is unknown: the replica recovers the cluster's log and state from its peers before it \
+         takes part (later restarts: `ledger start` on the same file)",
+        args.format.path.display()
+    );
+    start(&StartArgs {
+        addresses: args.addresses,
+        development: args.format.development,
+        connections_max: 128,
+        idle_timeout_s: 60,
+        metrics_address: None,
+        path: args.format.path,
+    })
+}
+
+/// `ledger format` (or, `recovering`, the data file `ledger recover` serves).
+fn format(args: &FormatArgs, recovering: bool) -> Result<(), String> {
     // Everything is validated before anything is printed or created.
     if args.cluster == 0 {
         return Err("--cluster must not be 0".to_string());
@@ -190,7 +242,12 @@ fn format(args: &FormatArgs) -> Result<(), String> {
         );
     };
     let storage = create_storage(&args.path, layout.file_size(), args.development, announce)?;
-    DataFile::format(storage, &options).map_err(|error| {
+    let formatted = if recovering {
+        DataFile::format_recovering(storage, &options)
+    } else {
+        DataFile::format(storage, &options)
+    };
+    formatted.map_err(|error| {
         // A half-formatted file is useless and would block a retry.
         let _ = std::fs::remove_file(&args.path);
         format!("formatting {}: {error}", args.path.display())

@@ -34,8 +34,18 @@ struct Process {
 impl Process {
     /// Starts replica `index` on `path` with the cluster's `addresses`; waits until it listens.
     fn start(path: &PathBuf, addresses: &str, log: Arc<Mutex<Vec<String>>>) -> Process {
+        Process::spawn(
+            &["start", "--development", "--connections-max", "32", "--addresses", addresses],
+            path,
+            log,
+        )
+    }
+
+    /// Runs `ledger` with `args` and `path` (a command that serves, as `start` does); waits
+    /// until it listens.
+    fn spawn(args: &[&str], path: &PathBuf, log: Arc<Mutex<Vec<String>>>) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["start", "--development", "--connections-max", "32", "--addresses", addresses])
+            .args(args)
             .arg(path)
             .stderr(Stdio::piped())
             .spawn()
@@ -650,6 +660,76 @@ fn a_replica_behind_the_wal_or_with_a_damaged_checkpoint_syncs_from_its_peers() 
     let log = cluster.logs[damaged].lock().expect("log").join("\n");
     assert!(log.contains("cannot be loaded"), "the damage was found at start:\n{log}");
     cluster.wait_for_transfers("transfers with every replica back", 2 * BATCH as usize);
+    cluster.finish();
+}
+
+/// `ledger recover`: a backup's data file is lost while it is down. The new data file it
+/// writes has an unknown log: the replica takes no part in a view change until it holds its
+/// view's log, syncs the cluster's state (its peers are far past a WAL), catches up, and then
+/// carries the cluster when the other backup dies. At the end every acknowledged transfer is
+/// there once and the replicas' checkpoints agree.
+#[test]
+fn a_replica_whose_data_file_was_lost_is_recovered_from_its_peers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start("recover");
+    cluster.burst(150);
+    let primary = cluster.primary().expect("a primary");
+    let lost = (primary + 1) % REPLICA_COUNT;
+    let other = (primary + 2) % REPLICA_COUNT;
+    cluster.kill(lost);
+    std::fs::remove_file(&cluster.paths[lost]).expect("the lost data file");
+    cluster.wait_for_transfers("transfers without the lost backup", 2 * BATCH as usize);
+    let (cluster_id, replica) = (CLUSTER.to_string(), lost.to_string());
+    // Recovered with other capacities than the cluster's, it cannot install their checkpoints,
+    // and says why.
+    let wrong = [
+        "recover",
+        "--development",
+        "--accounts-max",
+        "1000",
+        "--cluster",
+        &cluster_id,
+        "--replica-count",
+        "3",
+        "--replica",
+        &replica,
+        "--addresses",
+        &cluster.lists[lost],
+    ];
+    let mut process = Process::spawn(&wrong, &cluster.paths[lost], Arc::clone(&cluster.logs[lost]));
+    let warned = || {
+        cluster.logs[lost]
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|line| line.contains("formatted with other options"))
+    };
+    wait_until("the warning of a data file formatted otherwise", Duration::from_secs(30), warned);
+    process.signal(libc::SIGKILL);
+    std::fs::remove_file(&cluster.paths[lost]).expect("the misformatted data file");
+    let args = [
+        "recover",
+        "--development",
+        "--cluster",
+        &cluster_id,
+        "--replica-count",
+        "3",
+        "--replica",
+        &replica,
+        "--addresses",
+        &cluster.lists[lost],
+    ];
+    let process = Process::spawn(&args, &cluster.paths[lost], Arc::clone(&cluster.logs[lost]));
+    cluster.processes[lost] = Some(process);
+    cluster.wait_for_log_then_normal(lost, "state sync done");
+    let log = cluster.logs[lost].lock().expect("log").join("\n");
+    assert!(log.contains("its log is unknown"), "{log}");
+    assert!(log.contains("recovering its log from its peers"), "{log}");
+    cluster.wait_for_transfers("transfers with the recovered backup", 2 * BATCH as usize);
+    // The other backup goes: the primary and the recovered replica are the quorum now.
+    cluster.kill(other);
+    cluster.wait_for_transfers("transfers on the recovered replica's acknowledgements", 2 * BATCH as usize);
+    cluster.restart(other);
     cluster.finish();
 }
 

@@ -146,14 +146,16 @@ fn a_nack_quorum_one_short_is_caught_within_a_few_seeds() {
 /// Storage faults: 200 seeds of 3-replica clusters in which one replica's WAL (headers and
 /// prepares) and client replies are damaged at rest while it is down — bits flipped, sectors
 /// zeroed, sectors overwritten by others — its reads fail or flip bits, and a block of its
-/// checkpoint rots as the quiet phase begins, pass every checker: the damaged replica
+/// checkpoint rots as the quiet phase begins (or is damaged while it is down, or its whole data
+/// file is lost and replaced by `ledger recover`'s), pass every checker: the damaged replica
 /// recovers its log and replies from its peers before it takes part in a view change, no
-/// acknowledged op is lost, its scrubber finds the block and a peer's copy repairs it, and at
+/// acknowledged op is lost, its scrubber finds the block and a peer's copy repairs it, a
+/// replica behind the WAL or with a damaged checkpoint syncs and then equals the model, and at
 /// the end every replica's WAL, replies and checkpoint blocks are intact.
 #[test]
 fn seeds_with_damaged_wals_pass_every_checker() {
     let (mut damages, mut recovering_heads, mut blocks_repaired) = (0, 0, 0);
-    let (mut checkpoints_damaged, mut syncs) = (0, 0);
+    let (mut checkpoints_damaged, mut syncs, mut replaced) = (0, 0, 0);
     for seed in SEED_FIRST + 10_000..SEED_FIRST + 10_200 {
         let mut options = SimOptions::of_seed_with(seed, 3);
         options.wal_damage = 1 << (seed % 3);
@@ -164,6 +166,7 @@ fn seeds_with_damaged_wals_pass_every_checker() {
         blocks_repaired += report.stats.blocks_repaired;
         checkpoints_damaged += report.stats.checkpoints_damaged;
         syncs += report.stats.syncs;
+        replaced += report.stats.data_files_replaced;
     }
     // The faults happened, and recoveries found them.
     assert!(damages > 1_000, "{damages} sectors damaged");
@@ -172,6 +175,7 @@ fn seeds_with_damaged_wals_pass_every_checker() {
     // Restarts found their checkpoints damaged, and replicas synced (those, and laggards).
     assert!(checkpoints_damaged > 20, "{checkpoints_damaged} checkpoints damaged while down");
     assert!(syncs > 20, "{syncs} state syncs");
+    assert!(replaced > 10, "{replaced} data files lost and recovered");
 }
 
 /// A synced replica is checked against the model: one that records the checkpoint it installs

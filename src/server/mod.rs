@@ -197,6 +197,8 @@ pub struct Server<S: Storage + AsRawFd> {
     commit_due: bool,
     /// The status, view and primary last logged.
     status_logged: Option<(Status, u32, bool, bool)>,
+    /// The warning of a peer formatted otherwise was logged.
+    sync_mismatch_logged: bool,
     /// The scrubber's counts last logged (found, repaired).
     scrub_logged: (u64, u64),
     /// The metrics listener, if asked for.
@@ -290,6 +292,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             fatal: None,
             commit_due: false,
             status_logged: None,
+            sync_mismatch_logged: false,
             scrub_logged: (0, 0),
             metrics,
             ops_committed: 0,
@@ -711,6 +714,15 @@ impl<S: Storage + AsRawFd> Server<S> {
     fn status_log(&mut self) {
         if self.peers.is_empty() {
             return;
+        }
+        if self.replica.sync_format_mismatch() && !self.sync_mismatch_logged {
+            self.sync_mismatch_logged = true;
+            eprintln!(
+                "warning: replica {}: a peer's data file was formatted with other options (WAL, grid or \
+                 capacities) than this one: its checkpoint cannot be installed here. Every replica of a cluster \
+                 must be formatted alike (`ledger recover` takes the same options as `ledger format` did)",
+                self.replica.index()
+            );
         }
         let scrubbed = self.replica.blocks_scrubbed();
         if scrubbed != self.scrub_logged {

@@ -106,6 +106,8 @@ pub struct RunStats {
     pub syncs: u64,
     /// Grid blocks of a down atlas replica's durable checkpoint damaged (its restart syncs).
     pub checkpoints_damaged: u64,
+    /// Data files of down atlas replicas lost and replaced by `ledger recover`'s.
+    pub data_files_replaced: u64,
     /// Partitions of the replicas begun.
     pub partitions: u64,
     /// View changes completed (a replica entering normal status in a new view), over all
@@ -614,8 +616,11 @@ impl Cluster {
         let numbers =
             OpNumbers { op: state.op(), commit_min: state.commit_min(), commit_max: state.commit_max() };
         let checked = &mut self.checked[index];
-        // Its running numbers start again, as at a restart.
+        // Its running numbers and counts start again, as at a restart.
         checked.op_numbers.crashed();
+        checked.nacked = 0;
+        checked.replies_restored = 0;
+        checked.blocks_repaired = 0;
         checked.op_numbers.check_recovered(numbers)?;
         self.catch_up(index)
     }
@@ -646,7 +651,14 @@ impl Cluster {
         if damageable && self.prng.chance(1, 2) {
             self.wal_damage(index, op);
         }
-        if let (true, Some(block)) = (damageable, block) {
+        if damageable && self.prng.chance(1, 32) {
+            // Its data file is lost: `ledger recover` writes a new one with an unknown log.
+            self.nodes[index].replace_data_file(&self.options.format);
+            self.stats.data_files_replaced += 1;
+            // The new replica starts from view 0, as a new process: its views are checked
+            // from there (it takes part in no view change with a log until it holds one's).
+            self.checked[index].views = ViewsChecker::default();
+        } else if let (true, Some(block)) = (damageable, block) {
             if self.prng.chance(1, 8) {
                 // Its restart finds the checkpoint damaged and syncs it from its peers.
                 let offset = self.options.format.layout().block_offset(block.address);

@@ -123,6 +123,24 @@ impl Node {
         }
     }
 
+    /// The replica's data file is lost (the replica is down): its disk is replaced by a blank
+    /// one, on which `ledger recover` writes a data file for `options` with an unknown log
+    /// ([`DataFile::format_recovering`]).
+    pub fn replace_data_file(&mut self, options: &FormatOptions) {
+        assert!(self.replica.is_none(), "the replica is down");
+        let size = self.disk.size();
+        let zeros = crate::storage::AlignedBuffer::new(1 << 20);
+        let mut offset = 0;
+        while offset < size {
+            let length = (size - offset).min(zeros.len() as u64) as usize;
+            self.disk.write(&[Write { offset, data: &zeros[..length] }]).expect("a blank simulated disk");
+            offset += length as u64;
+        }
+        let options = FormatOptions { replica: self.index, ..*options };
+        DataFile::format_recovering(self.disk.clone(), &options)
+            .expect("formatting a simulated disk succeeds");
+    }
+
     /// Sets how the replica's wall clock departs from true time (a step of its clock, if it
     /// runs: it may notice at its next tick).
     pub fn set_clock_skew(&mut self, skew: ClockSkew) {

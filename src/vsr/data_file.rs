@@ -280,6 +280,19 @@ impl<S: Storage> DataFile<S> {
         Ok(DataFile { storage, superblock, journal, grid: Grid::new(layout), checkpoint_damage: None })
     }
 
+    /// Writes a data file for a replica that replaces one whose data file was lost (`ledger
+    /// recover`): an empty data file as [`DataFile::format`] writes, whose log is unknown (every
+    /// redundant header damaged, [`Journal::headers_unknown`]). Started, the replica never
+    /// takes part in a view change with a log of its own until it holds a view's log from its
+    /// peers (it recovers its head), and syncs the cluster's state when that log is further
+    /// ahead than a WAL. Only for a replica of a cluster.
+    pub fn format_recovering(storage: S, options: &FormatOptions) -> Result<DataFile<S>, DataFileError> {
+        assert!(options.replica_count > 1, "a replica alone has no peers to recover from");
+        let mut data_file = DataFile::format(storage, options)?;
+        data_file.journal.headers_unknown(&mut data_file.storage)?;
+        Ok(data_file)
+    }
+
     /// Opens a data file: picks the superblock and loads its checkpoint, returning the
     /// checkpointed arrays (state machine arrays, then client sessions), each trimmed to its
     /// length and 16-byte aligned. `cluster`, if given, must match the file's. The WAL after the

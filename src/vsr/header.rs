@@ -68,7 +68,8 @@ pub enum Command {
     /// (header only).
     RequestSyncCheckpoint = 19,
     /// A replica's durable checkpoint (the superblock's `Checkpoint` as the body): its op in
-    /// `op`, its id in `context`.
+    /// `op`, its id in `context`, and in `commit` the fingerprint of the options its data file
+    /// was formatted with (`SuperBlock::format_fingerprint`).
     SyncCheckpoint = 20,
 }
 

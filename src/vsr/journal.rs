@@ -233,6 +233,16 @@ impl Journal {
         storage.sync()
     }
 
+    /// Overwrites every redundant header with zeros, synced: no header vouches for anything, so
+    /// recovery finds each one damaged (`Journal::header_damaged`). For `ledger recover`: the
+    /// replica's log is unknown (it may have acknowledged ops its lost file held), and it must
+    /// recover its head from its peers before it takes part in a view change.
+    pub fn headers_unknown(&self, storage: &mut dyn Storage) -> Result<(), StorageError> {
+        let zeros = AlignedBuffer::new(self.headers.len());
+        storage.write(&[Write { offset: self.layout.wal_headers_offset(), data: &zeros }])?;
+        storage.sync()
+    }
+
     /// The redundant header of `slot` as held in memory.
     pub fn header(&self, slot: u64) -> Header {
         bytemuck::pod_read_unaligned(&self.headers[slot as usize * HEADER_SIZE..][..HEADER_SIZE])

@@ -210,6 +210,24 @@ impl SuperBlock {
         }
     }
 
+    /// A fingerprint of what the data file was formatted with (its layout and the state
+    /// machine's capacities), which every replica of a cluster shares: a checkpoint installs
+    /// only into a data file formatted alike (its blocks' addresses, its tables' limits).
+    pub fn format_fingerprint(&self) -> u64 {
+        let fields = [
+            self.journal_slot_count,
+            self.message_size_max,
+            self.clients_max,
+            self.block_size,
+            self.grid_block_count,
+            u64::from(self.accounts_max),
+            u64::from(self.transfers_max),
+            u64::from(self.expiries_max),
+            u64::from(self.history_max),
+        ];
+        xxhash_rust::xxh3::xxh3_64(bytemuck::cast_slice(&fields))
+    }
+
     /// The state machine capacities this superblock describes.
     pub fn config(&self) -> Config {
         Config {

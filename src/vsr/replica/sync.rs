@@ -62,6 +62,8 @@ pub struct Sync {
     done: bool,
     /// Blocks fetched from peers (a statistic).
     fetched: u64,
+    /// A peer offered a checkpoint of a data file formatted otherwise than this one.
+    format_mismatch: bool,
     /// One block, sector-aligned.
     block: AlignedBuffer,
 }
@@ -83,6 +85,7 @@ impl Sync {
             progressed: now,
             done: false,
             fetched: 0,
+            format_mismatch: false,
             block: AlignedBuffer::new(block_size),
         };
         if let Some(target) = target {
@@ -119,6 +122,12 @@ impl<S: Storage> Replica<S> {
     /// no write stage in flight.
     pub fn synced(&self) -> bool {
         self.sync.as_ref().is_some_and(|sync| sync.done)
+    }
+
+    /// True if a peer offered this syncing replica a checkpoint of a data file formatted with
+    /// other options (layout or capacities): it cannot install it (the loop tells the operator).
+    pub fn sync_format_mismatch(&self) -> bool {
+        self.sync.as_ref().is_some_and(|sync| sync.format_mismatch)
     }
 
     /// Blocks a state sync fetched from peers since start (a statistic).
@@ -244,6 +253,10 @@ impl<S: Storage> Replica<S> {
             return PeerMessage::Ignored("a checkpoint that is not the one its header names");
         }
         checkpoint.op += u64::from(self.sync_off_by_one);
+        if header.commit != self.state.data_file().superblock().format_fingerprint() {
+            self.sync.as_mut().expect("syncing").format_mismatch = true;
+            return PeerMessage::Ignored("a checkpoint of a data file formatted with other options");
+        }
         if checkpoint.op < sync.floor {
             return PeerMessage::Ignored("a checkpoint too old to sync to");
         }
@@ -280,7 +293,8 @@ impl<S: Storage> Replica<S> {
             return PeerMessage::Ignored("no checkpoint that new");
         }
         let body = bytemuck::bytes_of(&checkpoint);
-        let mut answer = self.header(Command::SyncCheckpoint, checkpoint.op, 0, checkpoint.id());
+        let fingerprint = self.state.data_file().superblock().format_fingerprint();
+        let mut answer = self.header(Command::SyncCheckpoint, checkpoint.op, fingerprint, checkpoint.id());
         answer.set_body(body);
         answer.set_checksum();
         let pool = self.state.pool_mut();
