@@ -141,8 +141,9 @@ pub const CLIENTS_MAX: u64 = 64;
 /// The grid block size of a data file: the unit of checkpoint pages.
 pub const BLOCK_SIZE: u64 = 64 * 1024;
 
-/// The largest grid block size a data file may have.
-pub const BLOCK_SIZE_MAX: u64 = 1024 * 1024;
+/// The largest grid block size a data file may have: a block travels to a peer whole, in one
+/// message (`block`, for repair and state sync), so a block and a header fit in one.
+pub const BLOCK_SIZE_MAX: u64 = 512 * 1024;
 
 /// The largest reply (header + body), and so the size of one client-reply slot. Replies are
 /// not limited by the request size limit (a lookup of 8,189 ids returns 8,189 records).
@@ -243,3 +244,4 @@ const _: () = assert!(JOURNAL_SLOT_COUNT_DEVELOPMENT >= 2 * PIPELINE_PREPARE_MAX
 const _: () = assert!(JOURNAL_SLOT_COUNT > JOURNAL_SLOT_COUNT_DEVELOPMENT);
 const _: () = assert!(BLOCK_SIZE.is_multiple_of(SECTOR_SIZE as u64) && BLOCK_SIZE <= BLOCK_SIZE_MAX);
 const _: () = assert!(REPLY_SIZE_MAX.is_multiple_of(SECTOR_SIZE as u64));
+const _: () = assert!(HEADER_SIZE as u64 + BLOCK_SIZE_MAX <= MESSAGE_SIZE_MAX as u64);

@@ -32,7 +32,8 @@ use stage_io::StageIo;
 use warning::Warning;
 
 use crate::constants::{
-    CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, PEER_SEND_BUFFER_MESSAGES, WARNING_INTERVAL_NS,
+    CONNECTIONS_MAX, FILE_DESCRIPTORS_RESERVED, HEADER_SIZE, PEER_SEND_BUFFER_MESSAGES, SECTOR_SIZE,
+    WARNING_INTERVAL_NS,
 };
 use crate::io::{IoLoop, Operation as IoOperation};
 use crate::net::codec::FrameError;
@@ -239,7 +240,10 @@ impl<S: Storage + AsRawFd> Server<S> {
                 superblock.replica, superblock.replica_count
             )));
         }
-        let buffer_size = PEER_SEND_BUFFER_MESSAGES * superblock.message_size_max as usize;
+        // Room for a pipeline of the largest prepares, and for a grid block (repair, state sync).
+        let block_message = (HEADER_SIZE as u64 + superblock.block_size).next_multiple_of(SECTOR_SIZE as u64);
+        let buffer_size =
+            PEER_SEND_BUFFER_MESSAGES * (superblock.message_size_max.max(block_message) as usize);
         let now = Instant::now();
         let peers = options
             .peers

@@ -83,9 +83,9 @@ impl<S: Storage> Replica<S> {
     /// the checksum asked for (read back and verified here).
     pub(super) fn on_request_block(&mut self, header: &Header) -> Result<PeerMessage, ReplicaStateError> {
         let block_size = self.scrub.block.len();
-        if HEADER_SIZE + block_size > self.state.pool().message_size() {
-            return Ok(PeerMessage::Ignored("a block larger than a message"));
-        }
+        // A block fits in a message of the pool (`BLOCK_SIZE_MAX`, and a pooled message holds a
+        // reply of `REPLY_SIZE_MAX`).
+        assert!(HEADER_SIZE + block_size <= self.state.pool().message_size());
         let reference = BlockReference { checksum: header.context, address: header.op, reserved: 0 };
         if !self.state.data_file_mut().block_read(&reference, &mut self.scrub.block)? {
             return Ok(PeerMessage::Ignored("a block this replica does not hold intact"));
