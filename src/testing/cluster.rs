@@ -35,6 +35,7 @@ use crate::net::codec::MessageBuffer;
 use crate::operation::Operation;
 use crate::prng::Prng;
 use crate::state_machine::StateMachine;
+use crate::storage::layout::{Layout, SUPERBLOCK_COPIES};
 use crate::storage::{CrashMode, SimFaults, SimStorage};
 use crate::vsr::admission::Admission;
 use crate::vsr::data_file::root_checksum;
@@ -108,6 +109,9 @@ pub struct RunStats {
     pub checkpoints_damaged: u64,
     /// Data files of down atlas replicas lost and replaced by `ledger recover`'s.
     pub data_files_replaced: u64,
+    /// Superblock copies of down atlas replicas damaged (one at a time: a replica that opens
+    /// writes every copy again).
+    pub superblocks_damaged: u64,
     /// Partitions of the replicas begun.
     pub partitions: u64,
     /// View changes completed (a replica entering normal status in a new view), over all
@@ -177,6 +181,8 @@ pub struct Cluster {
     /// Every committed prepare (op `n` at `n − 1`), as the first replica to commit it logged
     /// it: what a replica that synced past ops its WAL never held is checked with.
     history: Vec<(Header, Vec<u8>)>,
+    /// Replicas with a superblock copy damaged since their last successful open (a bit each).
+    superblock_damaged: u8,
     commits: u64,
     crashes: u64,
     stats: RunStats,
@@ -244,6 +250,7 @@ impl Cluster {
             partition_until: None,
             drain_op: None,
             history: Vec::new(),
+            superblock_damaged: 0,
             commits: 0,
             crashes: 0,
             stats: RunStats::default(),
@@ -651,6 +658,18 @@ impl Cluster {
         if damageable && self.prng.chance(1, 2) {
             self.wal_damage(index, op);
         }
+        if damageable && self.superblock_damaged & (1 << index) == 0 && self.prng.chance(1, 8) {
+            // One copy of four: the newest sequence stays intact in two or more.
+            let copy = self.prng.below(SUPERBLOCK_COPIES);
+            let damage = match self.prng.below(3) {
+                0 => DiskDamage::Flip,
+                1 => DiskDamage::Zero,
+                _ => DiskDamage::CopyFrom(Layout::superblock_offset((copy + 1) % SUPERBLOCK_COPIES)),
+            };
+            self.nodes[index].disk().damage(Layout::superblock_offset(copy), damage);
+            self.superblock_damaged |= 1 << index;
+            self.stats.superblocks_damaged += 1;
+        }
         if damageable && self.prng.chance(1, 32) {
             // Its data file is lost: `ledger recover` writes a new one with an unknown log.
             self.nodes[index].replace_data_file(&self.options.format);
@@ -770,6 +789,8 @@ impl Cluster {
             }
         }
         assert!(!self.nodes[index].disk().crashed(), "an open that succeeded did not hit its crash");
+        // Its open wrote every superblock copy again.
+        self.superblock_damaged &= !(1 << index);
         if self.nodes[index].replica().recovering_head().is_some() {
             assert!(self.options.wal_damage & (1 << index) != 0, "only a damaged WAL leaves a head in doubt");
             self.stats.recovering_heads += 1;
