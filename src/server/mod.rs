@@ -198,8 +198,8 @@ pub struct Server<S: Storage + AsRawFd> {
     commit_due: bool,
     /// The status, view and primary last logged.
     status_logged: Option<(Status, u32, bool, bool)>,
-    /// The warning of a peer formatted otherwise was logged.
-    sync_mismatch_logged: bool,
+    /// The peer formatted otherwise last logged.
+    mismatch_logged: Option<u8>,
     /// The scrubber's counts last logged (found, repaired).
     scrub_logged: (u64, u64),
     /// The metrics listener, if asked for.
@@ -296,7 +296,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             fatal: None,
             commit_due: false,
             status_logged: None,
-            sync_mismatch_logged: false,
+            mismatch_logged: None,
             scrub_logged: (0, 0),
             metrics,
             ops_committed: 0,
@@ -719,12 +719,14 @@ impl<S: Storage + AsRawFd> Server<S> {
         if self.peers.is_empty() {
             return;
         }
-        if self.replica.sync_format_mismatch() && !self.sync_mismatch_logged {
-            self.sync_mismatch_logged = true;
+        if let Some(peer) = self.replica.format_mismatch().filter(|peer| Some(*peer) != self.mismatch_logged)
+        {
+            self.mismatch_logged = Some(peer);
             eprintln!(
-                "warning: replica {}: a peer's data file was formatted with other options (WAL, grid or \
-                 capacities) than this one: its checkpoint cannot be installed here. Every replica of a cluster \
-                 must be formatted alike (`ledger recover` takes the same options as `ledger format` did)",
+                "warning: replica {}: replica {peer}'s data file was formatted with other options (WAL, grid or \
+                 capacities) than this one: they cannot work together (its pings go unanswered, its checkpoints \
+                 are not installed). Every replica of a cluster must be formatted alike (`ledger recover` takes \
+                 the options `ledger format` did)",
                 self.replica.index()
             );
         }

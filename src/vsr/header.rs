@@ -48,8 +48,8 @@ pub enum Command {
     RequestHeaders = 12,
     /// The prepare headers a replica holds of a requested range, newest first, as the body.
     Headers = 13,
-    /// A replica's request for another's wall clock: the sender's monotonic clock in `op`
-    /// (header only).
+    /// A replica's request for another's wall clock: the sender's monotonic clock in `op`, the
+    /// fingerprint of its data file's format options in `context` (header only).
     Ping = 14,
     /// The answer to a `ping`: its `op` echoed, and the answering replica's wall clock (ns
     /// since the Unix epoch) in `timestamp` (header only).

@@ -39,7 +39,10 @@ impl<S: Storage> Replica<S> {
             return;
         }
         self.clock_sync.ping = now + CLOCK_PING_INTERVAL_NS;
-        let ping = self.header(Command::Ping, now, 0, 0);
+        // The fingerprint of this data file's format rides along: replicas formatted otherwise
+        // are found (and told of) as soon as they talk.
+        let fingerprint = self.state.data_file().superblock().format_fingerprint();
+        let ping = self.header(Command::Ping, now, 0, u128::from(fingerprint));
         for peer in peers(self.replica, self.replica_count) {
             self.send(Destination::Replica(peer), Payload::Header(ping));
         }
@@ -80,6 +83,11 @@ impl<S: Storage> Replica<S> {
 
     /// Any replica answers a peer's ping with its wall clock.
     pub(super) fn on_ping(&mut self, header: &Header, time: &impl Time) -> PeerMessage {
+        let fingerprint = self.state.data_file().superblock().format_fingerprint();
+        if header.context != u128::from(fingerprint) {
+            self.format_mismatch = Some(header.replica);
+            return PeerMessage::Ignored("a ping of a replica formatted with other options");
+        }
         let mut pong = self.header(Command::Pong, header.op, 0, 0);
         pong.timestamp = time.realtime();
         pong.set_checksum();

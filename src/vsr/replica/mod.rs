@@ -142,6 +142,9 @@ pub struct Replica<S: Storage> {
     sync: Option<Sync>,
     /// The injected bug [`InjectedBug::SyncOffByOne`].
     sync_off_by_one: bool,
+    /// The latest peer found formatted with other options than this replica's data file (its
+    /// pings, or the checkpoint it offered a sync, say so): the loop tells the operator.
+    format_mismatch: Option<u8>,
 }
 
 impl<S: Storage> Replica<S> {
@@ -190,6 +193,7 @@ impl<S: Storage> Replica<S> {
             scrub: Scrub::new(superblock.block_size as usize),
             sync: None,
             sync_off_by_one: false,
+            format_mismatch: None,
             state,
         };
         assert!(replica.replica < replica.replica_count);
@@ -332,6 +336,12 @@ impl<S: Storage> Replica<S> {
             self.state.pool_mut().release(message);
         }
         self.pulse_queued = false;
+    }
+
+    /// The latest peer found formatted with other options (WAL, grid or capacities) than this
+    /// replica's data file, if any: replicas of a cluster must be formatted alike.
+    pub fn format_mismatch(&self) -> Option<u8> {
+        self.format_mismatch
     }
 
     /// True if requests wait to be prepared or ops to be committed.
@@ -614,6 +624,22 @@ impl<S: Storage> Replica<S> {
         }
         Ok(report)
     }
+}
+
+/// A pooled message holding `header`, sealed over `body`, then `body`: an answer to a peer.
+/// `None` if the pool has no free message (the peer asks again).
+pub(super) fn message_sealed(
+    pool: &mut MessagePool,
+    mut header: Header,
+    body: &[u8],
+) -> Option<super::message_pool::Message> {
+    header.set_body(body);
+    header.set_checksum();
+    let message = pool.acquire()?;
+    let buffer = pool.bytes_mut(&message);
+    buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&header));
+    buffer[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+    Some(message)
 }
 
 /// A pooled message holding a copy of `bytes` (a sealed message).

@@ -6,7 +6,7 @@
 //! any peer whose block at that address has that checksum will do.
 
 use super::normal::{peers, PeerMessage};
-use super::Replica;
+use super::{message_sealed, Replica};
 use crate::constants::HEADER_SIZE;
 use crate::storage::{AlignedBuffer, Storage};
 use crate::vsr::header::{Command, Header};
@@ -91,20 +91,16 @@ impl<S: Storage> Replica<S> {
             return Ok(PeerMessage::Ignored("a block this replica does not hold intact"));
         }
         let cluster = self.state.data_file().superblock().cluster;
-        let mut answer = Header {
+        let answer = Header {
             op: reference.address,
             context: reference.checksum,
             view: self.view,
             replica: self.replica,
             ..Header::new(Command::Block, cluster)
         };
-        answer.set_body(&self.scrub.block);
-        answer.set_checksum();
-        let pool = self.state.pool_mut();
-        let Some(message) = pool.acquire() else { return Ok(PeerMessage::Ignored("no free message")) };
-        let buffer = pool.bytes_mut(&message);
-        buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&answer));
-        buffer[HEADER_SIZE..HEADER_SIZE + block_size].copy_from_slice(&self.scrub.block);
+        let Some(message) = message_sealed(self.state.pool_mut(), answer, &self.scrub.block) else {
+            return Ok(PeerMessage::Ignored("no free message"));
+        };
         self.send(Destination::Replica(header.replica), Payload::Message(message));
         Ok(PeerMessage::Handled)
     }

@@ -22,10 +22,10 @@
 //! log it does not hold.
 
 use super::normal::{peers, PeerMessage};
-use super::Replica;
+use super::{message_sealed, Replica};
 use crate::constants::{
-    HEADER_SIZE, SYNC_BLOCK_REQUESTS_PER_TICK, SYNC_BLOCK_RETRY_NS, SYNC_CHECKPOINT_INTERVAL_NS,
-    SYNC_STALL_NS, SYNC_VERIFY_BLOCKS_PER_TICK,
+    SYNC_BLOCK_REQUESTS_PER_TICK, SYNC_BLOCK_RETRY_NS, SYNC_CHECKPOINT_INTERVAL_NS, SYNC_STALL_NS,
+    SYNC_VERIFY_BLOCKS_PER_TICK,
 };
 use crate::storage::{AlignedBuffer, Storage};
 use crate::vsr::header::{Command, Header};
@@ -62,8 +62,6 @@ pub struct Sync {
     done: bool,
     /// Blocks fetched from peers (a statistic).
     fetched: u64,
-    /// A peer offered a checkpoint of a data file formatted otherwise than this one.
-    format_mismatch: bool,
     /// One block, sector-aligned.
     block: AlignedBuffer,
 }
@@ -85,7 +83,6 @@ impl Sync {
             progressed: now,
             done: false,
             fetched: 0,
-            format_mismatch: false,
             block: AlignedBuffer::new(block_size),
         };
         if let Some(target) = target {
@@ -122,12 +119,6 @@ impl<S: Storage> Replica<S> {
     /// no write stage in flight.
     pub fn synced(&self) -> bool {
         self.sync.as_ref().is_some_and(|sync| sync.done)
-    }
-
-    /// True if a peer offered this syncing replica a checkpoint of a data file formatted with
-    /// other options (layout or capacities): it cannot install it (the loop tells the operator).
-    pub fn sync_format_mismatch(&self) -> bool {
-        self.sync.as_ref().is_some_and(|sync| sync.format_mismatch)
     }
 
     /// Blocks a state sync fetched from peers since start (a statistic).
@@ -254,7 +245,7 @@ impl<S: Storage> Replica<S> {
         }
         checkpoint.op += u64::from(self.sync_off_by_one);
         if header.commit != self.state.data_file().superblock().format_fingerprint() {
-            self.sync.as_mut().expect("syncing").format_mismatch = true;
+            self.format_mismatch = Some(header.replica);
             return PeerMessage::Ignored("a checkpoint of a data file formatted with other options");
         }
         if checkpoint.op < sync.floor {
@@ -292,16 +283,12 @@ impl<S: Storage> Replica<S> {
         if checkpoint.op < header.op || checkpoint.op == 0 {
             return PeerMessage::Ignored("no checkpoint that new");
         }
-        let body = bytemuck::bytes_of(&checkpoint);
         let fingerprint = self.state.data_file().superblock().format_fingerprint();
-        let mut answer = self.header(Command::SyncCheckpoint, checkpoint.op, fingerprint, checkpoint.id());
-        answer.set_body(body);
-        answer.set_checksum();
-        let pool = self.state.pool_mut();
-        let Some(message) = pool.acquire() else { return PeerMessage::Ignored("no free message") };
-        let buffer = pool.bytes_mut(&message);
-        buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&answer));
-        buffer[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+        let answer = self.header(Command::SyncCheckpoint, checkpoint.op, fingerprint, checkpoint.id());
+        let body = bytemuck::bytes_of(&checkpoint);
+        let Some(message) = message_sealed(self.state.pool_mut(), answer, body) else {
+            return PeerMessage::Ignored("no free message");
+        };
         self.send(Destination::Replica(header.replica), Payload::Message(message));
         PeerMessage::Handled
     }

@@ -18,7 +18,7 @@
 //! prepares whose checksum the chain names.
 
 use super::log_target::chain_valid;
-use super::{Payload, Replica};
+use super::{message_sealed, Payload, Replica};
 use crate::constants::{
     HEADER_SIZE, REPAIR_INTERVAL_NS, REPLICAS_MAX, VIEW_CHANGE_RESEND_NS, VIEW_CHANGE_STAGGER_NS,
     VIEW_CHANGE_STATUS_TIMEOUT_NS, VIEW_HEADERS_MAX,
@@ -415,20 +415,16 @@ impl<S: Storage> Replica<S> {
         if count == 0 {
             return PeerMessage::Ignored("a request for headers this replica does not hold");
         }
-        let mut answer = Header {
+        let answer = Header {
             op: last,
             view: self.view,
             replica: self.replica,
             ..Header::new(Command::Headers, cluster)
         };
         let body: &[u8] = bytemuck::cast_slice(&headers[..count]);
-        answer.set_body(body);
-        answer.set_checksum();
-        let pool = self.state.pool_mut();
-        let Some(message) = pool.acquire() else { return PeerMessage::Ignored("no free message") };
-        let buffer = pool.bytes_mut(&message);
-        buffer[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&answer));
-        buffer[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+        let Some(message) = message_sealed(self.state.pool_mut(), answer, body) else {
+            return PeerMessage::Ignored("no free message");
+        };
         self.send(Destination::Replica(header.replica), Payload::Message(message));
         PeerMessage::Handled
     }
