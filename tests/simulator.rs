@@ -18,7 +18,7 @@ const SEED_COUNT: u64 = 240;
 const SEED_FIRST: u64 = 1_000_000;
 
 /// Seeds that once failed, each with the bug it found (docs/simulator.md, "Bugs found").
-const SEEDS_REGRESSION: [u64; 21] = [
+const SEEDS_REGRESSION: [u64; 22] = [
     15,    // The model reported the expiries table full where the state machine reports history.
     844,   // The model counted history snapshots for posts/voids when no account keeps history.
     423,   // Same as 844.
@@ -40,6 +40,7 @@ const SEEDS_REGRESSION: [u64; 21] = [
     12395, // A recovered replica's checkpoint op had a damaged header: it led with an empty log.
     13316, // A laggard adopting a start_view timed out right after it, view after view.
     13754, // 6 replicas: 200 ms view changes on a slow network churned through the quiet phase.
+    12645, // 5 replicas: a recovered replica asked only its view's primary, which had synced past them, for old headers.
 ];
 
 /// Seeds that once failed with a cluster size of their own (`--replica-count`).

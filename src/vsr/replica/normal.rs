@@ -286,9 +286,21 @@ impl<S: Storage> Replica<S> {
             self.deadlines.repair = now + REPAIR_INTERVAL_NS;
             let target = self.state.commit_max().max(self.op_primary);
             let last = target.min(self.state.commit_min() + self.state.pipeline_max() as u64);
+            // The primary holds its WAL's worth of ops, unless it synced past some (its WAL
+            // does not hold those its installed checkpoint covers): every other round asks
+            // another peer.
+            let round = now / REPAIR_INTERVAL_NS;
             for op in self.state.op() + 1..=last {
+                let to = if round.is_multiple_of(2) {
+                    self.primary()
+                } else {
+                    let index = (round / 2 + op) as usize % (usize::from(self.replica_count) - 1);
+                    peers(self.replica, self.replica_count)
+                        .nth(index)
+                        .expect("a peer of a cluster of two or more")
+                };
                 let request = self.header(Command::RequestPrepare, op, 0, 0);
-                self.send(Destination::Replica(self.primary()), Payload::Header(request));
+                self.send(Destination::Replica(to), Payload::Header(request));
             }
         }
         Ok(())

@@ -666,12 +666,15 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Sends a repair request for `op` of the log of head `head`: to the log's source, which
-    /// holds the WAL's worth of ops before its head; for an older op, to another peer at each
-    /// round (one that lags may still hold it), so that one round sends at most a request per
-    /// op and the outbox stays within its bound.
+    /// holds the WAL's worth of ops before its head — unless it synced past them (its WAL does
+    /// not hold the ops its installed checkpoint covers), so every other round goes to another
+    /// peer instead; for an older op, to another peer at each round (one that lags may still
+    /// hold it). One round sends at most a request per op and the outbox stays within its
+    /// bound. Any peer's answer will do: headers are checked link by link against the chain,
+    /// prepares by checksum.
     fn adopt_request(&mut self, op: u64, head: u64, request: Header) {
         let slot_count = self.state.data_file().journal().slot_count();
-        let to = if op + slot_count > head {
+        let to = if op + slot_count > head && self.view_change.resends.is_multiple_of(2) {
             self.target.source()
         } else {
             let round = (op + self.view_change.resends) as usize % (usize::from(self.replica_count) - 1);
