@@ -335,7 +335,9 @@ impl Replica {
                 if let Some(rest) = line.split("metrics (Prometheus text format) on http://").nth(1) {
                     let address = rest.split('/').next().and_then(|address| address.parse().ok());
                     *metrics_line.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = address;
-                } else if line.contains(" in view ") {
+                } else if line.contains("installed the checkpoint") {
+                    eprintln!("replica {index}: {line}");
+                } else if line.contains(" in view ") || line.contains("syncing its state") {
                     // Each change of status, view or role: a view change during the load shows.
                     eprintln!("replica {index}: {line}");
                     *status_lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = line;
@@ -596,10 +598,17 @@ fn catch_up(
     let deadline = started + Duration::from_secs(600);
     let mut normal = None;
     loop {
-        if normal.is_none() && replicas[index].is_normal() {
-            normal = Some(started.elapsed());
+        // Since it last became normal: a backup further behind than the WAL comes up normal,
+        // syncs (not normal), and is normal again once it runs from the installed checkpoint.
+        match (normal.is_some(), replicas[index].is_normal()) {
+            (false, true) => normal = Some(started.elapsed()),
+            (true, false) => normal = None,
+            _ => {}
         }
-        if normal.is_some() && scrape(&replicas[index], "ledger_commit_min")? >= commit {
+        // (Its metrics are unreachable for a moment while it reopens its data file after a
+        // sync: not caught up yet.)
+        let commit_min = scrape(&replicas[index], "ledger_commit_min").unwrap_or(0);
+        if normal.is_some() && commit_min >= commit {
             break;
         }
         if Instant::now() > deadline {

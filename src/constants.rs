@@ -89,11 +89,12 @@ pub const SYNC_BLOCK_RETRY_NS: u64 = 50_000_000;
 
 /// Blocks a syncing replica reads back and verifies per tick (its copy may already be intact:
 /// checkpoints are byte-identical, and unchanged pages keep their addresses).
-pub const SYNC_VERIFY_BLOCKS_PER_TICK: usize = 64;
+pub const SYNC_VERIFY_BLOCKS_PER_TICK: usize = 128;
 
 /// Blocks a syncing replica asks for per tick: at most this many block messages come back
-/// per tick from all its peers.
-pub const SYNC_BLOCK_REQUESTS_PER_TICK: usize = 16;
+/// per tick from all its peers (2 MiB of 64 KiB blocks per 10 ms tick, shared among them: well
+/// within a peer's send buffers).
+pub const SYNC_BLOCK_REQUESTS_PER_TICK: usize = 32;
 
 /// How long a backup hears nothing from its primary (no prepare, no heartbeat) before it
 /// starts a view change: the failover's detection. A replica `d` places after the next view's

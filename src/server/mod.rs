@@ -200,6 +200,8 @@ pub struct Server<S: Storage + AsRawFd> {
     status_logged: Option<(Status, u32, bool, bool)>,
     /// The peer formatted otherwise last logged.
     mismatch_logged: Option<u8>,
+    /// When the replica began syncing its state (for the log line at its end).
+    sync_started: Option<Instant>,
     /// The scrubber's counts last logged (found, repaired).
     scrub_logged: (u64, u64),
     /// The metrics listener, if asked for.
@@ -297,6 +299,7 @@ impl<S: Storage + AsRawFd> Server<S> {
             commit_due: false,
             status_logged: None,
             mismatch_logged: None,
+            sync_started: None,
             scrub_logged: (0, 0),
             metrics,
             ops_committed: 0,
@@ -356,6 +359,14 @@ impl<S: Storage + AsRawFd> Server<S> {
             if self.replica.synced() {
                 // A sync ends with no stage in flight: nothing is left on the replica's buffers.
                 assert!(!self.stages.iter().any(StageIo::in_flight));
+                let (op, fetched, intact) = self.replica.sync_progress().expect("syncing");
+                eprintln!(
+                    "info: replica {}: installed the checkpoint at op {}: {fetched} grid block(s) fetched from peers, \
+                     {intact} found intact here, in {:.3} s",
+                    self.replica.index(),
+                    op.unwrap_or(0),
+                    self.sync_started.map_or(0.0, |started| started.elapsed().as_secs_f64())
+                );
                 return Ok(Stopped::Synced);
             }
             if std::mem::take(&mut self.commit_due) {
@@ -753,11 +764,14 @@ impl<S: Storage + AsRawFd> Server<S> {
             (self.replica.log_view(), self.replica.state().op(), self.replica.state().commit_min());
         // Formatted straight to stderr: no allocation, even on the loop's thread.
         match status {
-            _ if syncing => eprintln!(
+            _ if syncing => {
+                self.sync_started = Some(Instant::now());
+                eprintln!(
                 "info: replica {replica}: syncing its state from its peers (it fell further behind than their WALs \
                  reach, or its checkpoint is damaged): it installs a peer's checkpoint and takes no part until \
                  then; op {op}, commit {commit}"
-            ),
+                )
+            }
             Status::Normal if primary => {
                 eprintln!("info: replica {replica}: primary in view {view} (log view {log_view}), op {op}, commit {commit}")
             }

@@ -361,8 +361,10 @@ impl<S: Storage> DataFile<S> {
     }
 
     /// Writes `block` (a peer's copy) at the address `reference` names, here and now, if it is
-    /// that block (its checksum): a block of the checkpoint being synced. True if written and
-    /// synced.
+    /// that block (its checksum): a block of the checkpoint being synced. True if written. Not
+    /// synced: the sync ends with one `fdatasync` before the data file opens on the checkpoint
+    /// ([`DataFile::sync_blocks_durable`]); a crash before then finds the unsynced blocks
+    /// missing, and the replica fetches them again.
     pub fn block_install(&mut self, reference: &BlockReference, block: &[u8]) -> Result<bool, StorageError> {
         let layout = self.superblock.layout();
         assert_eq!(block.len() as u64, layout.block_size);
@@ -374,8 +376,14 @@ impl<S: Storage> DataFile<S> {
             return Ok(false);
         }
         let offset = layout.block_offset(reference.address);
-        self.storage.write_and_sync(&[Write { offset, data: block }])?;
+        self.storage.write(&[Write { offset, data: block }])?;
         Ok(true)
+    }
+
+    /// Makes every block a sync installed durable (one `fdatasync`; a failure is fatal).
+    pub fn sync_blocks_durable(&mut self) -> Result<(), StorageError> {
+        assert!(self.checkpoint_damage.is_some(), "only while the checkpoint is not loaded");
+        self.storage.sync()
     }
 
     /// The pages the superblock's checkpoint references, read from its manifest blocks

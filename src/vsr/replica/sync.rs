@@ -60,8 +60,9 @@ pub struct Sync {
     progressed: u64,
     /// Every block of the installed checkpoint is intact here.
     done: bool,
-    /// Blocks fetched from peers (a statistic).
+    /// Blocks fetched from peers, and blocks found intact here (statistics).
     fetched: u64,
+    intact: u64,
     /// One block, sector-aligned.
     block: AlignedBuffer,
 }
@@ -83,6 +84,7 @@ impl Sync {
             progressed: now,
             done: false,
             fetched: 0,
+            intact: 0,
             block: AlignedBuffer::new(block_size),
         };
         if let Some(target) = target {
@@ -121,9 +123,11 @@ impl<S: Storage> Replica<S> {
         self.sync.as_ref().is_some_and(|sync| sync.done)
     }
 
-    /// Blocks a state sync fetched from peers since start (a statistic).
-    pub fn sync_blocks_fetched(&self) -> u64 {
-        self.sync.as_ref().map_or(0, |sync| sync.fetched)
+    /// The state sync in progress: the op of the checkpoint it installs (once it has one),
+    /// the blocks it fetched from peers, and those it found intact here (statistics).
+    pub fn sync_progress(&self) -> Option<(Option<u64>, u64, u64)> {
+        let sync = self.sync.as_ref()?;
+        Some((sync.target.map(|target| target.op), sync.fetched, sync.intact))
     }
 
     /// Starts a state sync for a checkpoint at op `floor` or above (see [`Sync`]): the
@@ -178,7 +182,9 @@ impl<S: Storage> Replica<S> {
         for _ in 0..SYNC_VERIFY_BLOCKS_PER_TICK {
             let Some(reference) = sync.blocks.get(sync.cursor).copied() else { break };
             sync.cursor += 1;
-            if !state.data_file_mut().block_read(&reference, &mut sync.block)? {
+            if state.data_file_mut().block_read(&reference, &mut sync.block)? {
+                sync.intact += 1;
+            } else {
                 sync.missing.push((reference, 0));
             }
         }
@@ -186,6 +192,8 @@ impl<S: Storage> Replica<S> {
             return Ok(());
         }
         if sync.pages {
+            // Every block is here: durable before the data file opens on them.
+            state.data_file_mut().sync_blocks_durable()?;
             sync.done = true;
             return Ok(());
         }
