@@ -53,6 +53,9 @@ pub struct SimFaults {
     /// The byte range (sector-aligned) that faults may touch; `None` means the whole storage.
     /// No fault ever changes a byte outside it, nor fails a read that lies wholly outside it.
     pub faulty_area: Option<Range<u64>>,
+    /// The byte range (sector-aligned) that write faults (corruption, misdirection) may touch
+    /// instead, if given: `faulty_area` then bounds the read faults only.
+    pub write_faulty_area: Option<Range<u64>>,
 }
 
 /// How many faults of each kind [`SimStorage`] has injected, so that a test can check that its
@@ -399,16 +402,15 @@ impl SimStorage {
         self.faults.faulty_area.clone().unwrap_or(0..self.size())
     }
 
+    /// Where write faults may strike.
+    fn write_faulty_area(&self) -> Range<u64> {
+        self.faults.write_faulty_area.clone().unwrap_or_else(|| self.faulty_area())
+    }
+
     /// The sectors (as indexes) of `offset..offset + size` that lie inside the faulty area.
     /// Both ranges are sector-aligned, so their intersection is whole sectors.
     fn faulty_sectors(&self, offset: u64, size: u64) -> Range<u64> {
-        let area = self.faulty_area();
-        let start = offset.max(area.start);
-        let end = (offset + size).min(area.end);
-        if start >= end {
-            return 0..0;
-        }
-        start / SECTOR_SIZE_U64..end / SECTOR_SIZE_U64
+        sectors_within(offset, size, self.faulty_area())
     }
 
     /// Rolls for a fault of probability `ppm`, drawing nothing when it cannot happen so that a
@@ -449,7 +451,7 @@ impl SimStorage {
     /// Where a write of `size` bytes meant for `offset` lands: usually `offset`, but possibly
     /// another sector-aligned offset where it fits wholly inside the faulty area.
     fn write_target(&mut self, offset: u64, size: u64) -> u64 {
-        let area = self.faulty_area();
+        let area = self.write_faulty_area();
         let inside = area.start <= offset && offset + size <= area.end;
         if !inside || self.faults.write_misdirection_ppm == 0 {
             return offset;
@@ -479,7 +481,7 @@ impl SimStorage {
         let size = data.len() as u64;
         let target = self.write_target(offset, size);
         let mut stored = data.to_vec();
-        let sectors = self.faulty_sectors(target, size);
+        let sectors = sectors_within(target, size, self.write_faulty_area());
         if !sectors.is_empty() && self.roll(self.faults.write_corruption_ppm) {
             self.counts.write_corruptions += 1;
             self.flip_bit(&mut stored, target, sectors);
@@ -487,6 +489,17 @@ impl SimStorage {
         self.visible[byte_range(target, stored.len())].copy_from_slice(&stored);
         self.pending.push(PendingWrite { offset: target, data: stored });
     }
+}
+
+/// The sectors (as indexes) of `offset..offset + size` that lie inside `area`. Both ranges are
+/// sector-aligned, so their intersection is whole sectors.
+fn sectors_within(offset: u64, size: u64, area: Range<u64>) -> Range<u64> {
+    let start = offset.max(area.start);
+    let end = (offset + size).min(area.end);
+    if start >= end {
+        return 0..0;
+    }
+    start / SECTOR_SIZE_U64..end / SECTOR_SIZE_U64
 }
 
 /// What a crash does to one pending write.
@@ -966,6 +979,33 @@ mod tests {
     }
 
     #[test]
+    fn write_faults_keep_to_their_own_area_when_given_one() {
+        // Reads may fail in sectors 16..32; writes are corrupted or misdirected only in 40..48.
+        let faults = faults_in_area(SimFaults {
+            write_corruption_ppm: 500_000,
+            write_misdirection_ppm: 500_000,
+            write_faulty_area: Some(40 * SECTOR..48 * SECTOR),
+            ..Default::default()
+        });
+        let mut storage = SimStorage::new(64 * SECTOR, 13, faults);
+        let data = tagged(0x20, 1);
+        for sector in 0..64 {
+            storage.write(&[Write { offset: sector * SECTOR, data: &data }]).expect("no crash armed");
+        }
+        storage.sync().expect("no crash armed");
+        let image = storage.durable_image();
+        for sector in (0..40).chain(48..64) {
+            assert_eq!(
+                sector_of(image, sector),
+                &data[..],
+                "sector {sector}, outside the write faults' area"
+            );
+        }
+        let counts = storage.fault_counts();
+        assert!(counts.write_corruptions > 0 && counts.write_misdirections > 0, "{counts:?}");
+    }
+
+    #[test]
     fn read_faults_and_corruptions_happen_only_inside_the_faulty_area_at_the_configured_rate() {
         let faults = faults_in_area(SimFaults {
             read_fault_ppm: 100_000,
@@ -1153,6 +1193,7 @@ mod tests {
             write_corruption_ppm: 50_000,
             write_misdirection_ppm: 50_000,
             faulty_area: None,
+            write_faulty_area: None,
         };
         let mut storage = SimStorage::new(32 * SECTOR, seed, faults);
         let mut workload = Prng::new(77);

@@ -112,6 +112,8 @@ pub struct RunStats {
     /// Superblock copies of down atlas replicas damaged (one at a time: a replica that opens
     /// writes every copy again).
     pub superblocks_damaged: u64,
+    /// Grid writes of atlas replicas stored corrupted or misdirected.
+    pub grid_write_faults: u64,
     /// Partitions of the replicas begun.
     pub partitions: u64,
     /// View changes completed (a replica entering normal status in a new view), over all
@@ -207,7 +209,7 @@ impl Cluster {
             node.set_clock_skew(options.clock_skews[usize::from(index)]);
             node.disk().take_elapsed_ns(); // Formatting is not part of the run's time.
             if options.wal_damage & (1 << index) != 0 {
-                node.disk().with(|storage| storage.set_faults(read_faults(&options)));
+                node.disk().with(|storage| storage.set_faults(atlas_faults(&options)));
             }
             nodes.push(node);
             checked.push(Checked {
@@ -263,6 +265,7 @@ impl Cluster {
         for node in &self.nodes {
             let counts = node.disk().with(|storage| storage.fault_counts());
             self.stats.read_faults += counts.read_faults + counts.read_corruptions;
+            self.stats.grid_write_faults += counts.write_corruptions + counts.write_misdirections;
         }
         RunReport {
             seed: self.options.seed,
@@ -651,7 +654,7 @@ impl Cluster {
         // The restart of the disk healed its faults; an atlas replica's come back.
         let damageable = self.options.wal_damage & (1 << index) != 0 && self.faulty();
         if damageable {
-            let faults = read_faults(&self.options);
+            let faults = atlas_faults(&self.options);
             self.nodes[index].disk().with(|storage| storage.set_faults(faults));
         }
         self.crashes += 1;
@@ -896,15 +899,20 @@ impl Cluster {
     }
 }
 
-/// The transient read faults of an atlas replica's disk (failed reads, and reads that return
-/// a flipped bit) within its WAL and client replies, 1 % of reads each.
-fn read_faults(options: &SimOptions) -> SimFaults {
+/// The faults of an atlas replica's disk while it runs: transient read faults (failed reads,
+/// and reads that return a flipped bit) within its WAL and client replies, 1 % of reads each;
+/// and in its grid, writes stored with a flipped bit or at another offset of the grid (a
+/// misdirected write, which damages what it lands on), 2 % of writes each. (Not in the WAL:
+/// the checkers read committed prepares back from the disk.)
+fn atlas_faults(options: &SimOptions) -> SimFaults {
     let layout = options.format.layout();
     SimFaults {
         read_fault_ppm: 10_000,
         read_corruption_ppm: 10_000,
+        write_corruption_ppm: 20_000,
+        write_misdirection_ppm: 20_000,
         faulty_area: Some(layout.wal_headers_offset()..layout.grid_offset()),
-        ..SimFaults::default()
+        write_faulty_area: Some(layout.grid_offset()..layout.file_size()),
     }
 }
 
