@@ -154,9 +154,19 @@ impl<S: Storage> Replica<S> {
         if sync.done {
             return Ok(());
         }
+        if sync.progressed == 0 {
+            sync.progressed = now; // Begun at start (its own checkpoint damaged): from its first tick.
+        }
         if let (Some(target), false) = (sync.target, sync.installed) {
-            self.state.data_file_mut().sync_install(&target)?;
-            self.sync.as_mut().expect("syncing").target_installed(target, now);
+            if target.op <= self.state.data_file().checkpoint_op() {
+                // A checkpoint in flight when the sync began became durable meanwhile, as new
+                // as the target: another is asked for.
+                sync.floor = sync.floor.max(self.state.data_file().checkpoint_op() + 1);
+                sync.target = None;
+            } else {
+                self.state.data_file_mut().sync_install(&target)?;
+                self.sync.as_mut().expect("syncing").target_installed(target, now);
+            }
         }
         let sync = self.sync.as_mut().expect("syncing");
         if (sync.target.is_none() || sync.stalled(now)) && now >= sync.asked + SYNC_CHECKPOINT_INTERVAL_NS {
@@ -244,6 +254,9 @@ impl<S: Storage> Replica<S> {
     /// fetched), once it proves consistent with this data file.
     pub(super) fn on_sync_checkpoint(&mut self, header: &Header, body: &[u8], now: u64) -> PeerMessage {
         let Some(sync) = self.sync.as_ref() else { return PeerMessage::Ignored("not syncing") };
+        if sync.done {
+            return PeerMessage::Ignored("synced: the data file opens on the installed checkpoint");
+        }
         if body.len() != core::mem::size_of::<Checkpoint>() {
             return PeerMessage::Ignored("a checkpoint of the wrong size");
         }
