@@ -942,3 +942,47 @@ fn journal_proves(header: &Header, op: u64) -> bool {
         && header.command() == Some(ledger::vsr::header::Command::Prepare)
         && header.op == op
 }
+
+/// State sync at the data-file layer: a replica of a cluster installs a peer's checkpoint (the
+/// superblock first), then its blocks one by one at their addresses. Until every block is
+/// there its data file opens with the checkpoint damaged (it would go on fetching); a block
+/// that is not the one its reference names is refused; with every block installed and made
+/// durable, it opens on the peer's checkpoint, whose state is the workload's at that op.
+#[test]
+fn a_checkpoint_installed_block_by_block_from_a_peer_opens_to_the_peers_state() {
+    let (mut peer, ops) = full_run();
+    let checkpoint = peer.data_file().superblock().checkpoint;
+    assert!(checkpoint.op > 0, "the peer checkpointed");
+    let syncing_options = FormatOptions { replica_count: 3, replica: 1, ..options() };
+    let (mut syncing, _) = DataFile::open(formatted_with(syncing_options), Some(CLUSTER)).expect("open");
+    assert_eq!(syncing.checkpoint_op(), 0);
+    syncing.sync_install(&checkpoint).expect("the superblock names the peer's checkpoint");
+    let (mut syncing, arrays) = DataFile::open(syncing.into_storage(), Some(CLUSTER)).expect("open");
+    assert!(syncing.checkpoint_damage().is_some(), "its blocks are not here yet");
+    assert!(arrays.iter().all(Vec::is_empty));
+    assert_eq!(syncing.checkpoint_op(), checkpoint.op);
+    let block_size = syncing.superblock().block_size as usize;
+    let mut block = ledger::storage::AlignedBuffer::new(block_size);
+    let grid = peer.data_file().grid();
+    let references: Vec<_> =
+        (0..grid.durable_block_count()).map(|index| grid.durable_block(index).expect("a block")).collect();
+    assert!(references.len() >= 2, "a manifest and pages");
+    for (index, reference) in references.iter().enumerate() {
+        assert!(peer.data_file_mut().block_read(reference, &mut block).expect("read"), "the peer's block");
+        if index == 0 {
+            // Another block's bytes under this reference: refused.
+            let other = references[1];
+            let mut wrong = ledger::storage::AlignedBuffer::new(block_size);
+            assert!(peer.data_file_mut().block_read(&other, &mut wrong).expect("read"));
+            assert!(!syncing.block_install(reference, &wrong).expect("refused, not failed"));
+        }
+        assert!(syncing.block_install(reference, &block).expect("installed"));
+    }
+    syncing.sync_blocks_durable().expect("sync");
+    let synced =
+        ReplicaState::open(syncing.into_storage(), Some(CLUSTER)).expect("open on the installed checkpoint");
+    assert!(synced.data_file().checkpoint_damage().is_none());
+    assert_eq!(synced.commit_min(), checkpoint.op);
+    assert_eq!(synced.data_file().superblock().checkpoint.id(), checkpoint.id());
+    assert_same_state(synced.state_machine(), &replayed(&ops, checkpoint.op), "synced");
+}
