@@ -654,6 +654,14 @@ fn a_replica_behind_the_wal_or_with_a_damaged_checkpoint_syncs_from_its_peers() 
     let damaged = (primary + 1) % REPLICA_COUNT;
     cluster.kill(damaged);
     damage_grid(&cluster.paths[damaged]);
+    // `ledger inspect` names the damage, as what start repairs from the peers.
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["inspect", "--development"])
+        .arg(&cluster.paths[damaged])
+        .output()
+        .expect("ledger inspect");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.contains("start fetches it from its peers (state sync)"), "{report}");
     cluster.wait_for_transfers("transfers without the damaged backup", 2 * BATCH as usize);
     cluster.restart(damaged);
     cluster.wait_for_log_then_normal(damaged, "state sync done");

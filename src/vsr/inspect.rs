@@ -170,9 +170,18 @@ fn check_checkpoint(
 ) -> Result<Vec<ClientSession>, DataFileError> {
     let superblock = report.superblock;
     let checkpoint = &superblock.checkpoint;
+    // In a cluster, `start` fetches a damaged checkpoint's blocks from the peers (state sync).
+    let cluster = superblock.replica_count > 1;
     let (arrays, damage) = match Grid::verify(storage, &superblock) {
         Ok(verified) => verified,
         Err(CheckpointError::Storage(error)) => return Err(error.into()),
+        Err(error) if cluster => {
+            report.warning(format!(
+                "checkpoint of op {}: {error}; start fetches the checkpoint from its peers (state sync)",
+                checkpoint.op
+            ));
+            return Ok(Vec::new());
+        }
         Err(error) => {
             report.error(format!("checkpoint of op {}: {error}; start refuses it", checkpoint.op));
             return Ok(Vec::new());
@@ -190,10 +199,12 @@ fn check_checkpoint(
     };
     report.blocks_verified = u64::from(checkpoint.manifest_block_count) + pages_read - damage.len() as u64;
     for block in &damage {
-        report.error(format!(
-            "checkpoint of op {}: {}: {}; start refuses it",
-            checkpoint.op, block.role, block.error
-        ));
+        let message = format!("checkpoint of op {}: {}: {}", checkpoint.op, block.role, block.error);
+        if cluster {
+            report.warning(format!("{message}; start fetches it from its peers (state sync)"));
+        } else {
+            report.error(format!("{message}; start refuses it"));
+        }
     }
     let lengths = checkpoint.array_lengths;
     let bytes = |index: usize| {
