@@ -158,7 +158,7 @@ fn a_nack_quorum_one_short_is_caught_within_a_few_seeds() {
 #[test]
 fn seeds_with_damaged_wals_pass_every_checker() {
     let (mut damages, mut recovering_heads, mut blocks_repaired) = (0, 0, 0);
-    let (mut checkpoints_damaged, mut syncs, mut replaced) = (0, 0, 0);
+    let (mut checkpoints_damaged, mut syncs, mut replaced, mut write_faults) = (0, 0, 0, 0);
     for seed in SEED_FIRST + 10_000..SEED_FIRST + 10_200 {
         let mut options = SimOptions::of_seed_with(seed, 3);
         options.wal_damage = 1 << (seed % 3);
@@ -170,6 +170,7 @@ fn seeds_with_damaged_wals_pass_every_checker() {
         checkpoints_damaged += report.stats.checkpoints_damaged;
         syncs += report.stats.syncs;
         replaced += report.stats.data_files_replaced;
+        write_faults += report.stats.write_faults;
     }
     // The faults happened, and recoveries found them.
     assert!(damages > 1_000, "{damages} sectors damaged");
@@ -179,6 +180,7 @@ fn seeds_with_damaged_wals_pass_every_checker() {
     assert!(checkpoints_damaged > 20, "{checkpoints_damaged} checkpoints damaged while down");
     assert!(syncs > 20, "{syncs} state syncs");
     assert!(replaced > 10, "{replaced} data files lost and recovered");
+    assert!(write_faults > 500, "{write_faults} writes corrupted or misdirected as they were made");
 }
 
 /// A synced replica is checked against the model: one that records the checkpoint it installs

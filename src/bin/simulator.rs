@@ -121,7 +121,7 @@ fn run(seed: u64, replica_count: Option<u8>, bug: Option<InjectedBug>) -> (bool,
 fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (bool, String) {
     let stats = &report.stats;
     let summary = format!(
-        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) syncs={} partitions={} wal_damages={} checkpoints_damaged={} superblocks_damaged={} replaced={} read_faults={} grid_write_faults={} recovering_heads={} replies_restored={} blocks={}/{} replies={} \
+        "seed={} {} commits={} view_changes={} (view {}) nacked={} crashes={} (in recovery {}) syncs={} partitions={} wal_damages={} checkpoints_damaged={} superblocks_damaged={} replaced={} read_faults={} write_faults={} recovering_heads={} replies_restored={} blocks={}/{} replies={} \
          resent={} evictions={} pulses={} stages={}/{}/{} waits={} peer={}/{}/{}/{} synced={} trace={:016x} time={}ms",
         report.seed,
         report.configuration,
@@ -138,7 +138,7 @@ fn line(report: &RunReport, elapsed_ms: u128, replica_count: Option<u8>) -> (boo
         stats.superblocks_damaged,
         stats.data_files_replaced,
         stats.read_faults,
-        stats.grid_write_faults,
+        stats.write_faults,
         stats.recovering_heads,
         stats.replies_restored,
         stats.blocks_damaged,

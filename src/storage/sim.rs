@@ -56,6 +56,14 @@ pub struct SimFaults {
     /// The byte range (sector-aligned) that write faults (corruption, misdirection) may touch
     /// instead, if given: `faulty_area` then bounds the read faults only.
     pub write_faulty_area: Option<Range<u64>>,
+    /// The byte range (sector-aligned) that misdirected writes may come from and land in, if
+    /// narrower than the write faults' area.
+    pub misdirection_area: Option<Range<u64>>,
+    /// Probability that a write lying wholly inside `loss_area` is lost: it completes, and
+    /// nothing of it is stored (its sectors keep their old content).
+    pub write_loss_ppm: u32,
+    /// Where writes may be lost (`None`: nowhere).
+    pub loss_area: Option<Range<u64>>,
 }
 
 /// How many faults of each kind [`SimStorage`] has injected, so that a test can check that its
@@ -70,6 +78,8 @@ pub struct SimFaultCounts {
     pub write_corruptions: u64,
     /// Writes stored at the wrong offset.
     pub write_misdirections: u64,
+    /// Writes lost.
+    pub write_losses: u64,
 }
 
 /// What happens at a crash to the writes that completed but were not synced.
@@ -162,6 +172,12 @@ pub struct SimStorage {
     prng_latency: Prng,
     /// Simulated time spent in I/O since the last [`SimStorage::take_elapsed_ns`].
     elapsed_ns: u64,
+    /// The sectors stored corrupted (or not stored at all) by a write fault and not written since, each with what the
+    /// write meant to store: what [`SimStorage::peek_intended`] shows (a checker reading back
+    /// what a replica wrote), and where a running replica's damage is its own to not know of
+    /// ([`SimStorage::write_faulted`]). Kept across a restart: a lost write's entry stays, and
+    /// only makes a checker look away from that sector.
+    write_faults: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 impl SimStorage {
@@ -188,6 +204,7 @@ impl SimStorage {
             latency: SimLatency::default(),
             prng_latency: Prng::new(seed ^ PRNG_LATENCY_SALT),
             elapsed_ns: 0,
+            write_faults: std::collections::BTreeMap::new(),
         };
         storage.set_faults(faults);
         storage
@@ -420,12 +437,38 @@ impl SimStorage {
     }
 
     /// Flips one random bit of one random sector of `sectors`, within `buffer` which holds the
-    /// bytes from `offset`.
-    fn flip_bit(&mut self, buffer: &mut [u8], offset: u64, sectors: Range<u64>) {
+    /// bytes from `offset`; returns that sector's index.
+    fn flip_bit(&mut self, buffer: &mut [u8], offset: u64, sectors: Range<u64>) -> u64 {
         let sector_index = sectors.start + self.prng.below(sectors.end - sectors.start);
         let bit_index = self.prng.below(SECTOR_SIZE_U64 * 8);
         let byte_index = sector_index * SECTOR_SIZE_U64 - offset + bit_index / 8;
         buffer[byte_index as usize] ^= 1 << (bit_index % 8);
+        sector_index
+    }
+
+    /// Where misdirected writes may come from and land.
+    fn misdirection_area(&self) -> Range<u64> {
+        self.faults.misdirection_area.clone().unwrap_or_else(|| self.write_faulty_area())
+    }
+
+    /// [`SimStorage::peek`], but showing what every write meant to store where a write fault
+    /// corrupted it (the simulator's checkers read back what a replica committed this way).
+    pub fn peek_intended(&self, offset: u64, buffer: &mut [u8]) {
+        self.peek(offset, buffer);
+        let first = offset / SECTOR_SIZE_U64;
+        let last = (offset + buffer.len() as u64).div_ceil(SECTOR_SIZE_U64);
+        for (sector, intended) in self.write_faults.range(first..last) {
+            let at = (sector * SECTOR_SIZE_U64 - offset) as usize;
+            buffer[at..at + SECTOR_SIZE].copy_from_slice(intended);
+        }
+    }
+
+    /// True if a sector of `offset..offset + size` was stored corrupted by a write fault and not
+    /// written since: damage the replica that wrote it cannot know of until it reads it.
+    pub fn write_faulted(&self, offset: u64, size: u64) -> bool {
+        let first = offset / SECTOR_SIZE_U64;
+        let last = (offset + size).div_ceil(SECTOR_SIZE_U64);
+        self.write_faults.range(first..last).next().is_some()
     }
 
     /// Adds the simulated time of one I/O drawn from `min..=max`, drawing nothing when the range
@@ -451,7 +494,7 @@ impl SimStorage {
     /// Where a write of `size` bytes meant for `offset` lands: usually `offset`, but possibly
     /// another sector-aligned offset where it fits wholly inside the faulty area.
     fn write_target(&mut self, offset: u64, size: u64) -> u64 {
-        let area = self.write_faulty_area();
+        let area = self.misdirection_area();
         let inside = area.start <= offset && offset + size <= area.end;
         if !inside || self.faults.write_misdirection_ppm == 0 {
             return offset;
@@ -479,12 +522,37 @@ impl SimStorage {
             Self::PENDING_WRITES_MAX
         );
         let size = data.len() as u64;
+        let lossy = self
+            .faults
+            .loss_area
+            .as_ref()
+            .is_some_and(|area| area.start <= offset && offset + size <= area.end);
+        if lossy && self.roll(self.faults.write_loss_ppm) {
+            // Lost: nothing reaches the disk, and the write reports success.
+            self.counts.write_losses += 1;
+            let first = offset / SECTOR_SIZE_U64;
+            for (index, sector) in data.chunks_exact(SECTOR_SIZE).enumerate() {
+                self.write_faults.insert(first + index as u64, sector.to_vec());
+            }
+            return;
+        }
         let target = self.write_target(offset, size);
         let mut stored = data.to_vec();
         let sectors = sectors_within(target, size, self.write_faulty_area());
+        let first = target / SECTOR_SIZE_U64;
+        let written: Vec<u64> = self
+            .write_faults
+            .range(first..first + size / SECTOR_SIZE_U64)
+            .map(|(sector, _)| *sector)
+            .collect();
+        for sector in written {
+            self.write_faults.remove(&sector);
+        }
         if !sectors.is_empty() && self.roll(self.faults.write_corruption_ppm) {
             self.counts.write_corruptions += 1;
-            self.flip_bit(&mut stored, target, sectors);
+            let sector = self.flip_bit(&mut stored, target, sectors);
+            let at = ((sector - first) * SECTOR_SIZE_U64) as usize;
+            self.write_faults.insert(sector, data[at..at + SECTOR_SIZE].to_vec());
         }
         self.visible[byte_range(target, stored.len())].copy_from_slice(&stored);
         self.pending.push(PendingWrite { offset: target, data: stored });
@@ -979,6 +1047,49 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupted_write_is_remembered_as_meant_until_the_sector_is_written_again() {
+        let faults = SimFaults { write_corruption_ppm: SimFaults::PPM_MAX, ..Default::default() };
+        let mut storage = SimStorage::new(8 * SECTOR, 5, faults);
+        let data = tagged(0x30, 2);
+        storage.write(&[Write { offset: 2 * SECTOR, data: &data }]).expect("no crash armed");
+        storage.sync().expect("no crash armed");
+        let mut stored = vec![0u8; 2 * SECTOR_SIZE];
+        storage.peek(2 * SECTOR, &mut stored);
+        assert_ne!(stored, &data[..], "stored corrupted");
+        let mut intended = vec![0u8; 2 * SECTOR_SIZE];
+        storage.peek_intended(2 * SECTOR, &mut intended);
+        assert_eq!(intended, &data[..], "shown as meant");
+        assert!(storage.write_faulted(0, 8 * SECTOR) && !storage.write_faulted(4 * SECTOR, 4 * SECTOR));
+        // Written again, cleanly: nothing is remembered any more.
+        storage.set_faults(SimFaults::default());
+        storage.write(&[Write { offset: 2 * SECTOR, data: &data }]).expect("no crash armed");
+        assert!(!storage.write_faulted(0, 8 * SECTOR));
+        storage.peek(2 * SECTOR, &mut stored);
+        assert_eq!(stored, &data[..]);
+    }
+
+    #[test]
+    fn a_lost_write_stores_nothing_and_is_remembered_as_meant() {
+        let faults = SimFaults {
+            write_loss_ppm: SimFaults::PPM_MAX,
+            loss_area: Some(4 * SECTOR..8 * SECTOR),
+            ..Default::default()
+        };
+        let mut storage = SimStorage::new(8 * SECTOR, 6, faults);
+        let data = tagged(0x40, 1);
+        storage.write(&[Write { offset: 0, data: &data }]).expect("outside the area: stored");
+        storage.write(&[Write { offset: 5 * SECTOR, data: &data }]).expect("lost, reported done");
+        storage.sync().expect("no crash armed");
+        assert_eq!(sector_of(storage.durable_image(), 0), &data[..]);
+        assert_eq!(sector_of(storage.durable_image(), 5), &[0u8; SECTOR_SIZE][..], "nothing stored");
+        let mut intended = vec![0u8; SECTOR_SIZE];
+        storage.peek_intended(5 * SECTOR, &mut intended);
+        assert_eq!(intended, &data[..]);
+        assert!(storage.write_faulted(5 * SECTOR, SECTOR) && !storage.write_faulted(0, 4 * SECTOR));
+        assert_eq!(storage.fault_counts().write_losses, 1);
+    }
+
+    #[test]
     fn write_faults_keep_to_their_own_area_when_given_one() {
         // Reads may fail in sectors 16..32; writes are corrupted or misdirected only in 40..48.
         let faults = faults_in_area(SimFaults {
@@ -1194,6 +1305,9 @@ mod tests {
             write_misdirection_ppm: 50_000,
             faulty_area: None,
             write_faulty_area: None,
+            misdirection_area: None,
+            write_loss_ppm: 0,
+            loss_area: None,
         };
         let mut storage = SimStorage::new(32 * SECTOR, seed, faults);
         let mut workload = Prng::new(77);

@@ -29,7 +29,7 @@ use super::oracle::Oracle;
 use super::requests::Requests;
 use super::time::{ClockSkew, SimTime};
 use super::trace::{Trace, TraceEvent};
-use super::wal::{read_prepare, read_redundant_header};
+use super::wal::{read_prepare, read_prepare_intended, read_redundant_header, slot_write_faulted};
 use crate::constants::{HEADER_SIZE, SECTOR_SIZE};
 use crate::net::codec::MessageBuffer;
 use crate::operation::Operation;
@@ -112,8 +112,9 @@ pub struct RunStats {
     /// Superblock copies of down atlas replicas damaged (one at a time: a replica that opens
     /// writes every copy again).
     pub superblocks_damaged: u64,
-    /// Grid writes of atlas replicas stored corrupted or misdirected.
-    pub grid_write_faults: u64,
+    /// Writes of atlas replicas stored corrupted (WAL, client replies, grid) or misdirected
+    /// (grid).
+    pub write_faults: u64,
     /// Partitions of the replicas begun.
     pub partitions: u64,
     /// View changes completed (a replica entering normal status in a new view), over all
@@ -265,7 +266,8 @@ impl Cluster {
         for node in &self.nodes {
             let counts = node.disk().with(|storage| storage.fault_counts());
             self.stats.read_faults += counts.read_faults + counts.read_corruptions;
-            self.stats.grid_write_faults += counts.write_corruptions + counts.write_misdirections;
+            self.stats.write_faults +=
+                counts.write_corruptions + counts.write_misdirections + counts.write_losses;
         }
         RunReport {
             seed: self.options.seed,
@@ -325,6 +327,11 @@ impl Cluster {
             }
             let state = node.replica().state();
             for op in state.data_file().checkpoint_op() + 1..=state.commit_min() {
+                if slot_write_faulted(node.disk(), &layout, op) {
+                    // Corrupted as it was written: the replica finds out when it reads the slot
+                    // (a restart, a peer's repair), not before.
+                    continue;
+                }
                 let (prepare, body) = read_prepare(node.disk(), &layout, op);
                 let redundant = read_redundant_header(node.disk(), &layout, op);
                 let committed =
@@ -857,7 +864,7 @@ impl Cluster {
         for op in op_first..=commit_min {
             let (header, body) = match self.history.get(op as usize - 1) {
                 Some((header, body)) if op <= checkpoint.op => (*header, body.clone()),
-                _ => read_prepare(node.disk(), &layout, op),
+                _ => read_prepare_intended(node.disk(), &layout, op),
             };
             if op <= checkpoint.op && header.op != op {
                 // Synced from a checkpoint whose ops no replica's check has logged yet (the
@@ -901,9 +908,14 @@ impl Cluster {
 
 /// The faults of an atlas replica's disk while it runs: transient read faults (failed reads,
 /// and reads that return a flipped bit) within its WAL and client replies, 1 % of reads each;
-/// and in its grid, writes stored with a flipped bit or at another offset of the grid (a
-/// misdirected write, which damages what it lands on), 2 % of writes each. (Not in the WAL:
-/// the checkers read committed prepares back from the disk.)
+/// writes stored with a flipped bit in its WAL, client replies and grid, 2 % of writes; and in
+/// its grid, writes stored at another offset of the grid (a misdirected write, which damages
+/// what it lands on), 2 %; and writes lost (reported done, nothing stored), 1 %, anywhere but
+/// in the redundant headers. (Nor misdirection in the WAL: a prepare and its redundant header
+/// both lost, or misdirected away, would leave the slot as if never written — an
+/// acknowledgement forgotten without a trace, which no protocol can tell from a torn append:
+/// beyond the fault model. One of the two always survives here, and recovery finds the other
+/// damaged.)
 fn atlas_faults(options: &SimOptions) -> SimFaults {
     let layout = options.format.layout();
     SimFaults {
@@ -912,7 +924,10 @@ fn atlas_faults(options: &SimOptions) -> SimFaults {
         write_corruption_ppm: 20_000,
         write_misdirection_ppm: 20_000,
         faulty_area: Some(layout.wal_headers_offset()..layout.grid_offset()),
-        write_faulty_area: Some(layout.grid_offset()..layout.file_size()),
+        write_faulty_area: Some(layout.wal_headers_offset()..layout.file_size()),
+        misdirection_area: Some(layout.grid_offset()..layout.file_size()),
+        write_loss_ppm: 10_000,
+        loss_area: Some(layout.wal_prepare_offset(0)..layout.file_size()),
     }
 }
 

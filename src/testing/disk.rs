@@ -83,6 +83,17 @@ impl SimDisk {
     pub fn peek(&self, offset: u64, buffer: &mut [u8]) {
         self.with(|storage| storage.peek(offset, buffer));
     }
+
+    /// What the replica meant to store at `offset` ([`SimStorage::peek_intended`]).
+    pub fn peek_intended(&self, offset: u64, buffer: &mut [u8]) {
+        self.with(|storage| storage.peek_intended(offset, buffer));
+    }
+
+    /// True if a write fault corrupted a sector of `offset..offset + size` that has not been
+    /// written since ([`SimStorage::write_faulted`]).
+    pub fn write_faulted(&self, offset: u64, size: u64) -> bool {
+        self.with(|storage| storage.write_faulted(offset, size))
+    }
 }
 
 impl Storage for SimDisk {

@@ -861,11 +861,10 @@ impl<S: Storage> ReplicaState<S> {
         let Some(message) = self.pool.acquire() else { return Ok(None) };
         let buffer = self.pool.bytes_mut(&message);
         match self.data_file.read_prepare(op, buffer)? {
-            SlotRead::Intact(header) => {
-                assert_eq!(header.op, op);
-                Ok(Some(message))
-            }
-            SlotRead::Empty | SlotRead::Damaged => {
+            SlotRead::Intact(header) if header.op == op => Ok(Some(message)),
+            // An older op of the slot, intact, where op `op` was written durable: the write was
+            // lost (a storage fault). Damage, like a corrupted slot: the peer asks another.
+            SlotRead::Intact(_) | SlotRead::Empty | SlotRead::Damaged => {
                 self.pool.release(message);
                 Ok(None)
             }
