@@ -128,6 +128,9 @@ impl Node {
     /// ([`DataFile::format_recovering`]).
     pub fn replace_data_file(&mut self, options: &FormatOptions) {
         assert!(self.replica.is_none(), "the replica is down");
+        // A new file on a new disk: written whole, whatever faults its replica's disk has later.
+        let faults = self.disk.with(|storage| storage.faults().clone());
+        self.disk.with(|storage| storage.set_faults(crate::storage::SimFaults::default()));
         let size = self.disk.size();
         let zeros = crate::storage::AlignedBuffer::new(1 << 20);
         let mut offset = 0;
@@ -139,6 +142,7 @@ impl Node {
         let options = FormatOptions { replica: self.index, ..*options };
         DataFile::format_recovering(self.disk.clone(), &options)
             .expect("formatting a simulated disk succeeds");
+        self.disk.with(|storage| storage.set_faults(faults));
     }
 
     /// Sets how the replica's wall clock departs from true time (a step of its clock, if it
