@@ -129,20 +129,13 @@ impl Node {
     pub fn replace_data_file(&mut self, options: &FormatOptions) {
         assert!(self.replica.is_none(), "the replica is down");
         // A new file on a new disk: written whole, whatever faults its replica's disk has later.
-        let faults = self.disk.with(|storage| storage.faults().clone());
-        self.disk.with(|storage| storage.set_faults(crate::storage::SimFaults::default()));
+        // A new file on a new disk: zeros, not the lost file's bytes (writes that blank it could
+        // be lost by the disk's faults, leaving the old file's prepares in place).
         let size = self.disk.size();
-        let zeros = crate::storage::AlignedBuffer::new(1 << 20);
-        let mut offset = 0;
-        while offset < size {
-            let length = (size - offset).min(zeros.len() as u64) as usize;
-            self.disk.write(&[Write { offset, data: &zeros[..length] }]).expect("a blank simulated disk");
-            offset += length as u64;
-        }
+        self.disk.with(|storage| storage.zero(0, size));
         let options = FormatOptions { replica: self.index, ..*options };
         DataFile::format_recovering(self.disk.clone(), &options)
             .expect("formatting a simulated disk succeeds");
-        self.disk.with(|storage| storage.set_faults(faults));
     }
 
     /// Sets how the replica's wall clock departs from true time (a step of its clock, if it
