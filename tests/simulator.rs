@@ -44,7 +44,7 @@ const SEEDS_REGRESSION: [u64; 22] = [
 ];
 
 /// Seeds that once failed with a cluster size of their own (`--replica-count`).
-const SEEDS_REGRESSION_SIZED: [(u64, u8); 13] = [
+const SEEDS_REGRESSION_SIZED: [(u64, u8); 15] = [
     (2785, 3), // A backup stuck adopting its view's log from a source that no longer held it.
     (145, 3),  // A faulty clock and a replica stopped behind: no two clocks agreed to the end.
     (237, 3),  // Same as 145; then a peer's clock set right counted only once its window closed.
@@ -58,6 +58,8 @@ const SEEDS_REGRESSION_SIZED: [(u64, u8); 13] = [
     (2064, 3), // A replaced data file blanked by writes that were lost kept the old prepares.
     (5422, 3), // Same as 2064.
     (6612, 3), // Same as 2064.
+    (2709, 3), // A prepare whose newer write was lost, intact and chaining, replayed over its header.
+    (7489, 3), // Same as 2709.
 ];
 
 fn assert_passed(report: &RunReport) {

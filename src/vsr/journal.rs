@@ -546,6 +546,19 @@ impl Journal {
         }
         let read = self.read_prepare(storage, op, &mut replay.buffer)?;
         if let SlotRead::Intact(header) = read {
+            let slot = op % self.layout.journal_slot_count;
+            let redundant = self.header(slot);
+            if redundant.valid_checksum()
+                && redundant.command() == Some(Command::Prepare)
+                && redundant.op == op
+                && redundant.checksum != header.checksum
+            {
+                // The redundant header proves another prepare of this op durable: the one in
+                // the slot is older (a log a view change replaced) and the newer one's write
+                // was lost. Damage: neither this prepare nor a cut here is the truth.
+                replay.ended = true;
+                return Err(JournalError::Corrupt { op, slot, offset: self.layout.wal_prepare_offset(slot) });
+            }
             if header.parent == recovered.head_checksum
                 && op > replay.view_head.head_op
                 && header.view != replay.view_head.log_view
