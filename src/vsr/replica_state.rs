@@ -858,10 +858,17 @@ impl<S: Storage> ReplicaState<S> {
         if op == 0 || op > self.op_durable || op + slot_count <= self.op {
             return Ok(None);
         }
+        // The prepare this replica holds durable at `op`, as its headers say (if they do).
+        let expected = self.header_of(op).map(|header| header.checksum);
         let Some(message) = self.pool.acquire() else { return Ok(None) };
         let buffer = self.pool.bytes_mut(&message);
         match self.data_file.read_prepare(op, buffer)? {
-            SlotRead::Intact(header) if header.op == op => Ok(Some(message)),
+            // (Another prepare of `op` than its header names: the newer one's write was lost.)
+            SlotRead::Intact(header)
+                if header.op == op && expected.is_none_or(|checksum| checksum == header.checksum) =>
+            {
+                Ok(Some(message))
+            }
             // An older op of the slot, intact, where op `op` was written durable: the write was
             // lost (a storage fault). Damage, like a corrupted slot: the peer asks another.
             SlotRead::Intact(_) | SlotRead::Empty | SlotRead::Damaged => {

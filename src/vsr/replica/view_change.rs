@@ -494,21 +494,31 @@ impl<S: Storage> Replica<S> {
     }
 
     /// The new primary chooses the log: the highest log view, then the highest op (its own on
-    /// a tie: nothing to repair); the commit point is the highest any log knows.
+    /// a tie: nothing to repair); the commit point is the highest any log knows. A replica that
+    /// cannot name its own head's header (it synced: its head is the installed checkpoint's op,
+    /// whose prepare its WAL never held) takes a peer's log on a tie, and chooses nothing if
+    /// its own would win: the view change then times out and moves to another primary.
     fn primary_choose(&mut self) {
         assert!(!self.view_change.chosen);
+        let op = self.state.op();
+        let own_known = op == 0 || self.state.header_of(op).is_some();
         let mut best: Option<usize> = None;
-        let mut best_key = (self.log_view, self.state.op());
+        let mut best_key = (self.log_view, op);
         let mut commit_max = self.state.commit_max();
         for (replica, dvc) in self.view_change.dvcs.iter().enumerate() {
             if !dvc.present {
                 continue;
             }
             commit_max = commit_max.max(dvc.commit_max);
-            if (dvc.log_view, dvc.op) > best_key {
+            let better = (dvc.log_view, dvc.op) > best_key;
+            let tie_taken = !own_known && best.is_none() && (dvc.log_view, dvc.op) == best_key;
+            if better || tie_taken {
                 best = Some(replica);
                 best_key = (dvc.log_view, dvc.op);
             }
+        }
+        if best.is_none() && !own_known {
+            return;
         }
         self.view_change.chosen = true;
         self.view_change.primary_elect = true;
