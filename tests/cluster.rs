@@ -413,10 +413,9 @@ impl Cluster {
     }
 }
 
-/// The checkpoint op, and the state checksum and checkpoint id, that `ledger inspect` reports
-/// for the data file at `path`. Checkpoints are byte-identical across replicas at the same op
-/// (the same blocks at the same addresses), so both must agree.
-fn checkpoint_of(path: &PathBuf) -> (u64, String) {
+/// What `ledger inspect` reports on the data file at `path`, which it must pass (in a cluster,
+/// damage that start repairs from the peers is a warning).
+fn inspect(path: &PathBuf) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(["inspect", "--development"])
         .arg(path)
@@ -424,6 +423,14 @@ fn checkpoint_of(path: &PathBuf) -> (u64, String) {
         .expect("ledger inspect");
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
+    report
+}
+
+/// The checkpoint op, and the state checksum and checkpoint id, that `ledger inspect` reports
+/// for the data file at `path`. Checkpoints are byte-identical across replicas at the same op
+/// (the same blocks at the same addresses), so both must agree.
+fn checkpoint_of(path: &PathBuf) -> (u64, String) {
+    let report = inspect(path);
     let line = report.lines().find(|line| line.starts_with("checkpoint: op ")).expect("a checkpoint line");
     let op = line["checkpoint: op ".len()..].split(',').next().and_then(|op| op.parse().ok()).expect("op");
     let id = line.rsplit("id ").next().expect("a checkpoint id");
@@ -655,12 +662,7 @@ fn a_replica_behind_the_wal_or_with_a_damaged_checkpoint_syncs_from_its_peers() 
     cluster.kill(damaged);
     damage_grid(&cluster.paths[damaged]);
     // `ledger inspect` names the damage, as what start repairs from the peers.
-    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["inspect", "--development"])
-        .arg(&cluster.paths[damaged])
-        .output()
-        .expect("ledger inspect");
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = inspect(&cluster.paths[damaged]);
     assert!(report.contains("start fetches it from its peers (state sync)"), "{report}");
     cluster.wait_for_transfers("transfers without the damaged backup", 2 * BATCH as usize);
     cluster.restart(damaged);
